@@ -1,0 +1,1 @@
+//! WAGO: a multi-tenant HTTP API server for WhatsApp.
