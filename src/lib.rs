@@ -1,1 +1,11 @@
 //! WAGO: a multi-tenant HTTP API server for WhatsApp.
+//!
+//! Start at [`app::App`]: it opens the [`store`], applies the
+//! configuration ([`config`]) and serves the [`http`] router. Tenants and
+//! their keys are in [`tenants`].
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod tenants;

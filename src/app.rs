@@ -1,0 +1,146 @@
+//! Start-up: from a [`Config`] to a bound, running server.
+//!
+//! [`App::build`] does everything that can fail before the first request
+//! (lock, database, migrations, admin token, `API_KEY` tenant, binding the
+//! port), so a misconfigured server stops at once with a clear message.
+//! [`App::run`] then serves until its cancellation token fires.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Dsn};
+use crate::http::{self, AppState};
+use crate::store::{LockError, ProcessLock, Store, StoreError};
+use crate::tenants::{ApiKey, DEFAULT_TENANT, KeyHash, TenantName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API_KEY: {0}")]
+    ApiKey(String),
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    _lock: Option<ProcessLock>,
+    generated_admin_token: Option<String>,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        let lock = match &config.dsn {
+            Dsn::Sqlite(path) if path.as_os_str() != ":memory:" => {
+                Some(ProcessLock::acquire(path)?)
+            }
+            _ => None,
+        };
+        let store = Store::connect(&config.dsn).await?;
+        store.migrate().await?;
+        tracing::info!(database = %config.dsn, "database ready");
+
+        let generated_admin_token = match &config.admin_token {
+            Some(_) => None,
+            None => first_admin_token(&store).await?,
+        };
+        if let Some(raw) = &config.api_key {
+            ensure_api_key_tenant(&store, raw.expose()).await?;
+        }
+        if config.webhook_url.is_some() {
+            tracing::warn!("WEBHOOK_URL is set, but this version does not deliver webhooks yet");
+        }
+
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let state = AppState {
+            store,
+            admin_token_hash: config.admin_token.as_ref().map(|t| KeyHash::of(t.expose())),
+            body_limit: config.body_limit,
+        };
+        Ok(App {
+            listener,
+            state,
+            _lock: lock,
+            generated_admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The admin token made on this first start, to be shown once.
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    pub fn store(&self) -> &crate::store::Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests in flight
+    /// finish and closes the database.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let store = self.state.store.clone();
+        let router = http::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        store.close().await;
+        tracing::info!("server stopped");
+        served
+    }
+}
+
+/// Makes an admin token if none is stored yet; returns it so it can be
+/// shown once. Only its hash is kept.
+async fn first_admin_token(store: &Store) -> Result<Option<String>, StoreError> {
+    if store.admin_token_hash().await?.is_some() {
+        return Ok(None);
+    }
+    let token = new_admin_token();
+    let stored = store.init_admin_token_hash(&KeyHash::of(&token)).await?;
+    Ok(stored.then_some(token))
+}
+
+/// Replaces the stored admin token (`wago admin reset-token`).
+pub async fn reset_admin_token(store: &Store) -> Result<String, StoreError> {
+    let token = new_admin_token();
+    store.set_admin_token_hash(&KeyHash::of(&token)).await?;
+    Ok(token)
+}
+
+fn new_admin_token() -> String {
+    let key = ApiKey::generate();
+    format!("wago_admin_{}", &key.expose()[ApiKey::PREFIX.len()..])
+}
+
+async fn ensure_api_key_tenant(store: &Store, raw: &str) -> Result<(), StartupError> {
+    let key = ApiKey::from_presented(raw)
+        .ok_or_else(|| StartupError::ApiKey("must be 1 to 512 characters".into()))?;
+    let name = TenantName::parse(DEFAULT_TENANT).map_err(StartupError::ApiKey)?;
+    let (tenant, changed) = store
+        .ensure_env_key(&name, &key)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => StartupError::ApiKey(m),
+            other => StartupError::Store(other),
+        })?;
+    if changed {
+        tracing::info!(tenant_id = %tenant.id, "API_KEY is now the key of tenant \"default\"");
+    }
+    Ok(())
+}

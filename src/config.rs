@@ -1,0 +1,335 @@
+//! Configuration, read once at start-up from environment variables.
+//!
+//! Every value is parsed into its final type here, so the rest of the code
+//! never looks at a raw string. Bad values are all reported at once, each
+//! with the variable's name, instead of failing on the first one.
+//!
+//! Tests build a [`Config`] from a map they pass in ([`Config::from_lookup`]),
+//! never by setting process environment variables.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Where the database lives, parsed from `DSN` / `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Dsn {
+    /// A SQLite file. `:memory:` is allowed for throwaway runs.
+    Sqlite(PathBuf),
+    /// A Postgres URL, kept as given (it may hold a password: never log it).
+    Postgres(String),
+}
+
+impl Dsn {
+    pub const DEFAULT_SQLITE_FILE: &'static str = "wago.db";
+
+    /// Accepts `sqlite://PATH`, `sqlite:PATH`, the old server's
+    /// `sqlite3://file:PATH?...` and `postgres://` / `postgresql://` URLs.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            url::Url::parse(raw).map_err(|e| format!("not a valid Postgres URL: {e}"))?;
+            return Ok(Dsn::Postgres(raw.to_owned()));
+        }
+        let path = if let Some(rest) = raw.strip_prefix("sqlite3://") {
+            // The old form: sqlite3://file:session.db?_foreign_keys=on. Its
+            // query parameters are ignored: WAGO sets its own pragmas.
+            let rest = rest.strip_prefix("file:").unwrap_or(rest);
+            rest.split('?').next().unwrap_or_default()
+        } else if let Some(rest) = raw.strip_prefix("sqlite://") {
+            rest.split('?').next().unwrap_or_default()
+        } else if let Some(rest) = raw.strip_prefix("sqlite:") {
+            rest.split('?').next().unwrap_or_default()
+        } else {
+            return Err(
+                "expected sqlite://PATH, sqlite3://file:PATH or postgres://USER@HOST/DB".into(),
+            );
+        };
+        if path.is_empty() {
+            return Err("the SQLite path is empty".into());
+        }
+        Ok(Dsn::Sqlite(PathBuf::from(path)))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Dsn::Postgres(_))
+    }
+}
+
+/// Shows the DSN without any password, for logs and start-up messages.
+impl fmt::Display for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dsn::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Dsn::Postgres(raw) => match url::Url::parse(raw) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    write!(f, "{url}")
+                }
+                Err(_) => f.write_str("postgres://(unparsable)"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A secret from the environment. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub dsn: Dsn,
+    /// The old single-tenant key: makes a tenant named `default` with it.
+    pub api_key: Option<Secret>,
+    pub webhook_url: Option<url::Url>,
+    pub webhook_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    /// The WhatsApp WebSocket to connect sessions to (a sandbox in tests).
+    pub wa_server_url: Option<url::Url>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    pub log_format: LogFormat,
+}
+
+/// Every bad variable, each on its own line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Reads every variable through `lookup`. Empty values count as unset,
+    /// as they do for most shells' `VAR= cmd`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut errors = Errors::default();
+
+        let host = get("HOST").map_or(Ok(IpAddr::from([0, 0, 0, 0])), |v| {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{v:?} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)"))
+        });
+        let host = errors.check("HOST", host);
+        let port = get("PORT").map_or(Ok(8080), |v| {
+            v.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{v:?} is not a port number (0-65535)"))
+        });
+        let port = errors.check("PORT", port);
+
+        let dsn = match (get("DSN"), get("DATABASE_URL")) {
+            (Some(a), Some(b)) if a.trim() != b.trim() => {
+                Err("DSN and DATABASE_URL are both set and differ; set only one of them".to_owned())
+            }
+            (Some(v), _) | (None, Some(v)) => Dsn::parse(&v),
+            (None, None) => Ok(Dsn::Sqlite(PathBuf::from(Dsn::DEFAULT_SQLITE_FILE))),
+        };
+        let dsn = errors.check("DSN", dsn);
+
+        let webhook_url = get("WEBHOOK_URL").map(|v| parse_url(&v, &["http", "https"]));
+        let webhook_url = webhook_url.and_then(|r| errors.check("WEBHOOK_URL", r));
+        let wa_server_url = get("WA_SERVER_URL").map(|v| parse_url(&v, &["ws", "wss"]));
+        let wa_server_url = wa_server_url.and_then(|r| errors.check("WA_SERVER_URL", r));
+
+        let admin_token = get("ADMIN_TOKEN").map(|v| {
+            if v.len() < MIN_ADMIN_TOKEN_LEN {
+                Err(format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (it guards every tenant)"
+                ))
+            } else {
+                Ok(Secret(v))
+            }
+        });
+        let admin_token = admin_token.and_then(|r| errors.check("ADMIN_TOKEN", r));
+
+        let body_limit = get("BODY_LIMIT").map_or(Ok(DEFAULT_BODY_LIMIT), |v| {
+            match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1024 => Ok(n),
+                _ => Err(format!("{v:?} is not a byte count of at least 1024")),
+            }
+        });
+        let body_limit = errors.check("BODY_LIMIT", body_limit);
+
+        let log_format = match get("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(format!("{other:?} is not one of: text, json")),
+        };
+        let log_format = errors.check("LOG_FORMAT", log_format);
+
+        if get("WEBHOOK_SECRET").is_some() && get("WEBHOOK_URL").is_none() {
+            errors
+                .0
+                .push("WEBHOOK_SECRET: set without WEBHOOK_URL; set both or neither".into());
+        }
+
+        match (host, port, dsn, body_limit, log_format) {
+            (Some(host), Some(port), Some(dsn), Some(body_limit), Some(log_format))
+                if errors.0.is_empty() =>
+            {
+                Ok(Config {
+                    host,
+                    port,
+                    dsn,
+                    api_key: get("API_KEY").map(|v| Secret(v.trim().to_owned())),
+                    webhook_url,
+                    webhook_secret: get("WEBHOOK_SECRET").map(Secret),
+                    admin_token,
+                    wa_server_url,
+                    body_limit,
+                    log_format,
+                })
+            }
+            _ => Err(ConfigError(errors.0)),
+        }
+    }
+}
+
+/// Collects the bad variables so all are reported together.
+#[derive(Default)]
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn check<T>(&mut self, name: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|e| self.0.push(format!("{name}: {e}"))).ok()
+    }
+}
+
+fn parse_url(raw: &str, schemes: &[&str]) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "{raw:?} must start with {}",
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&vars)
+    }
+
+    #[test]
+    fn defaults_use_sqlite_in_the_working_directory() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.dsn, Dsn::Sqlite("wago.db".into()));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.body_limit, 64 * 1024);
+        assert!(c.api_key.is_none() && c.admin_token.is_none());
+    }
+
+    #[test]
+    fn old_sqlite3_form_means_the_same_file() {
+        let d = Dsn::parse("sqlite3://file:session.db?_foreign_keys=on").unwrap();
+        assert_eq!(d, Dsn::Sqlite("session.db".into()));
+        assert_eq!(
+            Dsn::parse("sqlite://data/w.db?mode=rwc").unwrap(),
+            Dsn::Sqlite("data/w.db".into())
+        );
+        assert_eq!(
+            Dsn::parse("sqlite:w.db").unwrap(),
+            Dsn::Sqlite("w.db".into())
+        );
+    }
+
+    #[test]
+    fn dsn_wins_only_when_both_agree() {
+        let c = config(&[("DATABASE_URL", "postgres://u@h/db")]).unwrap();
+        assert!(c.dsn.is_postgres());
+        let err = config(&[("DSN", "sqlite://a.db"), ("DATABASE_URL", "sqlite://b.db")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both set and differ"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_by_name() {
+        let err = config(&[
+            ("PORT", "eighty"),
+            ("DSN", "mysql://x"),
+            ("WEBHOOK_URL", "ftp://x"),
+            ("ADMIN_TOKEN", "short"),
+            ("WA_SERVER_URL", "http://127.0.0.1/ws"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .unwrap_err();
+        let names: Vec<&str> = err.0.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "PORT",
+                "DSN",
+                "WEBHOOK_URL",
+                "WA_SERVER_URL",
+                "ADMIN_TOKEN",
+                "LOG_FORMAT"
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_password_is_hidden_when_shown() {
+        let d = Dsn::parse("postgres://wago:hunter2@db.example/wago").unwrap();
+        let shown = d.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(format!("{:?}", Secret::new("hunter2")).contains("***"));
+    }
+}

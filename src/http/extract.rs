@@ -1,0 +1,178 @@
+//! Extractors: who is calling (tenant key or admin token), and JSON bodies
+//! whose every rejection is an [`ApiError`] in our JSON shape.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::tenants::{ApiKey, KeyHash, TenantId};
+
+/// The tenant whose key authenticated the request.
+#[derive(Debug, Clone)]
+pub struct TenantAuth {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub key_id: String,
+}
+
+const MISSING_KEY: &str = "an API key is required: send it as X-API-Key or Authorization: Bearer";
+const BAD_KEY: &str = "the API key is unknown or revoked";
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = header_str(&parts.headers, "x-api-key")
+            .or_else(|| bearer(&parts.headers))
+            .and_then(ApiKey::from_presented)
+            .ok_or(ApiError::Unauthorized(MISSING_KEY))?;
+        let hash = presented.hash();
+        let owner = state
+            .store
+            .find_key_owner(&hash)
+            .await?
+            .filter(|owner| owner.key_hash.matches(&hash))
+            .ok_or(ApiError::Unauthorized(BAD_KEY))?;
+        let stale = owner.last_used_at.is_none_or(|t| {
+            crate::store::now_ms() - t >= crate::store::tenants::LAST_USED_RESOLUTION_MS
+        });
+        if stale {
+            // Bookkeeping only: the request does not wait for it.
+            let store = state.store.clone();
+            let key_id = owner.key_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_key(&key_id).await {
+                    tracing::warn!(error = %e, "could not record key use");
+                }
+            });
+        }
+        Ok(TenantAuth {
+            tenant_id: owner.tenant_id,
+            tenant_name: owner.tenant_name,
+            key_id: owner.key_id,
+        })
+    }
+}
+
+/// A request that presented the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized(
+            "the admin token is required: send Authorization: Bearer <ADMIN_TOKEN>",
+        ))?;
+        let expected = match &state.admin_token_hash {
+            Some(hash) => Some(hash.clone()),
+            // Read each time, so `wago admin reset-token` applies at once.
+            None => state.store.admin_token_hash().await?,
+        };
+        match expected {
+            Some(hash) if hash.matches(&KeyHash::of(presented)) => Ok(AdminAuth),
+            _ => Err(ApiError::Unauthorized("the admin token is wrong")),
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_str(headers, AUTHORIZATION.as_str())?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Like `axum::Json`, but malformed JSON and a wrong content type are 400,
+/// a value of the wrong shape is 422 naming the field, and an oversized
+/// body is 413, all in our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = header_str(req.headers(), CONTENT_TYPE.as_str())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(ApiError::BadRequest(
+                "the body must be JSON, sent with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(ref inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::PayloadTooLarge {
+                    limit: state.body_limit,
+                }
+            }
+            other => ApiError::BadRequest(format!("cannot read the body: {other}")),
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes`, telling a syntax error (400) from a shape error (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return ApiError::BadRequest(format!("malformed JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let field = match path.as_str() {
+            "." => missing_field(&message).unwrap_or("body").to_owned(),
+            _ => path,
+        };
+        ApiError::invalid(&field, strip_position(&message))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn strip_position(message: &str) -> &str {
+    message.split(" at line ").next().unwrap_or(message)
+}
+
+/// Just enough media-type parsing to accept `application/json` and
+/// `application/*+json`, with or without parameters.
+mod mime_type {
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s.split(';').next().ok_or(())?.trim().to_ascii_lowercase();
+            Ok(Essence(essence))
+        }
+    }
+
+    impl Essence {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}

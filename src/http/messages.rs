@@ -1,0 +1,95 @@
+//! The persisted inbox: `GET /messages`.
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::TenantAuth;
+use super::{AppState, rfc3339};
+use crate::store::messages::InboxQuery;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/messages", get(list_messages))
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// Query values arrive as strings so that a bad one names its field (422)
+/// instead of failing the whole query string.
+#[derive(Deserialize)]
+struct ListQuery {
+    chat: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_messages(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let after =
+        match q.after.as_deref() {
+            None | Some("") => 0,
+            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::invalid("after", "must be a message id (a whole number)")
+            })?,
+        };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")))?,
+    };
+    let chat = q.chat.as_deref().map(chat_jid).transpose()?;
+    let messages = state
+        .store
+        .list_inbound(
+            &auth.tenant_id,
+            &InboxQuery {
+                chat: chat.as_deref(),
+                after,
+                limit,
+            },
+        )
+        .await?;
+    let next_after = messages.last().map_or(after, |m| m.id);
+    let items: Vec<Value> = messages
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "message_id": m.message_id,
+                "chat_id": m.chat_id,
+                "sender_id": m.sender_id,
+                "text": m.text.unwrap_or_default(),
+                "kind": m.kind,
+                "timestamp": rfc3339(m.timestamp),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "messages": items, "next_after": next_after })))
+}
+
+/// A chat filter: a JID as given, or a bare number (with an optional `+`)
+/// as that number's personal chat.
+fn chat_jid(raw: &str) -> ApiResult<String> {
+    let raw = raw.trim();
+    if raw.contains('@') {
+        return Ok(raw.to_owned());
+    }
+    let digits = raw.strip_prefix('+').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            "chat",
+            "must be a JID (62812...@s.whatsapp.net) or a phone number",
+        ));
+    }
+    Ok(format!("{digits}@s.whatsapp.net"))
+}

@@ -1,0 +1,154 @@
+//! The database: one [`Store`] over Postgres or SQLite, chosen by the DSN.
+//!
+//! Every query the rest of WAGO runs lives in this module's files, named
+//! after what it does. SQL is written once in the dialect both databases
+//! share (`$1` placeholders, `ON CONFLICT`, `RETURNING`); where they differ,
+//! a small function asks [`Store::kind`]. Nothing outside `src/store`
+//! writes SQL, and nothing here knows about HTTP.
+
+mod lock;
+pub mod messages;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::config::Dsn;
+
+pub use lock::{LockError, ProcessLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {dsn}: {source}")]
+    Connect {
+        dsn: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// True when the statement broke a unique constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            StoreError::Conflict(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A handle to the database; cheap to clone (it wraps a pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind).finish()
+    }
+}
+
+impl Store {
+    /// Opens a pool on `dsn`. A SQLite file is created if missing and put in
+    /// WAL mode, so readers never wait for the writer.
+    pub async fn connect(dsn: &Dsn) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let connect_error = |source| StoreError::Connect {
+            dsn: dsn.to_string(),
+            source,
+        };
+        let (url, kind) = match dsn {
+            Dsn::Sqlite(path) => (sqlite_url(path), DbKind::Sqlite),
+            Dsn::Postgres(url) => (url.clone(), DbKind::Postgres),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
+        let in_memory = matches!(dsn, Dsn::Sqlite(p) if p.as_os_str() == ":memory:");
+        let pool = AnyPoolOptions::new()
+            // Each connection to ":memory:" would be a database of its own.
+            .max_connections(if in_memory { 1 } else { 16 })
+            .min_connections(if in_memory { 1 } else { 0 })
+            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        // sqlx already turns on foreign keys and a 5 s busy
+                        // timeout; WAL is ours to ask for.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Store { pool, kind })
+    }
+
+    /// Applies every pending migration of this database's dialect.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.kind {
+            DbKind::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            DbKind::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    if path.as_os_str() == ":memory:" {
+        "sqlite::memory:".to_owned()
+    } else {
+        // mode=rwc: create the file on first start.
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+}
+
+/// Current time as unix milliseconds, the unit every time column uses.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
