@@ -11,9 +11,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Dsn};
+use crate::events::EVENT_NAMES;
 use crate::http::{self, AppState};
+use crate::store::webhooks::SecretUpdate;
 use crate::store::{LockError, ProcessLock, Store, StoreError};
 use crate::tenants::{ApiKey, DEFAULT_TENANT, KeyHash, TenantName};
+use crate::webhooks::{Dispatcher, WebhookWaker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -29,11 +32,14 @@ pub enum StartupError {
     },
     #[error("API_KEY: {0}")]
     ApiKey(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(String),
 }
 
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    dispatcher: Dispatcher,
     _lock: Option<ProcessLock>,
     generated_admin_token: Option<String>,
 }
@@ -57,9 +63,11 @@ impl App {
         if let Some(raw) = &config.api_key {
             ensure_api_key_tenant(&store, raw.expose()).await?;
         }
-        if config.webhook_url.is_some() {
-            tracing::warn!("WEBHOOK_URL is set, but this version does not deliver webhooks yet");
+        if let Some(url) = &config.webhook_url {
+            set_operator_webhook(&store, url, config.webhook_secret.as_ref()).await?;
         }
+        let dispatcher = Dispatcher::new(store.clone(), config.webhooks.clone())
+            .map_err(|e| StartupError::Http(e.to_string()))?;
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -69,10 +77,13 @@ impl App {
             store,
             admin_token_hash: config.admin_token.as_ref().map(|t| KeyHash::of(t.expose())),
             body_limit: config.body_limit,
+            webhooks: dispatcher.waker(),
+            allow_private_webhooks: config.webhooks.allow_private,
         };
         Ok(App {
             listener,
             state,
+            dispatcher,
             _lock: lock,
             generated_admin_token,
         })
@@ -91,14 +102,25 @@ impl App {
         &self.state.store
     }
 
-    /// Serves until `shutdown` is cancelled, then lets requests in flight
-    /// finish and closes the database.
+    /// Wakes the webhook dispatcher (after recording an event by hand).
+    pub fn webhook_waker(&self) -> WebhookWaker {
+        self.state.webhooks.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests and webhook
+    /// attempts in flight finish and closes the database.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
+        // If serving failed, the rest must stop too.
+        shutdown.cancel();
+        if let Err(e) = dispatcher.await {
+            tracing::error!(error = %e, "webhook dispatcher ended abnormally");
+        }
         store.close().await;
         tracing::info!("server stopped");
         served
@@ -126,6 +148,29 @@ pub async fn reset_admin_token(store: &Store) -> Result<String, StoreError> {
 fn new_admin_token() -> String {
     let key = ApiKey::generate();
     format!("wago_admin_{}", &key.expose()[ApiKey::PREFIX.len()..])
+}
+
+/// `WEBHOOK_URL` / `WEBHOOK_SECRET`: the `default` tenant's webhook, set by
+/// the operator and so trusted (exempt from the private-address guard).
+async fn set_operator_webhook(
+    store: &Store,
+    url: &url::Url,
+    secret: Option<&crate::config::Secret>,
+) -> Result<(), StoreError> {
+    let Some(tenant) = store.get_tenant_by_name(DEFAULT_TENANT).await? else {
+        tracing::warn!(
+            "WEBHOOK_URL is set but there is no tenant \"default\" (set API_KEY to make one); ignored"
+        );
+        return Ok(());
+    };
+    let secret = match secret {
+        Some(s) => SecretUpdate::Set(s.expose()),
+        None => SecretUpdate::Remove,
+    };
+    let events: Vec<String> = EVENT_NAMES.iter().map(|e| (*e).to_owned()).collect();
+    store
+        .put_webhook(&tenant.tenant_id(), url.as_str(), secret, &events, true)
+        .await
 }
 
 async fn ensure_api_key_tenant(store: &Store, raw: &str) -> Result<(), StartupError> {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the database lives, parsed from `DSN` / `DATABASE_URL`.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,6 +122,29 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     pub log_format: LogFormat,
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhooks are delivered (WEBHOOKS.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Delay before each retry; its length is the number of retries.
+    pub retry_schedule: Vec<Duration>,
+    /// How long one attempt may take before it counts as failed.
+    pub timeout: Duration,
+    /// Deliver to loopback and private addresses (tenant-set URLs).
+    pub allow_private: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        let secs = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+        WebhookSettings {
+            retry_schedule: secs.into_iter().map(Duration::from_secs).collect(),
+            timeout: Duration::from_secs(15),
+            allow_private: false,
+        }
+    }
 }
 
 /// Every bad variable, each on its own line.
@@ -199,31 +223,96 @@ impl Config {
         };
         let log_format = errors.check("LOG_FORMAT", log_format);
 
+        let defaults = WebhookSettings::default();
+        let retry_schedule =
+            get("WEBHOOK_RETRY_SCHEDULE").map_or(Ok(defaults.retry_schedule), |v| {
+                v.split(',')
+                    .map(parse_duration)
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let retry_schedule = errors.check("WEBHOOK_RETRY_SCHEDULE", retry_schedule);
+        let timeout = get("WEBHOOK_TIMEOUT").map_or(Ok(defaults.timeout), |v| {
+            parse_duration(&v).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be longer than 0".to_owned())
+                } else {
+                    Ok(d)
+                }
+            })
+        });
+        let timeout = errors.check("WEBHOOK_TIMEOUT", timeout);
+        let allow_private = get("WEBHOOK_ALLOW_PRIVATE").map_or(Ok(false), |v| parse_bool(&v));
+        let allow_private = errors.check("WEBHOOK_ALLOW_PRIVATE", allow_private);
+
         if get("WEBHOOK_SECRET").is_some() && get("WEBHOOK_URL").is_none() {
             errors
                 .0
                 .push("WEBHOOK_SECRET: set without WEBHOOK_URL; set both or neither".into());
         }
 
-        match (host, port, dsn, body_limit, log_format) {
-            (Some(host), Some(port), Some(dsn), Some(body_limit), Some(log_format))
-                if errors.0.is_empty() =>
-            {
-                Ok(Config {
-                    host,
-                    port,
-                    dsn,
-                    api_key: get("API_KEY").map(|v| Secret(v.trim().to_owned())),
-                    webhook_url,
-                    webhook_secret: get("WEBHOOK_SECRET").map(Secret),
-                    admin_token,
-                    wa_server_url,
-                    body_limit,
-                    log_format,
-                })
-            }
+        let webhooks = match (retry_schedule, timeout, allow_private) {
+            (Some(retry_schedule), Some(timeout), Some(allow_private)) => Some(WebhookSettings {
+                retry_schedule,
+                timeout,
+                allow_private,
+            }),
+            _ => None,
+        };
+        match (host, port, dsn, body_limit, log_format, webhooks) {
+            (
+                Some(host),
+                Some(port),
+                Some(dsn),
+                Some(body_limit),
+                Some(log_format),
+                Some(webhooks),
+            ) if errors.0.is_empty() => Ok(Config {
+                host,
+                port,
+                dsn,
+                api_key: get("API_KEY").map(|v| Secret(v.trim().to_owned())),
+                webhook_url,
+                webhook_secret: get("WEBHOOK_SECRET").map(Secret),
+                admin_token,
+                wa_server_url,
+                body_limit,
+                log_format,
+                webhooks,
+            }),
             _ => Err(ConfigError(errors.0)),
         }
+    }
+}
+
+/// A duration such as `500ms`, `5s`, `5m`, `2h` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 5s, 5m or 2h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "{raw:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{raw:?} is out of range"))
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{raw:?} is not true or false")),
     }
 }
 
@@ -322,6 +411,34 @@ mod tests {
                 "ADMIN_TOKEN",
                 "LOG_FORMAT"
             ]
+        );
+    }
+
+    #[test]
+    fn webhook_schedule_and_timeout_are_parsed() {
+        let c = config(&[
+            ("WEBHOOK_RETRY_SCHEDULE", "1s, 500ms,2m,1h"),
+            ("WEBHOOK_TIMEOUT", "3s"),
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+        ])
+        .unwrap();
+        let w = c.webhooks;
+        assert_eq!(
+            w.retry_schedule,
+            [1_000, 500, 120_000, 3_600_000].map(Duration::from_millis)
+        );
+        assert_eq!(w.timeout, Duration::from_secs(3));
+        assert!(w.allow_private);
+        assert_eq!(config(&[]).unwrap().webhooks.retry_schedule.len(), 7);
+        let err = config(&[
+            ("WEBHOOK_RETRY_SCHEDULE", "1s,soon"),
+            ("WEBHOOK_TIMEOUT", "0s"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("WEBHOOK_RETRY_SCHEDULE") && err.contains("WEBHOOK_TIMEOUT"),
+            "{err}"
         );
     }
 

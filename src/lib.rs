@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod store;
 pub mod tenants;
+pub mod webhooks;

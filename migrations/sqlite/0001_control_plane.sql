@@ -11,6 +11,8 @@ CREATE TABLE tenants (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,
     store_dsn  TEXT,
+    -- The last `sequence` given to one of this tenant's events.
+    event_seq  INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
 
@@ -56,6 +58,10 @@ CREATE TABLE webhook_endpoints (
     -- JSON array of event names.
     events     TEXT NOT NULL,
     enabled    INTEGER NOT NULL DEFAULT 1,
+    -- Why delivery stopped (a 410 Gone answer), until the URL is set again.
+    disabled_reason TEXT,
+    -- Set by the operator (WEBHOOK_URL): exempt from the private-address guard.
+    trusted    INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -68,10 +74,14 @@ CREATE TABLE webhook_outbox (
     event            TEXT NOT NULL,
     sequence         INTEGER NOT NULL,
     payload          TEXT NOT NULL,
+    -- pending (never tried), failed (a retry is due), delivered, dead.
     status           TEXT NOT NULL,
+    -- Tries counted against the retry schedule (a replay starts it again).
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,
+    -- The dispatcher holding this row, and until when.
     locked_until     INTEGER,
+    lease_token      TEXT,
     last_status_code INTEGER,
     last_error       TEXT,
     created_at       INTEGER NOT NULL,
@@ -79,3 +89,14 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
 CREATE INDEX webhook_outbox_by_tenant ON webhook_outbox (tenant_id, id);
+
+CREATE TABLE webhook_attempts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbox_id       INTEGER NOT NULL REFERENCES webhook_outbox(id) ON DELETE CASCADE,
+    attempted_at    INTEGER NOT NULL,
+    status_code     INTEGER,
+    error           TEXT,
+    latency_ms      INTEGER NOT NULL,
+    response_prefix TEXT
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (outbox_id, id);

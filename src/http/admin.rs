@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
+use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
 use crate::config::Dsn;
 use crate::store::tenants::{KeyInfo, NewKey, Tenant};
@@ -47,19 +48,33 @@ async fn create_tenant(
             Some(raw)
         }
     };
-    if body.webhook_url.is_some() || body.webhook_secret.is_some() {
-        // Webhook delivery arrives with the outbox; refusing beats silently
-        // dropping a setting the caller expects to take effect.
-        return Err(ApiError::invalid(
-            "webhook_url",
-            "webhooks are not available in this version yet",
-        ));
-    }
+    let webhook = match (body.webhook_url, body.webhook_secret) {
+        (Some(url), secret) => Some(WebhookInput {
+            url,
+            secret,
+            events: None,
+        }),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "webhook_secret",
+                "given without webhook_url",
+            ));
+        }
+        (None, None) => None,
+    };
+    // Check everything before creating anything.
+    let checked = webhook
+        .as_ref()
+        .map(|w| webhooks::check(&state, w).map_err(prefix_webhook_field))
+        .transpose()?;
     let key = ApiKey::generate();
     let tenant = state
         .store
         .create_tenant(&name, store_dsn, &NewKey::for_key(&key, KeySource::Admin))
         .await?;
+    if let Some(hook) = checked {
+        webhooks::apply(&state, &tenant.tenant_id(), hook).await?;
+    }
     tracing::info!(tenant_id = %tenant.id, name = %tenant.name, "tenant created");
     Ok((
         StatusCode::CREATED,
@@ -70,6 +85,17 @@ async fn create_tenant(
             "created_at": rfc3339(tenant.created_at),
         })),
     ))
+}
+
+/// At creation the webhook fields are called `webhook_url`, `webhook_secret`.
+fn prefix_webhook_field(e: ApiError) -> ApiError {
+    match e {
+        ApiError::InvalidField { field, message } => ApiError::InvalidField {
+            field: format!("webhook_{field}"),
+            message,
+        },
+        other => other,
+    }
 }
 
 async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {

@@ -32,21 +32,8 @@ async fn list_messages(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let after =
-        match q.after.as_deref() {
-            None | Some("") => 0,
-            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::invalid("after", "must be a message id (a whole number)")
-            })?,
-        };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")))?,
-    };
+    let after = super::query_number("after", q.after.as_deref(), 0, 0..=i64::MAX)?;
+    let limit = super::query_number("limit", q.limit.as_deref(), DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
     let chat = q.chat.as_deref().map(chat_jid).transpose()?;
     let messages = state
         .store

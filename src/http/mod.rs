@@ -9,6 +9,7 @@ mod admin;
 pub mod error;
 pub mod extract;
 mod messages;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct AppState {
     /// the stored hash is read per request.
     pub admin_token_hash: Option<KeyHash>,
     pub body_limit: usize,
+    /// Wakes the webhook dispatcher after a change it should act on.
+    pub webhooks: crate::webhooks::WebhookWaker,
+    /// Tenants may point webhooks at private addresses.
+    pub allow_private_webhooks: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(messages::routes())
         .merge(admin::routes())
+        .merge(webhooks::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
@@ -77,6 +83,33 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
                 Json(json!({ "ok": false, "error": "database_unreachable", "message": reason })),
             )
         }
+    }
+}
+
+/// A whole-number query parameter within `range`; absent or empty means
+/// `default`. A bad value is a 422 naming the parameter.
+pub fn query_number(
+    name: &str,
+    raw: Option<&str>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> ApiResult<i64> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!(
+                        "must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
     }
 }
 

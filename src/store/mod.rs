@@ -9,6 +9,7 @@
 mod lock;
 pub mod messages;
 pub mod tenants;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -124,6 +125,17 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write
+    /// lock up front (`BEGIN IMMEDIATE`): a transaction that read first and
+    /// wrote later could otherwise fail at once with "database is locked"
+    /// when another connection wrote in between, instead of waiting.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// A round trip to the database, for health checks.

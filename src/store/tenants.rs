@@ -83,7 +83,7 @@ impl Store {
             store_dsn: store_dsn.map(str::to_owned),
             created_at: now_ms(),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, name, store_dsn, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -154,7 +154,7 @@ impl Store {
     }
 
     pub async fn add_key(&self, tenant: &TenantId, key: &NewKey) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_key(&mut tx, tenant.as_str(), key).await?;
         tx.commit().await?;
         Ok(())
@@ -229,7 +229,7 @@ impl Store {
                 Err(e) => return Err(e),
             },
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let holder: Option<(String, Option<i64>)> =
             sqlx::query_as("SELECT tenant_id, revoked_at FROM api_keys WHERE key_hash = $1")
                 .bind(new_key.hash.as_str())

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use wago::app::App;
 use wago::config::Config;
 
+pub mod receiver;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Where the Postgres tests create their databases. Tests never skip when
@@ -134,14 +136,18 @@ pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
     Config::from_map(&vars).expect("test config")
 }
 
-/// The real app, serving on a random loopback port.
+/// The real app, serving on a random loopback port, on a runtime of its
+/// own so that a test can crash it: `crash()` drops every task at once,
+/// as `kill -9` would, without a graceful anything.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub store: wago::store::Store,
     pub generated_admin_token: Option<String>,
+    pub webhooks: wago::webhooks::WebhookWaker,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestApp {
@@ -150,19 +156,39 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> Self {
-        let app = App::build(&config).await.expect("app starts");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("app runtime");
+        let app = runtime
+            .spawn(async move { App::build(&config).await })
+            .await
+            .expect("build task")
+            .expect("app starts");
         let addr = app.local_addr().expect("bound");
         let store = app.store().clone();
+        let webhooks = app.webhook_waker();
         let generated_admin_token = app.generated_admin_token().map(str::to_owned);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
+        let task = runtime.spawn(app.run(shutdown.clone()));
         TestApp {
             addr,
             http: reqwest::Client::new(),
             store,
             generated_admin_token,
+            webhooks,
             shutdown,
             task: Some(task),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Ends the app abruptly: no request, attempt or transaction in flight
+    /// gets to finish. Its database handles are dead afterwards.
+    pub fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 
@@ -170,11 +196,15 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Stops the server and waits until it has let go of the database.
+    /// Stops the server gracefully and waits until it has let go of the
+    /// database.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ran");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 
@@ -228,6 +258,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -1,0 +1,474 @@
+//! Webhook endpoints, the event outbox and its delivery attempts.
+//!
+//! Events enter the outbox in the transaction of the fact they report
+//! ([`enqueue_event`]); dispatchers claim due rows under a lease
+//! ([`Store::claim_deliveries`]) and record each attempt
+//! ([`Store::finish_delivery`]). A lease token fences a dispatcher whose
+//! lease ran out: its late result is not written over a newer claim's.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use super::{DbKind, Result, Store, now_ms};
+use crate::events::Event;
+use crate::tenants::TenantId;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookEndpoint {
+    pub url: String,
+    #[serde(skip)]
+    pub secret: Option<String>,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    /// Set by the operator: exempt from the private-address guard.
+    pub trusted: bool,
+    pub updated_at: i64,
+}
+
+/// What to do with a stored secret when the endpoint is set again.
+pub enum SecretUpdate<'a> {
+    Keep,
+    Set(&'a str),
+    Remove,
+}
+
+/// A claimed delivery: the bytes to send and who holds it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub tenant_id: TenantId,
+    pub event_id: String,
+    pub event: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// The result of one attempt, and what happens to the delivery next.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempted_at: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_prefix: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(i64),
+    Dead,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub event: String,
+    pub sequence: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub attempt_log: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    #[serde(skip)]
+    pub outbox_id: i64,
+    pub attempted_at: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_prefix: Option<String>,
+}
+
+/// Delivery statuses, as stored and as filtered on.
+pub const STATUSES: [&str; 4] = ["pending", "failed", "delivered", "dead"];
+
+/// Puts `event` in the tenant's outbox if its webhook wants it, on
+/// `conn` (usually inside the transaction that records the fact).
+/// Returns the outbox id, or None when no enabled endpoint subscribes.
+pub async fn enqueue_event(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    event: &Event,
+) -> Result<Option<i64>> {
+    let events: Option<String> = sqlx::query_scalar(
+        "SELECT events FROM webhook_endpoints WHERE tenant_id = $1 AND enabled = 1",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let subscribed = events
+        .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
+        .is_some_and(|names| names.iter().any(|n| n == event.name()));
+    if !subscribed {
+        return Ok(None);
+    }
+    // Row lock on the tenant: concurrent events get distinct, increasing
+    // sequence numbers in commit order.
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE tenants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+    )
+    .bind(tenant.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let now = now_ms();
+    let payload = event.body(tenant, sequence, now).to_string();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO webhook_outbox (tenant_id, event_id, event, sequence, payload, status,
+                                     attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)
+         RETURNING id",
+    )
+    .bind(tenant.as_str())
+    .bind(format!("evt_{}", uuid::Uuid::new_v4().simple()))
+    .bind(event.name())
+    .bind(sequence)
+    .bind(payload)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(id))
+}
+
+/// `$first, $first+1, …` for a list of `n` bound values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Records an event on its own (for facts that have no row of their
+    /// own, such as a session's state change).
+    pub async fn record_event(&self, tenant: &TenantId, event: &Event) -> Result<Option<i64>> {
+        let mut tx = self.begin_write().await?;
+        let id = enqueue_event(&mut tx, tenant, event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn get_webhook(&self, tenant: &TenantId) -> Result<Option<WebhookEndpoint>> {
+        let row = sqlx::query(
+            "SELECT url, secret, events, enabled, disabled_reason, trusted, updated_at
+             FROM webhook_endpoints WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let events: String = row.try_get("events")?;
+            Ok(WebhookEndpoint {
+                url: row.try_get("url")?,
+                secret: row.try_get("secret")?,
+                events: serde_json::from_str(&events).unwrap_or_default(),
+                enabled: row.try_get::<i64, _>("enabled")? != 0,
+                disabled_reason: row.try_get("disabled_reason")?,
+                trusted: row.try_get::<i64, _>("trusted")? != 0,
+                updated_at: row.try_get("updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sets the tenant's webhook; setting it (again) re-enables delivery.
+    pub async fn put_webhook(
+        &self,
+        tenant: &TenantId,
+        url: &str,
+        secret: SecretUpdate<'_>,
+        events: &[String],
+        trusted: bool,
+    ) -> Result<()> {
+        let (keep, value) = match secret {
+            SecretUpdate::Keep => (1_i64, None),
+            SecretUpdate::Set(s) => (0, Some(s)),
+            SecretUpdate::Remove => (0, None),
+        };
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (tenant_id, url, secret, events, enabled, trusted,
+                                            created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5, $6, $6)
+             ON CONFLICT (tenant_id) DO UPDATE SET
+                 url = excluded.url,
+                 secret = CASE WHEN $7 = 1 THEN webhook_endpoints.secret ELSE excluded.secret END,
+                 events = excluded.events,
+                 enabled = 1,
+                 disabled_reason = NULL,
+                 trusted = excluded.trusted,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(tenant.as_str())
+        .bind(url)
+        .bind(value)
+        .bind(serde_json::to_string(events).unwrap_or_else(|_| "[]".into()))
+        .bind(i64::from(trusted))
+        .bind(now)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_webhook(&self, tenant: &TenantId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Stops delivery to the tenant's endpoint (it answered 410 Gone).
+    pub async fn disable_webhook(&self, tenant: &TenantId, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2
+             WHERE tenant_id = $3",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(tenant.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due deliveries, at most `per_tenant` of one
+    /// tenant, oldest first, leasing them to `token` until `lease_until`.
+    /// A tenant that has any delivery under a live lease is skipped, so a
+    /// tenant's events go out one at a time, in order.
+    pub async fn claim_deliveries(
+        &self,
+        token: &str,
+        lease_until: i64,
+        per_tenant: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
+        let due = "status IN ('pending', 'failed') AND next_attempt_at <= $3
+                   AND (locked_until IS NULL OR locked_until < $3)";
+        let candidates = format!(
+            "SELECT id FROM (
+                 SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS rn
+                 FROM webhook_outbox o
+                 WHERE {due}
+                   AND NOT EXISTS (
+                       SELECT 1 FROM webhook_outbox busy
+                       WHERE busy.tenant_id = o.tenant_id AND busy.locked_until >= $3
+                         AND busy.status IN ('pending', 'failed'))
+             ) ranked
+             WHERE rn <= $4 ORDER BY id LIMIT $5"
+        );
+        // Postgres: concurrent dispatchers skip each other's rows instead of
+        // waiting on them. SQLite has one writer at a time anyway.
+        let chosen = match self.kind {
+            DbKind::Postgres => format!(
+                "SELECT id FROM webhook_outbox WHERE id IN ({candidates}) AND {due}
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            DbKind::Sqlite => candidates,
+        };
+        let sql = format!(
+            "UPDATE webhook_outbox SET locked_until = $1, lease_token = $2
+             WHERE id IN ({chosen}) AND {due}
+             RETURNING id, tenant_id, event_id, event, payload, attempts"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(token)
+            .bind(now_ms())
+            .bind(per_tenant)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|row| {
+                Ok(Claimed {
+                    id: row.try_get("id")?,
+                    tenant_id: TenantId::from_raw(row.try_get::<String, _>("tenant_id")?),
+                    event_id: row.try_get("event_id")?,
+                    event: row.try_get("event")?,
+                    payload: row.try_get("payload")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    /// Pushes the lease of rows still held by `token` out to `until`.
+    pub async fn extend_leases(&self, ids: &[i64], token: &str, until: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE webhook_outbox SET locked_until = $1
+             WHERE lease_token = $2 AND id IN ({})",
+            placeholders(3, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(until).bind(token);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records an attempt and moves the delivery on, if `token` still holds
+    /// it. False when the lease was lost (another dispatcher has it now).
+    pub async fn finish_delivery(
+        &self,
+        id: i64,
+        token: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<bool> {
+        let (status, next_at, delivered_at) = match attempt.next {
+            NextStep::Delivered => (
+                "delivered",
+                attempt.attempted_at,
+                Some(attempt.attempted_at),
+            ),
+            NextStep::RetryAt(at) => ("failed", at, None),
+            NextStep::Dead => ("dead", attempt.attempted_at, None),
+        };
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE webhook_outbox SET
+                 status = $1, attempts = attempts + 1, next_attempt_at = $2, delivered_at = $3,
+                 last_status_code = $4, last_error = $5, locked_until = NULL, lease_token = NULL
+             WHERE id = $6 AND lease_token = $7",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(id)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO webhook_attempts (outbox_id, attempted_at, status_code, error,
+                                           latency_ms, response_prefix)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(attempt.attempted_at)
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(attempt.latency_ms)
+        .bind(&attempt.response_prefix)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A page of the tenant's deliveries, oldest first, with their attempts.
+    pub async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        status: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, event, sequence, status, attempts, next_attempt_at,
+                    last_status_code, last_error, created_at, delivered_at
+             FROM webhook_outbox
+             WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) AND id > $3
+             ORDER BY id LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(status)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deliveries = rows
+            .into_iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let waiting = matches!(status.as_str(), "pending" | "failed");
+                Ok(Delivery {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event: row.try_get("event")?,
+                    sequence: row.try_get("sequence")?,
+                    next_attempt_at: waiting
+                        .then(|| row.try_get("next_attempt_at"))
+                        .transpose()?,
+                    status,
+                    attempts: row.try_get("attempts")?,
+                    last_status_code: row.try_get("last_status_code")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    delivered_at: row.try_get("delivered_at")?,
+                    attempt_log: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if deliveries.is_empty() {
+            return Ok(deliveries);
+        }
+        let sql = format!(
+            "SELECT outbox_id, attempted_at, status_code, error, latency_ms, response_prefix
+             FROM webhook_attempts WHERE outbox_id IN ({}) ORDER BY id",
+            placeholders(1, deliveries.len())
+        );
+        let mut query = sqlx::query_as::<_, Attempt>(&sql);
+        for d in &deliveries {
+            query = query.bind(d.id);
+        }
+        for attempt in query.fetch_all(&self.pool).await? {
+            if let Some(d) = deliveries.iter_mut().find(|d| d.id == attempt.outbox_id) {
+                d.attempt_log.push(attempt);
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// Queues one delivery again with a fresh retry schedule. False if the
+    /// tenant has no such delivery.
+    pub async fn replay_delivery(&self, tenant: &TenantId, id: i64) -> Result<bool> {
+        Ok(self.requeue(tenant, "id = $3", id).await? > 0)
+    }
+
+    /// Queues every delivery in `status` again; returns how many.
+    pub async fn replay_deliveries(&self, tenant: &TenantId, status: &str) -> Result<u64> {
+        self.requeue(tenant, "status = $3", status.to_owned()).await
+    }
+
+    /// Makes the tenant's deliveries matching `filter` (on `$3 = value`)
+    /// pending again, due now, with no lease and a fresh retry schedule.
+    async fn requeue<T>(&self, tenant: &TenantId, filter: &str, value: T) -> Result<u64>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send,
+    {
+        let sql = format!(
+            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = $1,
+                                       locked_until = NULL, lease_token = NULL
+             WHERE tenant_id = $2 AND {filter}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(tenant.as_str())
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,404 @@
+//! Webhook delivery: the outbox dispatcher.
+//!
+//! The [`Dispatcher`] claims due outbox rows under a lease, signs and POSTs
+//! them, and records every attempt, retrying on the configured schedule
+//! until a delivery succeeds or is `dead`. It owns no events: they are
+//! written to the outbox with the facts they report (`store::webhooks`), so
+//! a crash loses nothing; an expired lease hands the row to the next try.
+//!
+//! Concurrency is bounded overall (tenants served at once) and per tenant
+//! (one delivery at a time, in event order), so a slow receiver delays only
+//! its own tenant.
+
+pub mod guard;
+pub mod sign;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WebhookSettings;
+use crate::store::webhooks::{AttemptRecord, Claimed, NextStep, WebhookEndpoint};
+use crate::store::{Store, now_ms};
+
+/// How many tenants are delivered to at once.
+const TENANTS_AT_ONCE: usize = 32;
+/// How many of one tenant's deliveries one claim takes.
+const PER_TENANT_BATCH: usize = 10;
+/// How often the outbox is looked at when nothing wakes the dispatcher
+/// (retries coming due, events written by other nodes).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Lease slack beyond the attempt timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How much of a receiver's answer is kept with the attempt.
+const RESPONSE_PREFIX_BYTES: usize = 256;
+
+/// Wakes the dispatcher when an event was just committed.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookWaker(Arc<Notify>);
+
+impl WebhookWaker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+pub struct Dispatcher {
+    store: Store,
+    settings: WebhookSettings,
+    /// For tenant-set URLs: refuses private addresses after DNS.
+    guarded: reqwest::Client,
+    /// For the operator's own URL (and all URLs with WEBHOOK_ALLOW_PRIVATE).
+    trusted: reqwest::Client,
+    waker: WebhookWaker,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, settings: WebhookSettings) -> Result<Self, reqwest::Error> {
+        let client = |guard: bool| {
+            let builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(settings.timeout)
+                .user_agent(concat!("wago-webhooks/", env!("CARGO_PKG_VERSION")));
+            if guard {
+                builder
+                    .dns_resolver(Arc::new(guard::GuardedResolver))
+                    .build()
+            } else {
+                builder.build()
+            }
+        };
+        Ok(Dispatcher {
+            guarded: client(!settings.allow_private)?,
+            trusted: client(false)?,
+            store,
+            settings,
+            waker: WebhookWaker::default(),
+        })
+    }
+
+    pub fn waker(&self) -> WebhookWaker {
+        self.waker.clone()
+    }
+
+    /// Delivers until `shutdown` fires, then gives attempts in flight one
+    /// timeout to finish; unfinished rows are retried after their lease.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut workers = JoinSet::new();
+        tracing::info!("webhook dispatcher started");
+        loop {
+            let free = TENANTS_AT_ONCE.saturating_sub(workers.len());
+            let mut claimed_any = false;
+            if free > 0 && !shutdown.is_cancelled() {
+                match this.claim(free).await {
+                    Ok(batches) => {
+                        claimed_any = !batches.is_empty();
+                        for (token, rows) in batches {
+                            let span =
+                                tracing::info_span!("webhook", tenant_id = %rows[0].tenant_id);
+                            let batch = this.clone().deliver_batch(token, rows, shutdown.clone());
+                            workers.spawn(batch.instrument(span));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
+                }
+            }
+            if claimed_any && workers.len() < TENANTS_AT_ONCE {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = this.waker.0.notified() => {}
+                Some(_) = workers.join_next(), if !workers.is_empty() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+        let grace = this.settings.timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            workers.abort_all();
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+
+    fn lease_len(&self) -> Duration {
+        self.settings.timeout + LEASE_MARGIN
+    }
+
+    /// Claims due rows and splits them into one batch per tenant, each
+    /// under its own lease token. Batches beyond `free` are handed back.
+    async fn claim(&self, free: usize) -> crate::store::Result<Vec<(String, Vec<Claimed>)>> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let lease_until = now_ms() + self.lease_len().as_millis() as i64;
+        let limit = (free * PER_TENANT_BATCH) as i64;
+        let rows = self
+            .store
+            .claim_deliveries(&token, lease_until, PER_TENANT_BATCH as i64, limit)
+            .await?;
+        let mut by_tenant: BTreeMap<i64, Vec<Claimed>> = BTreeMap::new();
+        let mut first_of: std::collections::HashMap<String, i64> = Default::default();
+        for row in rows {
+            let key = *first_of.entry(row.tenant_id.to_string()).or_insert(row.id);
+            by_tenant.entry(key).or_default().push(row);
+        }
+        let mut batches: Vec<Vec<Claimed>> = by_tenant.into_values().collect();
+        if batches.len() > free {
+            let extra: Vec<i64> = batches
+                .split_off(free)
+                .into_iter()
+                .flatten()
+                .map(|r| r.id)
+                .collect();
+            self.store.extend_leases(&extra, &token, 0).await?;
+        }
+        Ok(batches.into_iter().map(|b| (token.clone(), b)).collect())
+    }
+
+    /// Delivers one tenant's claimed rows in order.
+    async fn deliver_batch(
+        self: Arc<Self>,
+        token: String,
+        rows: Vec<Claimed>,
+        stop: CancellationToken,
+    ) {
+        let Some(tenant) = rows.first().map(|r| r.tenant_id.clone()) else {
+            return;
+        };
+        let mut endpoint = match self.store.get_webhook(&tenant).await {
+            Ok(e) => e.filter(|e| e.enabled),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook endpoint; retrying later");
+                return;
+            }
+        };
+        let mut lease_until = Instant::now() + self.lease_len();
+        for (i, row) in rows.iter().enumerate() {
+            if stop.is_cancelled() {
+                let rest: Vec<i64> = rows[i..].iter().map(|r| r.id).collect();
+                let _ = self.store.extend_leases(&rest, &token, 0).await;
+                return;
+            }
+            if Instant::now() + self.settings.timeout + Duration::from_secs(1) > lease_until {
+                let rest: Vec<i64> = rows[i..].iter().map(|r| r.id).collect();
+                let until = now_ms() + self.lease_len().as_millis() as i64;
+                if let Err(e) = self.store.extend_leases(&rest, &token, until).await {
+                    tracing::warn!(error = %e, "cannot extend webhook leases");
+                    return;
+                }
+                lease_until = Instant::now() + self.lease_len();
+            }
+            let record = match &endpoint {
+                Some(ep) => self.attempt(row, ep).await,
+                None => AttemptRecord {
+                    attempted_at: now_ms(),
+                    status_code: None,
+                    error: Some("the tenant has no enabled webhook".into()),
+                    latency_ms: 0,
+                    response_prefix: None,
+                    next: NextStep::Dead,
+                },
+            };
+            if record.status_code == Some(410) {
+                tracing::warn!(
+                    "webhook answered 410 Gone: endpoint disabled until it is set again"
+                );
+                if let Err(e) = self
+                    .store
+                    .disable_webhook(&tenant, "the receiver answered 410 Gone")
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot disable the webhook");
+                }
+                endpoint = None;
+            }
+            log_attempt(row, &record);
+            match self.store.finish_delivery(row.id, &token, &record).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    delivery = row.id,
+                    "lease lost before the attempt was recorded"
+                ),
+                Err(e) => {
+                    tracing::warn!(delivery = row.id, error = %e, "cannot record the attempt")
+                }
+            }
+        }
+    }
+
+    /// One signed POST, and what it means for the delivery.
+    async fn attempt(&self, row: &Claimed, endpoint: &WebhookEndpoint) -> AttemptRecord {
+        let attempted_at = now_ms();
+        let started = Instant::now();
+        let outcome = self.post(row, endpoint).await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let (status_code, error, response_prefix, retry_after) = match outcome {
+            Ok(answer) => {
+                let error = (!answer.status.is_success())
+                    .then(|| format!("HTTP {}", answer.status.as_u16()));
+                (
+                    Some(answer.status.as_u16()),
+                    error,
+                    Some(answer.prefix),
+                    answer.retry_after,
+                )
+            }
+            Err(error) => (None, Some(error), None, None),
+        };
+        let next = match status_code {
+            Some(code) if (200..300).contains(&code) => NextStep::Delivered,
+            Some(410) => NextStep::Dead,
+            _ => self.retry_step(row.attempts, retry_after),
+        };
+        AttemptRecord {
+            attempted_at,
+            status_code,
+            error,
+            latency_ms,
+            response_prefix,
+            next,
+        }
+    }
+
+    /// After `tries_so_far` failed tries (this one included in the count
+    /// only afterwards), the next try time, or dead past the schedule.
+    fn retry_step(&self, tries_so_far: i64, retry_after: Option<Duration>) -> NextStep {
+        let Some(delay) = self
+            .settings
+            .retry_schedule
+            .get(tries_so_far.max(0) as usize)
+        else {
+            return NextStep::Dead;
+        };
+        let jitter = rand::rng().random_range(0.9..1.1);
+        let delay = delay.mul_f64(jitter).max(retry_after.unwrap_or_default());
+        NextStep::RetryAt(now_ms() + delay.as_millis() as i64)
+    }
+
+    async fn post(&self, row: &Claimed, endpoint: &WebhookEndpoint) -> Result<Answer, String> {
+        let url = url::Url::parse(&endpoint.url).map_err(|e| format!("bad URL: {e}"))?;
+        let guarded = !endpoint.trusted && !self.settings.allow_private;
+        if guarded {
+            guard::check_literal(&url)?;
+        }
+        let client = if guarded {
+            &self.guarded
+        } else {
+            &self.trusted
+        };
+        let timestamp = now_ms() / 1000;
+        let body = row.payload.as_bytes();
+        let mut request = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &row.event_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(secret) = endpoint.secret.as_deref().filter(|s| !s.is_empty()) {
+            request = request
+                .header("X-Wago-Signature", sign::legacy_signature(secret, body))
+                .header(
+                    "webhook-signature",
+                    sign::standard_signature(secret, &row.event_id, timestamp, body),
+                );
+        }
+        let mut response = request
+            .body(row.payload.clone())
+            .send()
+            .await
+            .map_err(describe_error)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut prefix = Vec::new();
+        while prefix.len() < RESPONSE_PREFIX_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => prefix.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        prefix.truncate(RESPONSE_PREFIX_BYTES);
+        Ok(Answer {
+            status,
+            prefix: String::from_utf8_lossy(&prefix).into_owned(),
+            retry_after,
+        })
+    }
+}
+
+struct Answer {
+    status: reqwest::StatusCode,
+    prefix: String,
+    retry_after: Option<Duration>,
+}
+
+fn describe_error(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    // The innermost cause says most (refused, private address, TLS...).
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("{kind}: {cause}")
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    at.duration_since(std::time::SystemTime::now()).ok()
+}
+
+fn log_attempt(row: &Claimed, record: &AttemptRecord) {
+    let (id, event, code, error) = (
+        row.id,
+        &row.event,
+        record.status_code,
+        record.error.as_deref(),
+    );
+    match record.next {
+        NextStep::Delivered => {
+            tracing::debug!(delivery = id, %event, ?code, latency_ms = record.latency_ms, "webhook delivered")
+        }
+        NextStep::RetryAt(at) => {
+            tracing::info!(delivery = id, %event, ?code, ?error, retry_in_ms = at - now_ms(), "webhook attempt failed; will retry")
+        }
+        NextStep::Dead => {
+            tracing::warn!(delivery = id, %event, ?code, ?error, "webhook delivery is dead; replay it once the receiver is fixed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(parsed > Duration::from_secs(3500) && parsed <= Duration::from_secs(3600));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
