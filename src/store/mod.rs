@@ -5,9 +5,13 @@
 //! share (`$1` placeholders, `ON CONFLICT`, `RETURNING`); where they differ,
 //! a small function asks [`Store::kind`]. Nothing outside `src/store`
 //! writes SQL, and nothing here knows about HTTP.
+//!
+//! [`protocol`] is whatsapp-rust's storage `Backend`, one [`SessionStore`]
+//! per WhatsApp session.
 
 mod lock;
 pub mod messages;
+pub mod protocol;
 pub mod tenants;
 
 use std::str::FromStr;
@@ -19,6 +23,7 @@ use sqlx::{AnyPool, Executor};
 use crate::config::Dsn;
 
 pub use lock::{LockError, ProcessLock};
+pub use protocol::{SessionId, SessionStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
