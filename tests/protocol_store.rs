@@ -989,6 +989,9 @@ async fn sessions_are_isolated_and_deleted_alone(db: TestDb) {
     assert_eq!(a.get_all_tc_token_jids().await.unwrap(), ["j"]);
     assert_eq!(b.get_all_lid_mappings().await.unwrap().len(), 1);
 
+    let node = wago::store::NodeId::new("n1");
+    let lease = store.acquire_session_lease(a.session(), &node, std::time::Duration::from_secs(30));
+    assert!(lease.await.unwrap().is_some());
     store.delete_protocol_rows(a.session()).await.unwrap();
     assert_empty(&store, "a").await;
     assert!(!a.exists().await.unwrap());

@@ -7,8 +7,9 @@
 //! writes SQL, and nothing here knows about HTTP.
 //!
 //! [`protocol`] is whatsapp-rust's storage `Backend`, one [`SessionStore`]
-//! per WhatsApp session.
+//! per WhatsApp session; `lease` decides which node runs a session.
 
+mod lease;
 mod lock;
 pub mod messages;
 pub mod protocol;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::Dsn;
 
+pub use lease::{Lease, LeaseHolder, NodeId};
 pub use lock::{LockError, ProcessLock};
 pub use protocol::{SessionId, SessionStore};
 
