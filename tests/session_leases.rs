@@ -1,13 +1,13 @@
 //! Session leases: one node runs a session; a live lease is never stolen,
 //! an expired one is taken over, and a former holder's token stops working.
-//! Two "nodes" are two node ids (and two pools) on one database.
+//! Two "nodes" are two node ids, each with its own pool, on one database.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use wago::store::{NodeId, SessionId, Store};
+use wago::store::{Lease, NodeId, SessionId, Store};
 
 db_tests!(
     a_live_lease_is_not_taken,
@@ -20,147 +20,136 @@ db_tests!(
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Two nodes, each with its own pool, as two processes would have.
-async fn two_nodes(db: &TestDb) -> ((Store, NodeId), (Store, NodeId)) {
-    let a = (db.store().await, NodeId::new("node-a"));
-    let b = (db.store().await, NodeId::new("node-b"));
-    (a, b)
+/// A node: its own pool (as a process of its own would have) and its id.
+struct Node {
+    store: Store,
+    id: NodeId,
 }
 
-fn session() -> SessionId {
+impl Node {
+    async fn new(db: &TestDb, id: &str) -> Self {
+        Node {
+            store: db.store().await,
+            id: NodeId::new(id),
+        }
+    }
+
+    async fn acquire_for(&self, session: &SessionId, ttl: Duration) -> Option<Lease> {
+        let lease = self.store.acquire_session_lease(session, &self.id, ttl);
+        lease.await.unwrap()
+    }
+
+    async fn acquire(&self, ttl: Duration) -> Option<Lease> {
+        self.acquire_for(&tenant(), ttl).await
+    }
+
+    async fn renew(&self, lease: &mut Lease) -> bool {
+        self.store.renew_session_lease(lease, LONG).await.unwrap()
+    }
+
+    async fn release(&self, lease: &Lease) {
+        self.store.release_session_lease(lease).await.unwrap()
+    }
+
+    /// (holder, token, ms until it expires) of the tenant's lease.
+    async fn holder(&self) -> (NodeId, i64, i64) {
+        let holder = self.store.session_lease_holder(&tenant()).await.unwrap();
+        let holder = holder.expect("a lease row");
+        (holder.node, holder.token, holder.expires_in_ms)
+    }
+}
+
+fn tenant() -> SessionId {
     SessionId::from_raw("tenant-1")
 }
 
 async fn a_live_lease_is_not_taken(db: TestDb) {
-    let ((sa, a), (sb, b)) = two_nodes(&db).await;
-    let before = Instant::now();
-    let mut lease = sa
-        .acquire_session_lease(&session(), &a, LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(lease.token(), 1);
-    assert!(lease.valid_until() >= before + LONG && lease.valid_until() <= Instant::now() + LONG);
-
-    assert!(
-        sb.acquire_session_lease(&session(), &b, LONG)
-            .await
-            .unwrap()
-            .is_none()
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
     );
-    let holder = sb.session_lease_holder(&session()).await.unwrap().unwrap();
-    assert_eq!((&holder.node, holder.token), (&a, 1));
-    assert!(holder.expires_in_ms > 50_000, "{holder:?}");
+    let before = Instant::now();
+    let mut lease = a.acquire(LONG).await.expect("a free lease");
+    assert_eq!(lease.token(), 1);
+    assert!(lease.valid_until() >= before + LONG);
+    assert!(lease.valid_until() <= Instant::now() + LONG);
+
+    assert!(b.acquire(LONG).await.is_none());
+    let (holder, token, expires_in_ms) = b.holder().await;
+    assert_eq!((holder, token), (a.id.clone(), 1));
+    assert!(expires_in_ms > 50_000, "{expires_in_ms}");
 
     let old_expiry = lease.expires_at();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(sa.renew_session_lease(&mut lease, LONG).await.unwrap());
+    assert!(a.renew(&mut lease).await);
     assert!(lease.expires_at() > old_expiry);
-    assert!(
-        sb.acquire_session_lease(&session(), &b, LONG)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(b.acquire(LONG).await.is_none());
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_token_fails(db: TestDb) {
-    let ((sa, a), (sb, b)) = two_nodes(&db).await;
-    let short = Duration::from_millis(300);
-    let mut old = sa
-        .acquire_session_lease(&session(), &a, short)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        sb.acquire_session_lease(&session(), &b, LONG)
-            .await
-            .unwrap()
-            .is_none()
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
     );
+    let mut old = a.acquire(Duration::from_millis(300)).await.unwrap();
+    assert!(b.acquire(LONG).await.is_none());
 
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let mut new = sb
-        .acquire_session_lease(&session(), &b, LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut new = b.acquire(LONG).await.expect("an expired lease");
     assert_eq!(new.token(), 2, "a takeover gets the next token");
 
-    assert!(
-        !sa.renew_session_lease(&mut old, LONG).await.unwrap(),
-        "stale token"
-    );
-    assert!(
-        sa.acquire_session_lease(&session(), &a, LONG)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!a.renew(&mut old).await, "a stale token renews nothing");
+    assert!(a.acquire(LONG).await.is_none());
     // The former holder's release leaves the new holder's lease alone.
-    sa.release_session_lease(&old).await.unwrap();
-    let holder = sa.session_lease_holder(&session()).await.unwrap().unwrap();
-    assert_eq!((holder.node, holder.token), (b, 2));
-    assert!(holder.expires_in_ms > 50_000);
-    assert!(sb.renew_session_lease(&mut new, LONG).await.unwrap());
+    a.release(&old).await;
+    let (holder, token, expires_in_ms) = a.holder().await;
+    assert_eq!((holder, token), (b.id.clone(), 2));
+    assert!(expires_in_ms > 50_000);
+    assert!(b.renew(&mut new).await);
 }
 
 async fn a_released_lease_is_free_at_once(db: TestDb) {
-    let ((sa, a), (sb, b)) = two_nodes(&db).await;
-    let mut first = sa
-        .acquire_session_lease(&session(), &a, LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    sa.release_session_lease(&first).await.unwrap();
-    let second = sb
-        .acquire_session_lease(&session(), &b, LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
+    );
+    let mut first = a.acquire(LONG).await.unwrap();
+    a.release(&first).await;
+    assert!(
+        !a.renew(&mut first).await,
+        "a released lease stays released"
+    );
+    let second = b.acquire(LONG).await.expect("a released lease");
     assert_eq!(second.token(), 2, "tokens keep growing across releases");
-    assert!(!sa.renew_session_lease(&mut first, LONG).await.unwrap());
 }
 
 /// A node restarted with the same id need not wait for its own lease.
 async fn a_node_takes_back_its_own_lease(db: TestDb) {
-    let ((sa, a), (sb, b)) = two_nodes(&db).await;
-    let mut before_restart = sa
-        .acquire_session_lease(&session(), &a, LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    let after_restart = sa
-        .acquire_session_lease(&session(), &a, LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
+    );
+    let mut before_restart = a.acquire(LONG).await.unwrap();
+    let after_restart = a.acquire(LONG).await.expect("its own lease");
     assert_eq!(after_restart.token(), 2);
-    assert!(
-        !sa.renew_session_lease(&mut before_restart, LONG)
-            .await
-            .unwrap()
-    );
-    assert!(
-        sb.acquire_session_lease(&session(), &b, LONG)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!a.renew(&mut before_restart).await);
+    assert!(b.acquire(LONG).await.is_none());
 }
 
 async fn concurrent_acquires_have_one_winner(db: TestDb) {
     let store = db.store().await;
-    let tries = (0..8).map(|n| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let node = NodeId::new(format!("node-{n}"));
-            store
-                .acquire_session_lease(&session(), &node, LONG)
-                .await
-                .unwrap()
+    // Collected first, so all eight are running before any is awaited.
+    let tries: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let node = NodeId::new(format!("node-{n}"));
+                let session = tenant();
+                let lease = store.acquire_session_lease(&session, &node, LONG);
+                lease.await.unwrap()
+            })
         })
-    });
+        .collect();
     let mut winners = 0;
     for attempt in tries {
         winners += usize::from(attempt.await.unwrap().is_some());
@@ -169,22 +158,18 @@ async fn concurrent_acquires_have_one_winner(db: TestDb) {
 }
 
 async fn sessions_have_leases_of_their_own(db: TestDb) {
-    let ((sa, a), (sb, b)) = two_nodes(&db).await;
-    let other = SessionId::from_raw("tenant-2");
-    assert!(
-        sa.acquire_session_lease(&session(), &a, LONG)
-            .await
-            .unwrap()
-            .is_some()
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
     );
-    let lease = sb
-        .acquire_session_lease(&other, &b, LONG)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(a.acquire(LONG).await.is_some());
+    let other = SessionId::from_raw("tenant-2");
+    let lease = b.acquire_for(&other, LONG).await.expect("another session");
     assert_eq!(lease.token(), 1);
+    let never = SessionId::from_raw("never");
     assert!(
-        sa.session_lease_holder(&SessionId::from_raw("never"))
+        a.store
+            .session_lease_holder(&never)
             .await
             .unwrap()
             .is_none()

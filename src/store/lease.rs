@@ -106,11 +106,12 @@ const ACQUIRE: &str = "
         OR session_leases.owner_node = excluded.owner_node
     RETURNING token, expires_at";
 
-/// Only the holder of this very token may renew, even past expiry: if
-/// nobody took the lease over meanwhile, nobody else ran the session.
+/// Only the holder of this very token may renew, even past expiry (if
+/// nobody took the lease over meanwhile, nobody else ran the session), but
+/// not once released (`expires_at = 0`).
 const RENEW: &str = "
     UPDATE session_leases SET expires_at = {now} + $4
-     WHERE session_id = $1 AND owner_node = $2 AND token = $3
+     WHERE session_id = $1 AND owner_node = $2 AND token = $3 AND expires_at > 0
     RETURNING expires_at";
 
 /// Ends the lease but keeps the row, so the token keeps growing.
