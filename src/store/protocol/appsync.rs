@@ -108,7 +108,7 @@ impl AppSyncStore for SessionStore {
     ) -> Result<()> {
         let version = i64::try_from(version)
             .map_err(|_| super::corrupt(format!("app-state version {version} too large")))?;
-        let rows = last_per_key(mutations, |m| m.index_mac.clone());
+        let rows = last_per_key(mutations, |m| m.index_mac.as_slice());
         self.write_rows(&MUTATION_MACS, &rows, |q, m| {
             q.bind(name.to_owned())
                 .bind(m.index_mac.as_slice())

@@ -20,6 +20,7 @@ mod msg_secrets;
 mod protocol_store;
 mod signal;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
@@ -227,12 +228,16 @@ impl SessionStore {
             return Ok(());
         }
         let (width, rows) = (statement.width, chunk.len());
-        let sql = format!(
-            "{}{}{}",
-            statement.head,
-            values_rows(rows, width),
-            statement.tail
-        );
+        let sql: Cow<str> = match rows {
+            1 => statement.one.into(),
+            _ => format!(
+                "{}{}{}",
+                statement.head,
+                values_rows(rows, width),
+                statement.tail
+            )
+            .into(),
+        };
         let query = sqlx::query(&sql)
             .bind(self.id())
             .persistent(worth_caching(rows, width));
@@ -419,11 +424,11 @@ fn rows_per_statement(width: usize) -> usize {
     ((MAX_PARAMS - 1) / width).max(1)
 }
 
-/// sqlx keeps prepared statements per connection, 100 of them. A batch of
-/// any length makes a statement of its own, so only the common shapes are
-/// kept: small batches and full chunks.
+/// sqlx keeps 100 prepared statements per connection. A batch of any
+/// length makes a statement of its own, so only the common shapes are kept
+/// (small batches and full chunks), leaving room for the single-row ones.
 fn worth_caching(rows: usize, width: usize) -> bool {
-    rows <= 8 || rows == rows_per_statement(width)
+    rows <= 4 || rows == rows_per_statement(width)
 }
 
 /// `($1, $2, $3), ($1, $4, $5)`: `rows` rows of the session id and `width`

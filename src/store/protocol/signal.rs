@@ -44,7 +44,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
-        let rows = last_per_key(identities, |(address, _)| address.clone());
+        let rows = last_per_key(identities, |(address, _)| address.as_ref());
         self.write_rows(&IDENTITIES.upsert, &rows, |q, (address, key)| {
             q.bind(address.as_ref()).bind(key.as_slice())
         })
@@ -75,7 +75,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let rows = last_per_key(sessions, |(address, _)| address.clone());
+        let rows = last_per_key(sessions, |(address, _)| address.as_ref());
         self.write_rows(&SESSIONS.upsert, &rows, |q, (address, record)| {
             q.bind(address.as_ref()).bind(record.as_ref())
         })
@@ -218,7 +218,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let rows = last_per_key(sender_keys, |(address, _)| address.clone());
+        let rows = last_per_key(sender_keys, |(address, _)| address.as_ref());
         self.write_rows(&SENDER_KEYS.upsert, &rows, |q, (address, record)| {
             q.bind(address.as_ref()).bind(record.as_ref())
         })
