@@ -37,6 +37,7 @@ db_tests!(
     pending_inbound_buffer,
     msg_secrets_merge_their_windows,
     device_create_load_save,
+    whatsapp_rust_keeps_its_device_across_restarts,
     corrupt_rows_are_errors_not_panics,
     sessions_are_isolated_and_deleted_alone,
     deleting_a_tenant_deletes_its_protocol_rows,
@@ -819,6 +820,26 @@ async fn device_create_load_save(db: TestDb) {
     assert_eq!(loaded.push_name, "Acme");
     assert_eq!(loaded.pn, device.pn);
     assert_eq!((loaded.login_counter, loaded.next_pre_key_id), (7, 812));
+}
+
+/// whatsapp-rust's own persistence layer on this store: the first start
+/// creates the device, a later one (a new process) finds the same keys.
+async fn whatsapp_rust_keeps_its_device_across_restarts(db: TestDb) {
+    use whatsapp_rust::store::persistence_manager::PersistenceManager;
+    let (_, s) = session(&db, "s1").await;
+    let backend: Arc<dyn Backend> = Arc::new(s.clone());
+    let first = PersistenceManager::new(backend).await.unwrap();
+    let identity = identity_public(&first.get_device_snapshot());
+    first
+        .modify_device(|d| d.push_name = "Acme".to_owned())
+        .await;
+    first.flush().await.unwrap();
+    drop(first);
+
+    let again = PersistenceManager::new(Arc::new(s.clone())).await.unwrap();
+    let device = again.get_device_snapshot();
+    assert_eq!(identity_public(&device), identity);
+    assert_eq!(device.push_name, "Acme");
 }
 
 fn identity_public(device: &Device) -> Vec<u8> {
