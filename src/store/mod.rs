@@ -5,9 +5,14 @@
 //! share (`$1` placeholders, `ON CONFLICT`, `RETURNING`); where they differ,
 //! a small function asks [`Store::kind`]. Nothing outside `src/store`
 //! writes SQL, and nothing here knows about HTTP.
+//!
+//! [`protocol`] is whatsapp-rust's storage `Backend`, one [`SessionStore`]
+//! per WhatsApp session; `lease` decides which node runs a session.
 
+mod lease;
 mod lock;
 pub mod messages;
+pub mod protocol;
 pub mod tenants;
 pub mod webhooks;
 
@@ -19,7 +24,9 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::Dsn;
 
+pub use lease::{Lease, LeaseHolder, NodeId};
 pub use lock::{LockError, ProcessLock};
+pub use protocol::{SessionId, SessionStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::protocol::{SessionId, delete_protocol_rows_in};
 use super::{Result, Store, StoreError, now_ms};
 use crate::tenants::{ApiKey, KeyHash, KeySource, TenantId, TenantName};
 
@@ -133,12 +134,17 @@ impl Store {
     }
 
     /// Deletes the tenant; its keys, messages and webhook rows go with it
-    /// (foreign keys cascade). False if there was no such tenant.
+    /// (foreign keys cascade), and so do its protocol rows in this database
+    /// (no foreign key there: see [`Store::delete_protocol_rows`]). False if
+    /// there was no such tenant.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        delete_protocol_rows_in(&mut tx, &SessionId::from(id)).await?;
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 

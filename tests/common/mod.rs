@@ -69,6 +69,14 @@ impl TestDb {
         }
     }
 
+    /// This database's store, migrated, without the app around it.
+    pub async fn store(&self) -> wago::store::Store {
+        let dsn = wago::config::Dsn::parse(&self.dsn()).expect("test dsn");
+        let store = wago::store::Store::connect(&dsn).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres { .. })
     }

@@ -1,0 +1,235 @@
+//! Signal state: remote identities, sessions, our prekeys and signed
+//! prekeys, group sender keys.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use wacore::store::traits::SignalStore;
+
+use super::{
+    BlobTable, InList, Result, Rows, SessionStore, blob_table, column, corrupt, last_per_key,
+    narrow, rows,
+};
+
+const IDENTITIES: BlobTable = blob_table!("wa_identities", "address", "identity_key");
+const SESSIONS: BlobTable = blob_table!("wa_signal_sessions", "address", "record");
+const SIGNED_PREKEYS: BlobTable = blob_table!("wa_signed_prekeys", "signed_prekey_id", "record");
+const SENDER_KEYS: BlobTable = blob_table!("wa_sender_keys", "address", "record");
+
+const PREKEYS: Rows = rows!(
+    "INSERT INTO wa_prekeys (session_id, prekey_id, record, uploaded) VALUES ",
+    " ON CONFLICT (session_id, prekey_id)
+      DO UPDATE SET record = excluded.record, uploaded = excluded.uploaded",
+    3
+);
+
+/// Addresses are `user@server` (device 0) or `user:device@server`; a
+/// prefix test, not LIKE, so `_` or `%` in a user cannot match others.
+const HAS_STATE_FOR_USER: &str = "
+    SELECT 1 FROM wa_signal_sessions
+     WHERE session_id = $1 AND (substr(address, 1, length($2)) = $2
+                                OR substr(address, 1, length($3)) = $3)
+    UNION ALL
+    SELECT 1 FROM wa_identities
+     WHERE session_id = $1 AND (substr(address, 1, length($2)) = $2
+                                OR substr(address, 1, length($3)) = $3)
+    LIMIT 1";
+
+#[async_trait]
+impl SignalStore for SessionStore {
+    async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
+        self.put_blob(&IDENTITIES, address, &key).await
+    }
+
+    async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
+        let rows = last_per_key(identities, |(address, _)| address.as_ref());
+        self.write_rows(&IDENTITIES.upsert, &rows, |q, (address, key)| {
+            q.bind(address.as_ref()).bind(key.as_slice())
+        })
+        .await
+    }
+
+    async fn load_identity(&self, address: &str) -> Result<Option<[u8; 32]>> {
+        let Some(key) = self.get_blob(&IDENTITIES, address).await? else {
+            return Ok(None);
+        };
+        let len = key.len();
+        let key = key
+            .try_into()
+            .map_err(|_| corrupt(format!("identity key of {len} bytes, not 32")))?;
+        Ok(Some(key))
+    }
+
+    async fn delete_identity(&self, address: &str) -> Result<()> {
+        self.delete_blob(&IDENTITIES, address).await
+    }
+
+    async fn get_session(&self, address: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_blob(&SESSIONS, address).await?.map(Bytes::from))
+    }
+
+    async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
+        self.put_blob(&SESSIONS, address, session).await
+    }
+
+    async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
+        let rows = last_per_key(sessions, |(address, _)| address.as_ref());
+        self.write_rows(&SESSIONS.upsert, &rows, |q, (address, record)| {
+            q.bind(address.as_ref()).bind(record.as_ref())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, address: &str) -> Result<()> {
+        self.delete_blob(&SESSIONS, address).await
+    }
+
+    async fn has_session(&self, address: &str) -> Result<bool> {
+        let query =
+            sqlx::query("SELECT 1 FROM wa_signal_sessions WHERE session_id = $1 AND address = $2")
+                .bind(self.id())
+                .bind(address);
+        Ok(self.fetch_optional(query).await?.is_some())
+    }
+
+    async fn has_signal_state_for_user(&self, user: &str) -> Result<bool> {
+        let query = sqlx::query(HAS_STATE_FOR_USER)
+            .bind(self.id())
+            .bind(format!("{user}@"))
+            .bind(format!("{user}:"));
+        Ok(self.fetch_optional(query).await?.is_some())
+    }
+
+    async fn store_prekey(&self, id: u32, record: &[u8], uploaded: bool) -> Result<()> {
+        let query = sqlx::query(PREKEYS.one)
+            .bind(self.id())
+            .bind(i64::from(id))
+            .bind(record)
+            .bind(i64::from(uploaded));
+        self.execute(query).await?;
+        Ok(())
+    }
+
+    async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> Result<()> {
+        let rows = last_per_key(keys, |(id, _)| *id);
+        self.write_rows(&PREKEYS, &rows, |q, (id, record)| {
+            q.bind(i64::from(*id))
+                .bind(record.as_ref())
+                .bind(i64::from(uploaded))
+        })
+        .await
+    }
+
+    async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {
+        let query =
+            sqlx::query("SELECT record FROM wa_prekeys WHERE session_id = $1 AND prekey_id = $2")
+                .bind(self.id())
+                .bind(i64::from(id));
+        self.fetch_optional(query)
+            .await?
+            .map(|row| column::<Vec<u8>>(&row, 0).map(Bytes::from))
+            .transpose()
+    }
+
+    /// The result keeps the order of `ids`.
+    async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
+        let list = InList {
+            template: "SELECT prekey_id, record FROM wa_prekeys
+                        WHERE session_id = $1 AND prekey_id IN ({in})",
+            scope: None,
+        };
+        let mut found = HashMap::with_capacity(ids.len());
+        for row in self
+            .fetch_in(&list, ids, |q, id| q.bind(i64::from(*id)))
+            .await?
+        {
+            let id: u32 = narrow(column(&row, 0)?, "prekey id")?;
+            found.insert(id, Bytes::from(column::<Vec<u8>>(&row, 1)?));
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id).map(|record| (*id, record.clone())))
+            .collect())
+    }
+
+    /// UPDATE only: a key consumed since the upload began stays deleted.
+    async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> Result<()> {
+        let list = InList {
+            template: "UPDATE wa_prekeys SET uploaded = 1
+                        WHERE session_id = $1 AND prekey_id IN ({in})",
+            scope: None,
+        };
+        self.execute_in(&list, ids, |q, id| q.bind(i64::from(*id)))
+            .await
+    }
+
+    async fn remove_prekey(&self, id: u32) -> Result<()> {
+        let query = sqlx::query("DELETE FROM wa_prekeys WHERE session_id = $1 AND prekey_id = $2")
+            .bind(self.id())
+            .bind(i64::from(id));
+        self.execute(query).await?;
+        Ok(())
+    }
+
+    async fn get_max_prekey_id(&self) -> Result<u32> {
+        let query =
+            sqlx::query("SELECT COALESCE(MAX(prekey_id), 0) FROM wa_prekeys WHERE session_id = $1")
+                .bind(self.id());
+        match self.fetch_optional(query).await? {
+            Some(row) => narrow(column(&row, 0)?, "prekey id"),
+            None => Ok(0),
+        }
+    }
+
+    async fn store_signed_prekey(&self, id: u32, record: &[u8]) -> Result<()> {
+        self.put_blob(&SIGNED_PREKEYS, i64::from(id), record).await
+    }
+
+    async fn load_signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        self.get_blob(&SIGNED_PREKEYS, i64::from(id)).await
+    }
+
+    async fn load_all_signed_prekeys(&self) -> Result<Vec<(u32, Vec<u8>)>> {
+        let query = sqlx::query(
+            "SELECT signed_prekey_id, record FROM wa_signed_prekeys
+             WHERE session_id = $1 ORDER BY signed_prekey_id",
+        )
+        .bind(self.id());
+        self.fetch_all(query)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    narrow(column(row, 0)?, "signed prekey id")?,
+                    column(row, 1)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn remove_signed_prekey(&self, id: u32) -> Result<()> {
+        self.delete_blob(&SIGNED_PREKEYS, i64::from(id)).await
+    }
+
+    async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
+        self.put_blob(&SENDER_KEYS, address, record).await
+    }
+
+    async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
+        let rows = last_per_key(sender_keys, |(address, _)| address.as_ref());
+        self.write_rows(&SENDER_KEYS.upsert, &rows, |q, (address, record)| {
+            q.bind(address.as_ref()).bind(record.as_ref())
+        })
+        .await
+    }
+
+    async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {
+        self.get_blob(&SENDER_KEYS, address).await
+    }
+
+    async fn delete_sender_key(&self, address: &str) -> Result<()> {
+        self.delete_blob(&SENDER_KEYS, address).await
+    }
+}
