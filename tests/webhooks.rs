@@ -523,3 +523,35 @@ async fn two_dispatchers_on_one_postgres_never_deliver_an_event_twice() {
     a.stop().await;
     b.stop().await;
 }
+
+mod many {
+    use super::*;
+    db_tests!(many_tenants_are_served_at_once);
+
+    async fn many_tenants_are_served_at_once(db: TestDb) {
+        let receiver = Receiver::start().await;
+        let app = TestApp::spawn(&db, &private_ok()).await;
+        let mut tenants = Vec::new();
+        for i in 0..20 {
+            tenants.push(tenant_with_webhook(&app, &format!("t{i}"), &receiver, "s").await.0);
+        }
+        for round in 0..20 {
+            for t in &tenants {
+                record(&app, t, &received(&format!("{round}"))).await;
+            }
+        }
+        let got = receiver.wait_for(400, Duration::from_secs(60)).await;
+        // Each tenant's events arrived in order.
+        for t in &tenants {
+            let seqs: Vec<i64> = got
+                .iter()
+                .map(|r| r.json())
+                .filter(|b| b["tenant"] == t.as_str())
+                .map(|b| b["sequence"].as_i64().unwrap())
+                .collect();
+            assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        }
+        app.stop().await;
+    }
+}
+
