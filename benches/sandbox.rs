@@ -1,0 +1,2 @@
+//! Sandbox benchmark (filled in with the sandbox).
+fn main() {}
