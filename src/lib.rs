@@ -1,1 +1,4 @@
 //! WAGO: a multi-tenant HTTP API server for WhatsApp.
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;

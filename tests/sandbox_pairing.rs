@@ -1,0 +1,59 @@
+//! The real `whatsapp-rust` client pairs with the sandbox by QR, logs in
+//! again on the same store, and survives a sandbox restart with `--state`.
+#![cfg(feature = "sandbox")]
+
+mod support_sandbox;
+
+use std::time::{Duration, Instant};
+
+use support_sandbox::{Companion, Sandbox, pair};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companion_pairs_by_qr_and_connects() {
+    let sandbox = Sandbox::start().await;
+    let created = sandbox.create_phone("62811000001").await;
+    assert_eq!(created.devices, vec![0]);
+    assert!(created.online.is_empty());
+
+    let started = Instant::now();
+    let mut companion = Companion::fresh(&sandbox.ws_url()).await;
+    let qr = companion.next_qr().await;
+    let (status, linked) = sandbox.link("62811000001", &qr).await;
+    assert_eq!(status, 200, "{linked}");
+    assert_eq!(linked["device"], 1);
+    assert_eq!(linked["jid"], "62811000001:1@s.whatsapp.net");
+    companion.connected().await;
+    // The phone's app-state key share spares the client its 10 s wait.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "Connected after {took:?}");
+
+    let view = sandbox
+        .phone_until("62811000001", "device 1 online", |v| v.online == [1])
+        .await;
+    assert_eq!(view.devices, vec![0, 1]);
+    assert_eq!(view.lid, created.lid);
+    let prekeys = sandbox.inner.prekey_count("62811000001", 1);
+    assert!(
+        prekeys.is_some_and(|n| n > 0),
+        "prekeys stored: {prekeys:?}"
+    );
+    companion.stop().await;
+    sandbox
+        .phone_until("62811000001", "device 1 offline", |v| v.online.is_empty())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_new_companion_gets_the_next_device_id() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone("62811000002").await;
+    let (first, one) = pair(&sandbox, "62811000002").await;
+    let (second, two) = pair(&sandbox, "62811000002").await;
+    assert_eq!((one, two), (1, 2));
+    let view = sandbox
+        .phone_until("62811000002", "both online", |v| v.online == [1, 2])
+        .await;
+    assert_eq!(view.devices, vec![0, 1, 2]);
+    first.stop().await;
+    second.stop().await;
+}
