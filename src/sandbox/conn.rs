@@ -6,6 +6,7 @@
 //! nothing else; no error here reaches the listener.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -15,9 +16,12 @@ use wacore_binary::Node;
 use wacore_noise::NoiseCipher;
 
 use super::frame::{self, FrameError, FrameStream};
-use super::noise::{self, Established, HandshakeError};
+use super::noise::{self, Established, HandshakeError, Pattern};
 use super::server::Shared;
 use super::{login, pairing};
+
+/// How long a client may take to close after the server's last stanza.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The byte stream under a client's WebSocket.
 pub(crate) type Io = TokioIo<hyper::upgrade::Upgraded>;
@@ -44,6 +48,7 @@ pub(crate) enum ConnError {
 pub(crate) async fn serve(shared: Arc<Shared>, io: Io, conn: u64) {
     let span = tracing::info_span!("conn", id = conn, device = tracing::field::Empty);
     async move {
+        let _open = OpenGauge::new(&shared);
         let ws =
             WebSocketStream::from_raw_socket(io, Role::Server, Some(frame::websocket_config()))
                 .await;
@@ -71,6 +76,12 @@ async fn run(
         _ = shared.cancel.cancelled() => return Ok(()),
     };
     tracing::debug!(pattern = ?established.pattern, "handshake done");
+    let counter = match established.pattern {
+        Pattern::Xx => &shared.counters.xx,
+        Pattern::Ik => &shared.counters.ik,
+        Pattern::XxFallback => &shared.counters.fallback,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     let Established {
         client_static,
         payload,
@@ -90,6 +101,22 @@ async fn run(
     };
     channel.close().await;
     outcome
+}
+
+/// Counts a connection task while it lives.
+struct OpenGauge(Arc<Shared>);
+
+impl OpenGauge {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.counters.open.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Nodes over the Noise transport: each direction counts frames from 0.
@@ -132,10 +159,17 @@ impl NodeChannel {
         Ok(node)
     }
 
-    /// Sends a last stanza, ignoring a peer that is already gone.
+    /// Sends a last stanza (a stream error, a failure) and lets the client
+    /// close: closing first races the client's reading of it, and a client
+    /// that sees the socket drop before a 515 reconnects twice.
     pub async fn send_last(&mut self, node: &Node) {
         if let Err(e) = self.send(node).await {
             tracing::debug!(error = %e, "could not send the last stanza");
+            return;
+        }
+        let drain = async { while self.frames.recv().await.is_ok() {} };
+        if tokio::time::timeout(LINGER, drain).await.is_err() {
+            tracing::debug!("client did not close after the last stanza");
         }
     }
 

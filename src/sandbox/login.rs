@@ -7,6 +7,7 @@
 //! that. After it, the outbox is delivered live as it fills.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use wacore_binary::Node;
@@ -56,6 +57,7 @@ pub(crate) async fn serve(
         // One connection per device: the older one is told it was replaced.
         let _ = old.send(Command::Close(replaced()));
     }
+    shared.counters.logins.fetch_add(1, Ordering::Relaxed);
     tracing::info!("device logged in");
     let mut session = Session {
         shared,

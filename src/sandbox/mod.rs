@@ -36,7 +36,7 @@ use std::time::Duration;
 pub use accounts::{AccountView, Phone, PhoneError};
 pub use control::ApiError;
 pub use pairing::Linked;
-pub use server::{RunningSandbox, SandboxError, start};
+pub use server::{RunningSandbox, SandboxError, SandboxStats, start};
 pub use state::StateError;
 
 /// `wago sandbox`: serve the simulated WhatsApp network on one port.

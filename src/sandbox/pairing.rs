@@ -34,6 +34,8 @@ use super::{deliver, iq};
 const REFS: usize = 6;
 /// The client rotates its six refs over 60 s + 5 x 20 s, then gives up.
 const PAIRING_WINDOW: Duration = Duration::from_secs(180);
+/// See `settle`.
+const SETTLE: Duration = Duration::from_millis(250);
 const NATIVE_CAMERA_PREFIX: &str = "https://wa.me/settings/linked_devices#";
 
 #[derive(Debug, thiserror::Error)]
@@ -176,14 +178,31 @@ pub(crate) async fn link(shared: &Shared, phone: &str, qr: &str) -> Result<Linke
     }
 }
 
-/// Removes every companion of an account; the online ones are logged out
-/// the way WhatsApp does it. Returns the removed device ids.
+/// Removes every companion of an account (the phone unlinks them all).
 pub(crate) fn unlink(shared: &Shared, account: &Account) -> Vec<u16> {
+    remove_devices(shared, account, |_| true)
+}
+
+/// Removes the companions `which` picks; the online ones are logged out the
+/// way WhatsApp does it, and their later logins are refused. Returns the
+/// removed device ids.
+pub(crate) fn remove_devices(
+    shared: &Shared,
+    account: &Account,
+    which: impl Fn(u16) -> bool,
+) -> Vec<u16> {
     let removed: Vec<u16> = {
         let mut state = account.lock();
-        let ids: Vec<u16> = state.devices.keys().copied().collect();
-        state.devices.clear();
-        state.removed.extend(ids.iter().copied());
+        let ids: Vec<u16> = state
+            .devices
+            .keys()
+            .copied()
+            .filter(|d| which(*d))
+            .collect();
+        for id in &ids {
+            state.devices.remove(id);
+            state.removed.insert(*id);
+        }
         state.devices_changed_at = shared.now();
         ids
     };
@@ -268,8 +287,10 @@ pub(crate) async fn serve(
             Some(request) = requests.recv() => {
                 let paired = pair(shared, channel, &registration, request).await?;
                 if paired {
+                    settle(channel).await?;
                     // The client reconnects at once and logs in.
-                    channel.send_last(&NodeBuilder::new("stream:error").attr("code", "515").build()).await;
+                    let restart = NodeBuilder::new("stream:error").attr("code", "515").build();
+                    channel.send_last(&restart).await;
                     return Ok(());
                 }
             }
@@ -277,6 +298,18 @@ pub(crate) async fn serve(
             _ = shared.cancel.cancelled() => return Ok(()),
         }
     }
+}
+
+/// Gives the client a moment after its `<pair-device-sign>` before the 515.
+/// It finishes its own pairing bookkeeping after sending that answer, and
+/// a 515 that overtakes it makes the client ignore its next `<success>` and
+/// reconnect once more (a race WhatsApp's network latency hides).
+async fn settle(channel: &mut NodeChannel) -> Result<(), ConnError> {
+    let until = tokio::time::Instant::now() + SETTLE;
+    while let Ok(node) = tokio::time::timeout_at(until, channel.recv()).await {
+        answer_while_pairing(channel, &node?).await?;
+    }
+    Ok(())
 }
 
 fn pair_device(refs: &[String]) -> Node {
@@ -293,13 +326,15 @@ fn pair_device(refs: &[String]) -> Node {
 }
 
 /// A registering client's other stanzas: the ack of `<pair-device>`,
-/// keepalives. Anything else is answered as unknown.
+/// keepalives, its unified-session `<ib>`. Unknown iqs get an error answer;
+/// other unknown stanzas end the connection.
 async fn answer_while_pairing(channel: &mut NodeChannel, node: &Node) -> Result<(), ConnError> {
     match node.tag.as_ref() {
         "iq" => match iq::answer_unregistered(node) {
             Some(answer) => channel.send(&answer).await,
             None => Ok(()),
         },
+        "ib" => Ok(()),
         _ => Err(ConnError::Protocol(format!(
             "<{}> before pairing",
             node.tag

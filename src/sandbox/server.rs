@@ -43,6 +43,32 @@ pub enum SandboxError {
     Serve(std::io::Error),
 }
 
+/// Running totals, for tests, the benchmark and operators.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub xx: AtomicU64,
+    pub ik: AtomicU64,
+    pub fallback: AtomicU64,
+    pub logins: AtomicU64,
+    /// Connection tasks alive now (a gauge).
+    pub open: AtomicU64,
+}
+
+/// A snapshot of the sandbox's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxStats {
+    /// Handshakes completed, by pattern.
+    pub xx_handshakes: u64,
+    pub ik_handshakes: u64,
+    pub fallback_handshakes: u64,
+    /// Logins accepted (each ends in `<success>`).
+    pub logins: u64,
+    /// Connection tasks alive, logged in or not.
+    pub open_connections: u64,
+    /// Devices logged in now.
+    pub online_devices: usize,
+}
+
 /// What every connection and handler of one sandbox shares.
 pub(crate) struct Shared {
     pub config: SandboxConfig,
@@ -52,6 +78,7 @@ pub(crate) struct Shared {
     pub desk: PairingDesk,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
+    pub counters: Counters,
     saves: tokio::sync::Notify,
     conn_seq: AtomicU64,
 }
@@ -126,6 +153,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         desk: PairingDesk::default(),
         cancel: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        counters: Counters::default(),
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
     });
@@ -183,9 +211,17 @@ impl RunningSandbox {
         control::unlink_phone(&self.shared, phone)
     }
 
-    /// Logged-in connections across all accounts.
-    pub fn online_count(&self) -> usize {
-        self.shared.online.count()
+    pub fn stats(&self) -> SandboxStats {
+        let c = &self.shared.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        SandboxStats {
+            xx_handshakes: get(&c.xx),
+            ik_handshakes: get(&c.ik),
+            fallback_handshakes: get(&c.fallback),
+            logins: get(&c.logins),
+            open_connections: get(&c.open),
+            online_devices: self.shared.online.count(),
+        }
     }
 
     /// One-time prekeys the sandbox holds for a device.

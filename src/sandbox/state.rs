@@ -42,7 +42,7 @@ struct AccountRecord {
     phone: Phone,
     lid: Lid,
     phone_keys: PhoneKeys,
-    #[serde(flatten)]
+    // Not flattened: serde's flatten cannot read integer map keys back.
     state: AccountState,
 }
 
@@ -121,4 +121,54 @@ fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "sandbox-state".into());
     path.with_file_name(format!(".{name}.tmp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::accounts::{Device, PreKey, SignedPreKey};
+
+    #[test]
+    fn an_account_with_devices_reads_back_as_written() {
+        let mut state: AccountState = serde_json::from_value(serde_json::json!({
+            "created_at": 1, "next_device": 3, "next_key_index": 3,
+            "devices": {}, "removed": [1]
+        }))
+        .unwrap();
+        let key = SignedPreKey {
+            id: 1,
+            public: [2; 32],
+            signature: vec![3; 64],
+        };
+        let device = Device {
+            id: 2,
+            key_index: 2,
+            noise_key: [4; 32],
+            identity: [5; 32],
+            registration_id: 6,
+            signed_prekey: key,
+            prekeys: [PreKey {
+                id: 7,
+                public: [8; 32],
+            }]
+            .into(),
+            adv_identity: vec![9; 10],
+            push_name: "x".into(),
+            paired_at: 1,
+            outbox: Default::default(),
+        };
+        state.devices.insert(2, device);
+        let record = AccountRecord {
+            phone: Phone::parse("62811000001").unwrap(),
+            lid: Lid(100_000_000_000_001),
+            phone_keys: SimPhone::generate().keys().clone(),
+            state,
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        let back: AccountRecord = serde_json::from_str(&text).unwrap();
+        let device = &back.state.devices[&2];
+        assert_eq!(device.prekeys[0].public, [8; 32]);
+        assert_eq!(device.noise_key, [4; 32]);
+        assert!(back.state.removed.contains(&1));
+    }
 }

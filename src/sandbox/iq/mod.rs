@@ -16,7 +16,8 @@ use wacore_binary::builder::NodeBuilder;
 
 use super::accounts::Account;
 use super::conn::attr;
-use super::jid::server_jid;
+use super::jid::{UserRef, server_jid};
+use super::pairing;
 use super::server::Shared;
 
 /// Who is asking: a logged-in device of an account.
@@ -81,6 +82,7 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("blocklist", "get", _) => Ok(vec![NodeBuilder::new("list").build()]),
         ("privacy", "get", "privacy") => Ok(vec![privacy()]),
         ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
+        ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
         _ => Err(IqError::NotImplemented),
     };
     Some(reply(iq, answer))
@@ -181,6 +183,30 @@ fn privacy() -> Node {
             .build()
     });
     NodeBuilder::new("privacy").children(categories).build()
+}
+
+/// A companion logs itself out: it leaves the account.
+fn remove_companion(asker: &Asker<'_>, iq: &Node) -> Answer {
+    let named = iq
+        .get_optional_child("remove-companion-device")
+        .and_then(|r| r.attrs.get("jid"))
+        .and_then(|v| v.to_jid());
+    let own = named
+        .and_then(|jid| UserRef::from_jid(&jid))
+        .is_some_and(|user| {
+            user.device() == asker.device
+                && asker
+                    .shared
+                    .directory
+                    .resolve(user)
+                    .is_some_and(|a| a.phone == asker.account.phone)
+        });
+    if !own {
+        return Err(IqError::NotAcceptable("a companion may remove only itself"));
+    }
+    pairing::remove_devices(asker.shared, asker.account, |d| d == asker.device);
+    tracing::info!("companion logged itself out");
+    Ok(vec![])
 }
 
 /// App state: every asked collection exists, empty, at version 0. Without a
