@@ -57,3 +57,26 @@ async fn each_new_companion_gets_the_next_device_id() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paired_companion_logs_in_again_with_ik() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone("62811000003").await;
+    let (companion, _) = pair(&sandbox, "62811000003").await;
+    let store = companion.store.clone();
+    companion.stop().await;
+    let before = sandbox.inner.stats();
+    assert_eq!(before.ik_handshakes, 0, "{before:?}");
+
+    // A new client on the same store: no QR, straight to Connected, by IK.
+    let mut again = Companion::start(&sandbox.ws_url(), store).await;
+    again.logged_in().await;
+    let after = sandbox.inner.stats();
+    assert_eq!(after.ik_handshakes, 1, "{after:?}");
+    assert_eq!(after.xx_handshakes, before.xx_handshakes, "{after:?}");
+    let view = sandbox
+        .phone_until("62811000003", "device 1 back online", |v| v.online == [1])
+        .await;
+    assert_eq!(view.devices, vec![0, 1]);
+    again.stop().await;
+}

@@ -109,6 +109,22 @@ pub fn init_logs() {
     }
 }
 
+/// A state file path of its own in the temp dir, removed on drop.
+pub struct TempState(pub std::path::PathBuf);
+
+impl TempState {
+    pub fn new() -> Self {
+        let name = format!("wago-sandbox-test-{}.json", uuid::Uuid::new_v4());
+        Self(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempState {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub fn config() -> SandboxConfig {
     SandboxConfig::new("127.0.0.1:0".parse().expect("an address"))
 }
@@ -214,11 +230,25 @@ impl Companion {
         .await
     }
 
+    /// `Connected` without pairing: a QR code on the way fails the test.
+    pub async fn logged_in(&mut self) {
+        self.wait_for("Connected", STEP, |e| match e {
+            Event::PairingQrCode(_) => panic!("the client asked to pair again"),
+            Event::Connected(_) => Some(()),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn logged_out(&mut self) {
         self.wait_for("LoggedOut", STEP, |e| {
             matches!(e, Event::LoggedOut(_)).then_some(())
         })
         .await
+    }
+
+    pub fn client(&self) -> Arc<whatsapp_rust::Client> {
+        self.handle.as_ref().expect("a running client").client()
     }
 
     /// Stops the client and waits for it to be gone.
