@@ -23,9 +23,10 @@ use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 /// a hang fails the test rather than the CI job.
 pub const STEP: Duration = Duration::from_secs(30);
 
+/// An in-process sandbox and a client for its control API.
 pub struct Sandbox {
     pub inner: RunningSandbox,
-    pub http: reqwest::Client,
+    pub control: Control,
 }
 
 impl Sandbox {
@@ -36,18 +37,38 @@ impl Sandbox {
     pub async fn start_with(config: SandboxConfig) -> Self {
         init_logs();
         let inner = wago::sandbox::start(config).await.expect("sandbox starts");
+        let control = Control::new(inner.addr());
+        Self { inner, control }
+    }
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
+/// The control API of a sandbox (in this process or another one).
+pub struct Control {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl Control {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
         Self {
-            inner,
+            addr,
             http: reqwest::Client::new(),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.inner.http_url())
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn ws_url(&self) -> String {
-        self.inner.ws_url()
+        format!("ws://{}/ws/chat", self.addr)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -261,7 +282,7 @@ impl Companion {
 
 /// A fresh client, paired to `phone` through the control API, `Connected`.
 /// Returns it and its device id.
-pub async fn pair(sandbox: &Sandbox, phone: &str) -> (Companion, u16) {
+pub async fn pair(sandbox: &Control, phone: &str) -> (Companion, u16) {
     let mut companion = Companion::fresh(&sandbox.ws_url()).await;
     let qr = companion.next_qr().await;
     let (status, linked) = sandbox.link(phone, &qr).await;
