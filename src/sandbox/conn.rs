@@ -93,7 +93,7 @@ async fn run(
     let outcome = if payload.username.is_some() {
         login::serve(shared, &mut channel, conn, client_static, payload).await
     } else if payload.device_pairing_data.as_option().is_some() {
-        pairing::serve(shared, &mut channel, conn, client_static, payload).await
+        pairing::serve(shared, &mut channel, client_static, payload).await
     } else {
         Err(ConnError::Protocol(
             "payload neither logs in nor registers".into(),

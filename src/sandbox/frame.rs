@@ -17,6 +17,9 @@ use wacore_noise::framing::{FrameDecoder, encode_frame};
 /// upload (812 keys) is about 60 KB; nothing a login sends comes close.
 pub(crate) const MAX_INBOUND: usize = 1 << 20;
 
+/// A frame at least this big makes the decoder start over with a small buffer.
+const SHRINK_AFTER: usize = 16 * 1024;
+
 /// Buffers sized for small stanzas: a sandbox connection is also a load-test
 /// peer, so tungstenite's 128 KiB defaults would dominate its memory.
 pub(crate) fn websocket_config() -> WebSocketConfig {
@@ -70,7 +73,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
     pub async fn recv(&mut self) -> Result<Vec<u8>, FrameError> {
         loop {
             if let Some(frame) = self.decoder.decode_frame() {
-                return Ok(frame.to_vec());
+                let frame = frame.to_vec();
+                if frame.len() >= SHRINK_AFTER && self.decoder.buffered_len() == 0 {
+                    // The decoder keeps up to 64 KiB it once grew to; a
+                    // prekey upload would pin that for the connection's life.
+                    self.decoder = FrameDecoder::new();
+                }
+                return Ok(frame);
             }
             if self.decoder.buffered_len() > MAX_INBOUND + 3 {
                 return Err(FrameError::TooLarge(self.decoder.buffered_len()));

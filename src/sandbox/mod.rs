@@ -98,11 +98,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SandboxError> {
     let sandbox = start(args.into()).await?;
-    tracing::info!(
-        ws = %sandbox.ws_url(),
-        control = %sandbox.http_url(),
-        "sandbox listening"
+    // On stdout, not only in the log: scripts read the port from here.
+    println!(
+        "wago sandbox: WebSocket {} , control API {}",
+        sandbox.ws_url(),
+        sandbox.http_url()
     );
+    tracing::info!(addr = %sandbox.addr(), "sandbox listening");
     shutdown.await;
     sandbox.shutdown().await
 }

@@ -268,7 +268,6 @@ impl Registration {
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
     channel: &mut NodeChannel,
-    _conn: u64,
     noise_key: [u8; 32],
     payload: ClientPayload,
 ) -> Result<(), ConnError> {
