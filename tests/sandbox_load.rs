@@ -32,6 +32,7 @@ async fn two_hundred_clients_pair_and_connect_concurrently() {
     let stats = sandbox.inner.stats();
     assert_eq!(stats.online_devices, CLIENTS, "{stats:?}");
     assert_eq!(stats.logins, CLIENTS as u64, "{stats:?}");
+    assert_eq!(stats.unimplemented_iqs, 0, "{stats:?}");
     for phone in &phones {
         let view = sandbox.phone(phone).await;
         assert_eq!(

@@ -37,6 +37,11 @@ async fn a_companion_pairs_by_qr_and_connects() {
         prekeys.is_some_and(|n| n > 0),
         "prekeys stored: {prekeys:?}"
     );
+    // The client's background start-up queries follow Connected: give them
+    // a moment, then every one of them must have had a real answer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = sandbox.inner.stats();
+    assert_eq!(stats.unimplemented_iqs, 0, "{stats:?}");
     companion.stop().await;
     sandbox
         .phone_until("62811000001", "device 1 offline", |v| v.online.is_empty())

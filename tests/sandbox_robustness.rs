@@ -174,6 +174,7 @@ async fn unknown_queries_get_501_and_unknown_stanzas_end_the_connection() {
             other.map(|_| "a result")
         ),
     }
+    assert_eq!(sandbox.inner.stats().unimplemented_iqs, 1);
 
     // A stanza the server does not know: this connection ends, the client
     // reconnects and logs in again; the sandbox carries on.

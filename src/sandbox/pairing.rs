@@ -282,11 +282,11 @@ pub(crate) async fn serve(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            node = channel.recv() => answer_while_pairing(channel, &node?).await?,
+            node = channel.recv() => answer_while_pairing(shared, channel, &node?).await?,
             Some(request) = requests.recv() => {
                 let paired = pair(shared, channel, &registration, request).await?;
                 if paired {
-                    settle(channel).await?;
+                    settle(shared, channel).await?;
                     // The client reconnects at once and logs in.
                     let restart = NodeBuilder::new("stream:error").attr("code", "515").build();
                     channel.send_last(&restart).await;
@@ -303,10 +303,10 @@ pub(crate) async fn serve(
 /// It finishes its own pairing bookkeeping after sending that answer, and
 /// a 515 that overtakes it makes the client ignore its next `<success>` and
 /// reconnect once more (a race WhatsApp's network latency hides).
-async fn settle(channel: &mut NodeChannel) -> Result<(), ConnError> {
+async fn settle(shared: &Shared, channel: &mut NodeChannel) -> Result<(), ConnError> {
     let until = tokio::time::Instant::now() + SETTLE;
     while let Ok(node) = tokio::time::timeout_at(until, channel.recv()).await {
-        answer_while_pairing(channel, &node?).await?;
+        answer_while_pairing(shared, channel, &node?).await?;
     }
     Ok(())
 }
@@ -327,9 +327,13 @@ fn pair_device(refs: &[String]) -> Node {
 /// A registering client's other stanzas: the ack of `<pair-device>`,
 /// keepalives, its unified-session `<ib>`. Unknown iqs get an error answer;
 /// other unknown stanzas end the connection.
-async fn answer_while_pairing(channel: &mut NodeChannel, node: &Node) -> Result<(), ConnError> {
+async fn answer_while_pairing(
+    shared: &Shared,
+    channel: &mut NodeChannel,
+    node: &Node,
+) -> Result<(), ConnError> {
     match node.tag.as_ref() {
-        "iq" => match iq::answer_unregistered(node) {
+        "iq" => match iq::answer_unregistered(shared, node) {
             Some(answer) => channel.send(&answer).await,
             None => Ok(()),
         },
@@ -467,7 +471,7 @@ async fn await_device_sign(
             let node = channel.recv().await?;
             let is_answer = node.tag == "iq" && attr(&node, "id").as_deref() == Some(id);
             if !is_answer {
-                answer_while_pairing(channel, &node).await?;
+                answer_while_pairing(shared, channel, &node).await?;
                 continue;
             }
             return device_sign(&node).map_err(Exchange::Link);

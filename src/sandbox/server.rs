@@ -50,6 +50,8 @@ pub(crate) struct Counters {
     pub ik: AtomicU64,
     pub fallback: AtomicU64,
     pub logins: AtomicU64,
+    /// Iqs answered with 501: what the sandbox does not implement.
+    pub unimplemented: AtomicU64,
     /// Connection tasks alive now (a gauge).
     pub open: AtomicU64,
 }
@@ -63,6 +65,8 @@ pub struct SandboxStats {
     pub fallback_handshakes: u64,
     /// Logins accepted (each ends in `<success>`).
     pub logins: u64,
+    /// Iqs answered `501 feature-not-implemented`.
+    pub unimplemented_iqs: u64,
     /// Connection tasks alive, logged in or not.
     pub open_connections: u64,
     /// Devices logged in now.
@@ -219,6 +223,7 @@ impl RunningSandbox {
             ik_handshakes: get(&c.ik),
             fallback_handshakes: get(&c.fallback),
             logins: get(&c.logins),
+            unimplemented_iqs: get(&c.unimplemented),
             open_connections: get(&c.open),
             online_devices: self.shared.online.count(),
         }

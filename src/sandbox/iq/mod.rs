@@ -9,6 +9,8 @@
 mod keys;
 mod usync;
 
+use std::sync::atomic::Ordering;
+
 use rand::RngExt as _;
 use wacore::protocol::ProtocolNode as _;
 use wacore_binary::Node;
@@ -85,11 +87,11 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
         _ => Err(IqError::NotImplemented),
     };
-    Some(reply(iq, answer))
+    Some(reply(asker.shared, iq, answer))
 }
 
 /// The answer to an iq from a client that is not logged in (pairing).
-pub(crate) fn answer_unregistered(iq: &Node) -> Option<Node> {
+pub(crate) fn answer_unregistered(shared: &Shared, iq: &Node) -> Option<Node> {
     let kind = attr(iq, "type").unwrap_or_default();
     if kind == "result" || kind == "error" {
         return None;
@@ -98,14 +100,20 @@ pub(crate) fn answer_unregistered(iq: &Node) -> Option<Node> {
         Some("w:p") => Ok(vec![]),
         _ => Err(IqError::NotImplemented),
     };
-    Some(reply(iq, answer))
+    Some(reply(shared, iq, answer))
 }
 
-fn reply(iq: &Node, answer: Answer) -> Node {
+fn reply(shared: &Shared, iq: &Node, answer: Answer) -> Node {
     let id = attr(iq, "id").unwrap_or_default();
     match answer {
         Ok(children) => result(&id, children),
         Err(e) => {
+            if matches!(e, IqError::NotImplemented) {
+                shared
+                    .counters
+                    .unimplemented
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let (code, text) = e.code_text();
             tracing::warn!(
                 iq = %wacore::xml::DisplayableNode(&summary(iq)),
