@@ -162,6 +162,13 @@ impl Outbox {
     }
 }
 
+/// An account's ADV key-index list, before it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyIndexes {
+    pub valid: Vec<u32>,
+    pub current: u32,
+}
+
 /// The mutable part of an account, behind the account's lock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AccountState {
@@ -205,11 +212,16 @@ impl AccountState {
             .collect()
     }
 
-    /// The ADV key indexes in force: the phone's (0) and each companion's.
-    pub fn key_indexes(&self) -> Vec<u32> {
-        std::iter::once(0)
-            .chain(self.devices.values().map(|d| d.key_index))
-            .collect()
+    /// The ADV key indexes: the phone's (0) and each companion's are valid;
+    /// the current one is the last ever issued, so that removed companions'
+    /// indexes fall below it and clients drop them.
+    pub fn key_indexes(&self) -> KeyIndexes {
+        KeyIndexes {
+            valid: std::iter::once(0)
+                .chain(self.devices.values().map(|d| d.key_index))
+                .collect(),
+            current: self.next_key_index.saturating_sub(1),
+        }
     }
 }
 

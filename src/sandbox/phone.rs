@@ -20,7 +20,7 @@ use wacore_libsignal::protocol::{
 };
 use waproto::whatsapp::{self as wa, message as msg};
 
-use super::accounts::{SignedPreKey, b64};
+use super::accounts::{KeyIndexes, SignedPreKey, b64};
 
 const ADV_ACCOUNT_SIGNATURE: [u8; 2] = [6, 0];
 const ADV_DEVICE_SIGNATURE: [u8; 2] = [6, 1];
@@ -61,29 +61,6 @@ pub(crate) struct PhoneKeys {
     pub app_state_key: [u8; 32],
 }
 
-impl PhoneKeys {
-    fn generate() -> Self {
-        let mut rng = rand::rng();
-        let identity = KeyPair::generate(&mut rng);
-        let signed = KeyPair::generate(&mut rng);
-        let signature = identity
-            .private_key
-            .calculate_signature(&signed.public_key.serialize(), &mut rng)
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-        Self {
-            identity: *identity.private_key.serialize(),
-            registration_id: rng.random_range(1..16380),
-            signed_prekey_id: 1,
-            signed_prekey: *signed.private_key.serialize(),
-            signed_prekey_signature: signature,
-            adv_raw_id: rng.random(),
-            app_state_key_id: rng.random::<[u8; 6]>().to_vec(),
-            app_state_key: rng.random(),
-        }
-    }
-}
-
 /// What the phone learnt of a companion at pairing: enough for X3DH.
 #[derive(Debug, Clone)]
 pub(crate) struct CompanionBundle {
@@ -108,19 +85,36 @@ pub(crate) struct SimPhone {
 }
 
 impl SimPhone {
+    /// A new phone with fresh keys.
     pub fn generate() -> Self {
-        // Freshly generated keys always load; fall back to trying again
-        // rather than carrying an error type nobody can act on.
-        loop {
-            if let Ok(phone) = Self::from_keys(PhoneKeys::generate()) {
-                return phone;
-            }
-        }
+        let mut rng = rand::rng();
+        let identity = KeyPair::generate(&mut rng);
+        let signed = KeyPair::generate(&mut rng);
+        let signature = identity
+            .private_key
+            .calculate_signature(&signed.public_key.serialize(), &mut rng)
+            .expect("XEdDSA signs with any Curve25519 key");
+        let keys = PhoneKeys {
+            identity: *identity.private_key.serialize(),
+            registration_id: rng.random_range(1..16380),
+            signed_prekey_id: 1,
+            signed_prekey: *signed.private_key.serialize(),
+            signed_prekey_signature: signature.to_vec(),
+            adv_raw_id: rng.random(),
+            app_state_key_id: rng.random::<[u8; 6]>().to_vec(),
+            app_state_key: rng.random(),
+        };
+        Self::new(keys, identity, &signed)
     }
 
+    /// The phone of a state file.
     pub fn from_keys(keys: PhoneKeys) -> Result<Self, PhoneError> {
         let identity = key_pair(&keys.identity)?;
         let signed = key_pair(&keys.signed_prekey)?;
+        Ok(Self::new(keys, identity, &signed))
+    }
+
+    fn new(keys: PhoneKeys, identity: KeyPair, signed: &KeyPair) -> Self {
         let signal = PhoneSignal {
             identity: PhoneIdentity {
                 pair: IdentityKeyPair::from(identity.clone()),
@@ -129,13 +123,13 @@ impl SimPhone {
             },
             sessions: PhoneSessions::default(),
         };
-        Ok(Self {
+        Self {
             identity_public: public_bytes(&identity.public_key),
             signed_prekey_public: public_bytes(&signed.public_key),
             identity,
             keys,
             signal: tokio::sync::Mutex::new(signal),
-        })
+        }
     }
 
     pub fn keys(&self) -> &PhoneKeys {
@@ -222,12 +216,12 @@ impl SimPhone {
     }
 
     /// The account's signed key-index list for usync answers.
-    pub fn key_index_list(&self, valid: &[u32], now: u64) -> Result<Vec<u8>, PhoneError> {
+    pub fn key_index_list(&self, indexes: &KeyIndexes, ts: u64) -> Result<Vec<u8>, PhoneError> {
         let details = wa::ADVKeyIndexList {
             raw_id: Some(self.keys.adv_raw_id),
-            timestamp: Some(now),
-            current_index: Some(valid.iter().copied().max().unwrap_or(0)),
-            valid_indexes: valid.to_vec(),
+            timestamp: Some(ts),
+            current_index: Some(indexes.current),
+            valid_indexes: indexes.valid.clone(),
             account_type: Some(wa::ADVEncryptionType::E2EE),
         }
         .encode_to_vec();
@@ -246,7 +240,7 @@ impl SimPhone {
         &self,
         account: &str,
         companion: &CompanionBundle,
-        key_indexes: &[u32],
+        key_indexes: &KeyIndexes,
         now_ms: i64,
     ) -> Result<Sealed, PhoneError> {
         let share = self.key_share_message(key_indexes, now_ms);
@@ -254,7 +248,7 @@ impl SimPhone {
         self.encrypt_to(account, companion, &padded).await
     }
 
-    fn key_share_message(&self, key_indexes: &[u32], now_ms: i64) -> wa::Message {
+    fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {
         let key = msg::AppStateSyncKey {
             key_id: buffa::MessageField::some(msg::AppStateSyncKeyId {
                 key_id: Some(self.keys.app_state_key_id.clone()),
@@ -263,8 +257,8 @@ impl SimPhone {
                 key_data: Some(self.keys.app_state_key.to_vec()),
                 fingerprint: buffa::MessageField::some(msg::AppStateSyncKeyFingerprint {
                     raw_id: Some(self.keys.adv_raw_id),
-                    current_index: key_indexes.iter().copied().max(),
-                    device_indexes: key_indexes.to_vec(),
+                    current_index: Some(key_indexes.current),
+                    device_indexes: key_indexes.valid.clone(),
                 }),
                 timestamp: Some(now_ms),
             }),
@@ -458,6 +452,28 @@ mod tests {
                 .verify_companion(&signed_back, &other, &details)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_phones_own_bundle_and_key_index_list_verify() {
+        let phone = SimPhone::generate();
+        let identity = PublicKey::from_djb_public_key_bytes(&phone.identity_public()).unwrap();
+        let signed = phone.signed_prekey();
+        let signed_public = PublicKey::from_djb_public_key_bytes(&signed.public).unwrap();
+        assert!(identity.verify_signature(&signed_public.serialize(), &signed.signature));
+
+        let indexes = KeyIndexes {
+            valid: vec![0, 2],
+            current: 3,
+        };
+        let list = phone.key_index_list(&indexes, 42).unwrap();
+        let decoded = wacore::adv::decode_key_index_list(&list).unwrap();
+        assert_eq!(decoded.valid_indexes, [0, 2]);
+        assert_eq!((decoded.current_index, decoded.timestamp), (3, 42));
+        // A removed companion (index 1 or 3) is dropped by the client.
+        assert!(!wacore::adv::is_key_index_valid(Some(3), &decoded));
+        assert!(wacore::adv::is_key_index_valid(Some(2), &decoded));
+        assert_eq!(decoded.raw_id, phone.keys().adv_raw_id);
     }
 
     #[test]
