@@ -85,3 +85,40 @@ async fn a_paired_companion_logs_in_again_with_ik() {
     assert_eq!(view.devices, vec![0, 1]);
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companions_fetch_each_others_prekey_bundles() {
+    use wacore::iq::prekeys::PreKeyFetchSpec;
+    use whatsapp_rust::Jid;
+
+    let sandbox = Sandbox::start().await;
+    let view = sandbox.create_phone("62811000004").await;
+    let (first, _) = pair(&sandbox, "62811000004").await;
+    let (second, _) = pair(&sandbox, "62811000004").await;
+    let before = sandbox.inner.prekey_count("62811000004", 2);
+    let asked = vec![
+        Jid::pn_device("62811000004", 0),
+        Jid::pn_device("62811000004", 2),
+        Jid::lid_device(view.lid.as_str(), 2),
+        Jid::pn_device("62811000004", 9),
+    ];
+    let outcome = first
+        .client()
+        .execute(PreKeyFetchSpec::new(asked.clone()))
+        .await
+        .expect("bundles");
+    // The phone's and device 2's bundles (by number and by LID), each as
+    // asked; device 9 does not exist.
+    for jid in &asked[..3] {
+        assert!(outcome.bundles.contains_key(jid), "no bundle for {jid}");
+    }
+    assert!(!outcome.bundles.contains_key(&asked[3]));
+    let after = sandbox.inner.prekey_count("62811000004", 2);
+    assert_eq!(
+        after,
+        before.map(|n| n - 2),
+        "one one-time prekey per bundle"
+    );
+    first.stop().await;
+    second.stop().await;
+}

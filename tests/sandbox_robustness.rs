@@ -157,6 +157,11 @@ async fn unknown_queries_get_501_and_unknown_stanzas_end_the_connection() {
     sandbox.create_phone("62811000403").await;
     let (mut companion, _) = pair(&sandbox, "62811000403").await;
     let client = companion.client();
+    // A keepalive is a known query: answered, not refused.
+    client
+        .execute(wacore::iq::keepalive::KeepaliveSpec::new())
+        .await
+        .expect("keepalive answered");
 
     let query = wacore::request::InfoQuery::get(
         "w:sandbox:nonesuch",
