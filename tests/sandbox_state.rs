@@ -76,3 +76,14 @@ async fn a_stale_server_key_gets_the_xx_fallback() {
         .await;
     again.stop().await;
 }
+
+#[tokio::test]
+async fn an_unwritable_state_file_fails_at_start() {
+    let config = config().with_state_file("/nonexistent-dir/wago/state.json");
+    let started = wago::sandbox::start(config).await;
+    assert!(
+        matches!(started, Err(wago::sandbox::SandboxError::State { .. })),
+        "{:?}",
+        started.err()
+    );
+}

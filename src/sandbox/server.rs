@@ -161,9 +161,15 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
     });
-    if fresh {
-        // The server key must be on disk before any client pins it.
-        shared.state_changed();
+    if let (true, Some(path)) = (fresh, &shared.config.state_file) {
+        // The server key must be on disk before any client pins it, and an
+        // unwritable path should fail here, not in a log line later.
+        state::save(&shared)
+            .await
+            .map_err(|source| SandboxError::State {
+                path: path.clone(),
+                source,
+            })?;
     }
     shared.tasks.spawn(save_loop(shared.clone()));
     let app = router(shared.clone());
