@@ -4,14 +4,16 @@
 //!
 //! It owns the server side only: the WebSocket and Noise responder, the
 //! accounts with their simulated phones (device 0) and companion devices,
-//! and the control API that drives the phones. It never talks to anything
-//! but loopback peers, and it is compiled only with the `sandbox` feature.
+//! and the control API that drives the phones. It never opens a connection
+//! itself, and it is compiled only with the `sandbox` feature.
 //!
 //! Map: `server` (listener, router, WebSocket upgrade, shutdown) hands each
 //! connection to `conn`, which runs `noise` (handshake, with the certificate
-//! chain from `cert`) over `frame`, then either `pairing` (QR flow) or
-//! `login` (stanzas, answered by `iq`). `accounts` is the state and `state`
-//! its file; `phone` is the simulated primary device; `control` the HTTP API.
+//! chain from `cert`) over `frame`, then either `pairing` (QR flow, and
+//! unlinking) or `login` (stanzas, answered by `iq`). `accounts` is the
+//! state and `state` its file; `phone` is the simulated primary device;
+//! `online` reaches logged-in connections and `deliver` queues stanzas for
+//! devices; `jid` spells addresses; `control` is the HTTP API.
 
 mod accounts;
 mod cert;
