@@ -52,7 +52,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, io: Io, conn: u64) {
         let ws =
             WebSocketStream::from_raw_socket(io, Role::Server, Some(frame::websocket_config()))
                 .await;
-        match run(&shared, FrameStream::new(ws), conn).await {
+        // Shutdown drops the connection wherever it is; nothing it holds
+        // outlives the sandbox.
+        let outcome = tokio::select! {
+            outcome = run(&shared, FrameStream::new(ws), conn) => outcome,
+            _ = shared.cancel.cancelled() => Ok(()),
+        };
+        match outcome {
             Ok(()) => tracing::debug!("connection closed"),
             Err(ConnError::Frame(FrameError::Closed)) => tracing::debug!("client went away"),
             Err(e) => tracing::info!(error = %e, "connection dropped"),
@@ -69,12 +75,9 @@ async fn run(
 ) -> Result<(), ConnError> {
     let limit = shared.config.handshake_timeout;
     let handshake = noise::respond(&shared.key, &mut frames, shared.now());
-    let established = tokio::select! {
-        done = tokio::time::timeout(limit, handshake) => {
-            done.map_err(|_| ConnError::TimedOut("handshake"))??
-        }
-        _ = shared.cancel.cancelled() => return Ok(()),
-    };
+    let established = tokio::time::timeout(limit, handshake)
+        .await
+        .map_err(|_| ConnError::TimedOut("handshake"))??;
     tracing::debug!(pattern = ?established.pattern, "handshake done");
     let counter = match established.pattern {
         Pattern::Xx => &shared.counters.xx,

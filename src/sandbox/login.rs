@@ -147,7 +147,6 @@ impl Session<'_> {
                     }
                     None => return Ok(()),
                 },
-                _ = self.shared.cancel.cancelled() => return Ok(()),
             }
         }
     }

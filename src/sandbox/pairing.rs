@@ -294,7 +294,6 @@ pub(crate) async fn serve(
                 }
             }
             _ = &mut deadline => return Err(ConnError::TimedOut("pairing window")),
-            _ = shared.cancel.cancelled() => return Ok(()),
         }
     }
 }
