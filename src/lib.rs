@@ -11,3 +11,6 @@ pub mod http;
 pub mod store;
 pub mod tenants;
 pub mod webhooks;
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;

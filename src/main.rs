@@ -3,6 +3,8 @@
 //! - `wago serve`: the HTTP API server (the default when no command is given).
 //! - `wago migrate`: apply database migrations and exit.
 //! - `wago admin reset-token`: replace the stored admin token.
+//! - `wago sandbox`: the simulated WhatsApp network (builds with the
+//!   `sandbox` feature only).
 //!
 //! Configuration is environment variables, read and checked by
 //! `config::Config` (README.md lists them). Logs go to standard error
@@ -40,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Serve the simulated WhatsApp network (WebSocket and control API).
+    #[cfg(feature = "sandbox")]
+    Sandbox(wago::sandbox::SandboxArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,6 +56,11 @@ enum AdminCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "sandbox")]
+    if let Some(Command::Sandbox(args)) = cli.command {
+        // The sandbox needs none of the server's configuration.
+        return sandbox(args).await;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -69,8 +79,28 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+#[cfg(feature = "sandbox")]
+async fn sandbox(args: wago::sandbox::SandboxArgs) -> std::process::ExitCode {
+    let format = match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match wago::sandbox::run(args, shutdown.cancelled_owned()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wago sandbox: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
         Command::Serve => serve(config).await,
         Command::Migrate => {
             let store = Store::connect(&config.dsn).await?;

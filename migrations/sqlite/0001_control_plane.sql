@@ -87,7 +87,11 @@ CREATE TABLE webhook_outbox (
     created_at       INTEGER NOT NULL,
     delivered_at     INTEGER
 );
-CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
+-- Only rows still to deliver, and only leased ones: both stay small.
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX webhook_outbox_leased ON webhook_outbox (tenant_id)
+    WHERE status IN ('pending', 'failed') AND locked_until IS NOT NULL;
 CREATE INDEX webhook_outbox_by_tenant ON webhook_outbox (tenant_id, id);
 
 CREATE TABLE webhook_attempts (

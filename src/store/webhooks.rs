@@ -255,15 +255,16 @@ impl Store {
     ) -> Result<Vec<Claimed>> {
         let due = "status IN ('pending', 'failed') AND next_attempt_at <= $3
                    AND (locked_until IS NULL OR locked_until < $3)";
+        // Tenants with a delivery under a live lease are computed once (a
+        // partial index keeps that set small) and left out.
         let candidates = format!(
             "SELECT id FROM (
                  SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS rn
-                 FROM webhook_outbox o
+                 FROM webhook_outbox
                  WHERE {due}
-                   AND NOT EXISTS (
-                       SELECT 1 FROM webhook_outbox busy
-                       WHERE busy.tenant_id = o.tenant_id AND busy.locked_until >= $3
-                         AND busy.status IN ('pending', 'failed'))
+                   AND tenant_id NOT IN (
+                       SELECT tenant_id FROM webhook_outbox
+                       WHERE status IN ('pending', 'failed') AND locked_until >= $3)
              ) ranked
              WHERE rn <= $4 ORDER BY id LIMIT $5"
         );

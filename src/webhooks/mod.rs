@@ -94,6 +94,7 @@ impl Dispatcher {
         let mut workers = JoinSet::new();
         tracing::info!("webhook dispatcher started");
         loop {
+            while workers.try_join_next().is_some() {}
             let free = TENANTS_AT_ONCE.saturating_sub(workers.len());
             let mut claimed_any = false;
             if free > 0 && !shutdown.is_cancelled() {

@@ -1,0 +1,414 @@
+//! Accounts and their devices: the sandbox's directory of simulated users.
+//!
+//! An account is a phone number with a LID and a simulated phone (device 0,
+//! `phone::SimPhone`); paired companions are devices 1, 2, ... with the keys
+//! they registered and uploaded, and an outbound queue each. Each account
+//! has its own lock, held only for short synchronous updates (never across
+//! an await); the directory lock is held only to find or add an account.
+//!
+//! What this module must not do: talk to connections (that is `online`)
+//! or touch the disk (that is `state`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use serde::{Deserialize, Serialize};
+use wacore_binary::Node;
+
+use super::jid::UserRef;
+use super::phone::SimPhone;
+
+/// A phone number in E.164 form (digits only), parsed once at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Phone(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("a phone number holds only digits (with an optional leading +, spaces, dashes)")]
+    NotDigits,
+    #[error("a phone number has 7 to 15 digits and does not start with 0")]
+    BadLength,
+}
+
+impl Phone {
+    pub fn parse(input: &str) -> Result<Self, PhoneError> {
+        let trimmed = input.trim();
+        let body = trimmed.strip_prefix('+').unwrap_or(trimmed);
+        let digits: String = body.chars().filter(|c| *c != ' ' && *c != '-').collect();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PhoneError::NotDigits);
+        }
+        if !(7..=15).contains(&digits.len()) || digits.starts_with('0') {
+            return Err(PhoneError::BadLength);
+        }
+        digits.parse().map(Phone).map_err(|_| PhoneError::BadLength)
+    }
+
+    /// The `username` of a login payload, or a JID's user part.
+    pub fn from_number(number: u64) -> Option<Self> {
+        Self::parse(&number.to_string()).ok()
+    }
+
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Phone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl TryFrom<String> for Phone {
+    type Error = PhoneError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Phone::parse(&value)
+    }
+}
+
+impl From<Phone> for String {
+    fn from(phone: Phone) -> Self {
+        phone.to_string()
+    }
+}
+
+/// An account's LID (the user part of `LID@lid`), unique in the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Lid(pub u64);
+
+/// LIDs are 15-digit numbers; ours count up from here.
+pub(crate) const FIRST_LID: u64 = 100_000_000_000_001;
+
+impl std::fmt::Display for Lid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A companion's signed prekey, as registered or uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SignedPreKey {
+    pub id: u32,
+    #[serde(with = "b64")]
+    pub public: [u8; 32],
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+/// A one-time prekey; handed out once, then gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PreKey {
+    pub id: u32,
+    #[serde(with = "b64")]
+    pub public: [u8; 32],
+}
+
+/// A linked companion device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Device {
+    pub id: u16,
+    pub key_index: u32,
+    /// Its Noise static key: a login must come from this key.
+    #[serde(with = "b64")]
+    pub noise_key: [u8; 32],
+    #[serde(with = "b64")]
+    pub identity: [u8; 32],
+    pub registration_id: u32,
+    pub signed_prekey: SignedPreKey,
+    pub prekeys: VecDeque<PreKey>,
+    /// The `ADVSignedDeviceIdentity` it signed back at pairing.
+    #[serde(with = "b64")]
+    pub adv_identity: Vec<u8>,
+    pub push_name: String,
+    pub paired_at: u64,
+    /// Stanzas waiting for this device; not persisted.
+    #[serde(skip)]
+    pub outbox: Outbox,
+}
+
+/// A stanza queued for a device, kept until the device's receipt for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub seq: u64,
+    pub id: String,
+    pub node: Node,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outbox {
+    items: VecDeque<Queued>,
+    next_seq: u64,
+}
+
+impl Outbox {
+    pub fn push(&mut self, id: String, node: Node) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.items.push_back(Queued { seq, id, node });
+    }
+
+    /// Items queued after `seq` (0 for all of them).
+    pub fn after(&self, seq: u64) -> Vec<Queued> {
+        self.items.iter().filter(|q| q.seq > seq).cloned().collect()
+    }
+
+    /// Drops the item with this message id; true if there was one.
+    pub fn settle(&mut self, id: &str) -> bool {
+        let before = self.items.len();
+        self.items.retain(|q| q.id != id);
+        self.items.len() != before
+    }
+}
+
+/// An account's ADV key-index list, before it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyIndexes {
+    pub valid: Vec<u32>,
+    pub current: u32,
+}
+
+/// The mutable part of an account, behind the account's lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AccountState {
+    pub created_at: u64,
+    /// Next companion device id; ids are never reused.
+    pub next_device: u16,
+    pub next_key_index: u32,
+    pub devices: BTreeMap<u16, Device>,
+    /// Unlinked devices: their logins are refused.
+    pub removed: BTreeSet<u16>,
+    /// When a device was last linked or removed: the key-index list's time.
+    #[serde(default)]
+    pub devices_changed_at: u64,
+}
+
+impl AccountState {
+    fn new(created_at: u64) -> Self {
+        Self {
+            created_at,
+            next_device: 1,
+            next_key_index: 1,
+            devices: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            devices_changed_at: created_at,
+        }
+    }
+
+    /// Reserves the id and key index of the next companion.
+    pub fn reserve_device(&mut self) -> Option<(u16, u32)> {
+        let device = self.next_device;
+        let key_index = self.next_key_index;
+        self.next_device = device.checked_add(1)?;
+        self.next_key_index = key_index.checked_add(1)?;
+        Some((device, key_index))
+    }
+
+    /// Every device id, the phone (0) first.
+    pub fn device_ids(&self) -> Vec<u16> {
+        std::iter::once(0)
+            .chain(self.devices.keys().copied())
+            .collect()
+    }
+
+    /// The ADV key indexes: the phone's (0) and each companion's are valid;
+    /// the current one is the last ever issued, so that removed companions'
+    /// indexes fall below it and clients drop them.
+    pub fn key_indexes(&self) -> KeyIndexes {
+        KeyIndexes {
+            valid: std::iter::once(0)
+                .chain(self.devices.values().map(|d| d.key_index))
+                .collect(),
+            current: self.next_key_index.saturating_sub(1),
+        }
+    }
+}
+
+/// One account: immutable identity plus its locked state.
+pub(crate) struct Account {
+    pub phone: Phone,
+    pub lid: Lid,
+    pub sim: SimPhone,
+    state: Mutex<AccountState>,
+}
+
+impl Account {
+    pub fn new(phone: Phone, lid: Lid, sim: SimPhone, state: AccountState) -> Self {
+        Self {
+            phone,
+            lid,
+            sim,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The account's state; a poisoned lock still holds consistent data
+    /// (every update is a few field writes), so it is used as is.
+    pub fn lock(&self) -> MutexGuard<'_, AccountState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DirectoryError {
+    #[error("phone {0} already has an account")]
+    Exists(Phone),
+    #[error("the sandbox has run out of LIDs")]
+    NoLid,
+}
+
+#[derive(Default)]
+struct DirectoryInner {
+    by_phone: HashMap<Phone, Arc<Account>>,
+    by_lid: HashMap<Lid, Phone>,
+    next_lid: u64,
+}
+
+/// All accounts, by phone number and by LID.
+pub(crate) struct Directory {
+    inner: RwLock<DirectoryInner>,
+}
+
+impl Directory {
+    pub fn new() -> Self {
+        Self {
+            inner: RwLock::new(DirectoryInner {
+                next_lid: FIRST_LID,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, DirectoryInner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, DirectoryInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates an account with a fresh LID and a new simulated phone.
+    pub fn create(&self, phone: Phone, now: u64) -> Result<Arc<Account>, DirectoryError> {
+        let sim = SimPhone::generate();
+        let mut inner = self.write();
+        if inner.by_phone.contains_key(&phone) {
+            return Err(DirectoryError::Exists(phone));
+        }
+        let lid = Lid(inner.next_lid);
+        inner.next_lid = inner.next_lid.checked_add(1).ok_or(DirectoryError::NoLid)?;
+        let account = Arc::new(Account::new(phone, lid, sim, AccountState::new(now)));
+        inner.by_lid.insert(lid, phone);
+        inner.by_phone.insert(phone, account.clone());
+        Ok(account)
+    }
+
+    /// Puts back an account read from the state file.
+    pub fn restore(&self, account: Account) {
+        let mut inner = self.write();
+        inner.next_lid = inner.next_lid.max(account.lid.0 + 1);
+        inner.by_lid.insert(account.lid, account.phone);
+        inner.by_phone.insert(account.phone, Arc::new(account));
+    }
+
+    pub fn get(&self, phone: Phone) -> Option<Arc<Account>> {
+        self.read().by_phone.get(&phone).cloned()
+    }
+
+    /// The account a JID names, by phone number or by LID.
+    pub fn resolve(&self, user: UserRef) -> Option<Arc<Account>> {
+        let inner = self.read();
+        let phone = match user {
+            UserRef::Phone(phone, _) => phone,
+            UserRef::Lid(lid, _) => *inner.by_lid.get(&lid)?,
+        };
+        inner.by_phone.get(&phone).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        self.read().by_phone.values().cloned().collect()
+    }
+
+    pub fn next_lid(&self) -> u64 {
+        self.read().next_lid
+    }
+
+    pub fn set_next_lid(&self, next: u64) {
+        let mut inner = self.write();
+        inner.next_lid = inner.next_lid.max(next);
+    }
+}
+
+/// What the control API and tests see of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub phone: String,
+    pub lid: String,
+    /// Device ids, the phone (0) first.
+    pub devices: Vec<u16>,
+    /// Device ids with a logged-in connection.
+    pub online: Vec<u16>,
+}
+
+/// Base64 (standard alphabet) for key bytes in the state file.
+pub(crate) mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(value))
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<Vec<u8>>,
+    {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD.decode(text).map_err(D::Error::custom)?;
+        T::try_from(bytes).map_err(|_| D::Error::custom("key of the wrong length"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_parsed_once_and_strictly() {
+        assert_eq!(
+            Phone::parse("+62 811-2345-678").unwrap().to_string(),
+            "628112345678"
+        );
+        assert_eq!(Phone::parse("62a811"), Err(PhoneError::NotDigits));
+        assert_eq!(Phone::parse(""), Err(PhoneError::NotDigits));
+        assert_eq!(Phone::parse("0811234567"), Err(PhoneError::BadLength));
+        assert_eq!(Phone::parse("123456"), Err(PhoneError::BadLength));
+        assert_eq!(Phone::parse("1234567890123456"), Err(PhoneError::BadLength));
+    }
+
+    #[test]
+    fn accounts_get_distinct_lids_and_refuse_duplicates() {
+        let dir = Directory::new();
+        let a = dir.create(Phone::parse("62811000001").unwrap(), 1).unwrap();
+        let b = dir.create(Phone::parse("62811000002").unwrap(), 1).unwrap();
+        assert_ne!(a.lid, b.lid);
+        assert!(matches!(
+            dir.create(a.phone, 1),
+            Err(DirectoryError::Exists(_))
+        ));
+        assert_eq!(dir.resolve(UserRef::Lid(b.lid, 0)).unwrap().phone, b.phone);
+    }
+
+    #[test]
+    fn outbox_keeps_items_until_settled() {
+        let mut outbox = Outbox::default();
+        outbox.push("a".into(), Node::default());
+        outbox.push("b".into(), Node::default());
+        assert_eq!(outbox.after(1).len(), 1);
+        assert!(outbox.settle("a"));
+        assert!(!outbox.settle("a"));
+        assert_eq!(outbox.after(0).len(), 1);
+    }
+}

@@ -1,0 +1,170 @@
+//! The control API (API.md, "Sandbox control API"): create simulated users,
+//! let their phones scan a QR or unlink companions, look at an account.
+//! Every error is `{"error": "<code>", "message": "..."}` with the status
+//! API.md gives that code.
+//!
+//! Handlers parse input into sandbox types and call `pairing`; they own no
+//! protocol logic.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::accounts::{AccountView, DirectoryError, Phone};
+use super::pairing::{self, LinkError, Linked};
+use super::server::Shared;
+
+/// An error of the control API (and of its Rust twins on `RunningSandbox`).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let body = json!({ "error": code, "message": self.to_string() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> Self {
+        let message = e.to_string();
+        match e {
+            LinkError::UnknownPhone(_) => ApiError::NotFound(message),
+            LinkError::BadQr(_) => ApiError::BadRequest(message),
+            LinkError::TimedOut => ApiError::Timeout(message),
+            LinkError::NotShowing
+            | LinkError::KeyMismatch
+            | LinkError::Refused(_)
+            | LinkError::Gone
+            | LinkError::Full => ApiError::Conflict(message),
+        }
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/phones", post(post_phone))
+        .route("/phones/{phone}", get(get_phone))
+        .route("/phones/{phone}/link", post(post_link))
+        .route("/phones/{phone}/unlink", post(post_unlink))
+        .route("/sandbox/health", get(health))
+        .fallback(|| async { ApiError::NotFound("no such route in the sandbox".into()) })
+}
+
+#[derive(Deserialize)]
+struct NewPhone {
+    phone: String,
+}
+
+#[derive(Deserialize)]
+struct Scan {
+    qr: String,
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "ok": true }))
+}
+
+async fn post_phone(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<NewPhone>, JsonRejection>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    let Json(body) = body?;
+    let view = create_phone(&shared, &body.phone)?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `POST /phones`: a new account with its simulated phone.
+pub(crate) fn create_phone(shared: &Shared, phone: &str) -> Result<AccountView, ApiError> {
+    let phone = Phone::parse(phone).map_err(|e| ApiError::InvalidField(format!("phone: {e}")))?;
+    match shared.directory.create(phone, shared.now()) {
+        Ok(account) => tracing::info!(%phone, lid = %account.lid, "account created"),
+        Err(e @ DirectoryError::Exists(_)) => return Err(ApiError::Conflict(e.to_string())),
+        Err(e @ DirectoryError::NoLid) => return Err(ApiError::Internal(e.to_string())),
+    }
+    shared.state_changed();
+    shared
+        .view(phone)
+        .ok_or_else(|| ApiError::Internal("account vanished".into()))
+}
+
+async fn get_phone(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    Phone::parse(&phone)
+        .ok()
+        .and_then(|p| shared.view(p))
+        .map(Json)
+        .ok_or_else(|| unknown(&phone))
+}
+
+async fn post_link(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+    body: Result<Json<Scan>, JsonRejection>,
+) -> Result<Json<Linked>, ApiError> {
+    let Json(body) = body?;
+    Ok(Json(pairing::link(&shared, &phone, &body.qr).await?))
+}
+
+async fn post_unlink(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let removed = unlink_phone(&shared, &phone)?;
+    Ok(Json(json!({ "phone": phone, "removed": removed })))
+}
+
+/// `POST /phones/{phone}/unlink`: the removed device ids.
+pub(crate) fn unlink_phone(shared: &Shared, phone: &str) -> Result<Vec<u16>, ApiError> {
+    let account = Phone::parse(phone)
+        .ok()
+        .and_then(|p| shared.directory.get(p))
+        .ok_or_else(|| unknown(phone))?;
+    Ok(pairing::unlink(shared, &account))
+}
+
+fn unknown(phone: &str) -> ApiError {
+    ApiError::NotFound(format!("no account for phone {phone}"))
+}

@@ -1,0 +1,112 @@
+//! The sandbox: a simulated WhatsApp server that the unmodified
+//! `whatsapp-rust` client pairs with, logs in to and (later) messages
+//! through. See `design/SANDBOX.md` for the protocol it follows.
+//!
+//! It owns the server side only: the WebSocket and Noise responder, the
+//! accounts with their simulated phones (device 0) and companion devices,
+//! and the control API that drives the phones. It never opens a connection
+//! itself, and it is compiled only with the `sandbox` feature.
+//!
+//! Map: `server` (listener, router, WebSocket upgrade, shutdown) hands each
+//! connection to `conn`, which runs `noise` (handshake, with the certificate
+//! chain from `cert`) over `frame`, then either `pairing` (QR flow, and
+//! unlinking) or `login` (stanzas, answered by `iq`). `accounts` is the
+//! state and `state` its file; `phone` is the simulated primary device;
+//! `online` reaches logged-in connections and `deliver` queues stanzas for
+//! devices; `jid` spells addresses; `control` is the HTTP API.
+
+mod accounts;
+mod cert;
+mod conn;
+mod control;
+mod deliver;
+mod frame;
+mod iq;
+mod jid;
+mod login;
+mod noise;
+mod online;
+mod pairing;
+mod phone;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use accounts::{AccountView, Phone, PhoneError};
+pub use control::ApiError;
+pub use pairing::Linked;
+pub use server::{RunningSandbox, SandboxError, SandboxStats, start};
+pub use state::StateError;
+
+/// `wago sandbox`: serve the simulated WhatsApp network on one port.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    /// Address for the WebSocket (`/ws/chat`) and the control API.
+    #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+    /// Keep accounts, devices, prekeys and the server key in this JSON file
+    /// across restarts (in memory only without it).
+    #[arg(long, env = "SANDBOX_STATE")]
+    pub state: Option<PathBuf>,
+}
+
+/// How a sandbox is started; `SandboxConfig::new` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub listen: SocketAddr,
+    pub state_file: Option<PathBuf>,
+    /// A client must finish the Noise handshake within this time.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (clients
+    /// send a keepalive at least every 30 s).
+    pub idle_timeout: Duration,
+    /// How long `POST /phones/{phone}/link` waits for the companion to
+    /// answer the pairing.
+    pub pairing_timeout: Duration,
+}
+
+impl SandboxConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            state_file: None,
+            handshake_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            pairing_timeout: Duration::from_secs(20),
+        }
+    }
+
+    pub fn with_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+}
+
+impl From<SandboxArgs> for SandboxConfig {
+    fn from(args: SandboxArgs) -> Self {
+        let mut config = SandboxConfig::new(args.listen);
+        config.state_file = args.state;
+        config
+    }
+}
+
+/// Runs `wago sandbox` until `shutdown` resolves, then stops cleanly (the
+/// state file, if any, is written one last time).
+pub async fn run(
+    args: SandboxArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SandboxError> {
+    let sandbox = start(args.into()).await?;
+    // On stdout, not only in the log: scripts read the port from here.
+    println!(
+        "wago sandbox: WebSocket {} , control API {}",
+        sandbox.ws_url(),
+        sandbox.http_url()
+    );
+    tracing::info!(addr = %sandbox.addr(), "sandbox listening");
+    shutdown.await;
+    sandbox.shutdown().await
+}

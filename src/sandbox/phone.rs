@@ -1,0 +1,486 @@
+//! The simulated phone: an account's primary device (device 0), with a real
+//! Signal identity. It signs each companion's ADV device identity when it
+//! scans a QR, signs the account's key-index list, checks the companion's
+//! counter-signature, and sends the companion the app-state key share (an
+//! end-to-end encrypted message, so the client need not wait for it).
+//!
+//! Long-term keys are `PhoneKeys` (persisted); Signal sessions with the
+//! companions live in memory behind an async lock, never held by callers.
+
+use std::collections::HashMap;
+
+use buffa::Message as _;
+use hmac::{KeyInit as _, Mac as _};
+use rand::RngExt as _;
+use serde::{Deserialize, Serialize};
+use wacore_libsignal::protocol::{
+    self as signal, CiphertextMessage, DeviceId, Direction, IdentityChange, IdentityKey,
+    IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PrivateKey, ProtocolAddress,
+    PublicKey, SessionRecord, SessionStore, SignalProtocolError, UsePQRatchet,
+};
+use waproto::whatsapp::{self as wa, message as msg};
+
+use super::accounts::{KeyIndexes, SignedPreKey, b64};
+
+const ADV_ACCOUNT_SIGNATURE: [u8; 2] = [6, 0];
+const ADV_DEVICE_SIGNATURE: [u8; 2] = [6, 1];
+const ADV_KEY_INDEX_LIST: [u8; 2] = [6, 2];
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PhoneError {
+    #[error("stored phone key is invalid: {0}")]
+    BadKey(String),
+    #[error("signal: {0}")]
+    Signal(#[from] SignalProtocolError),
+    #[error("the companion's answer does not decode: {0}")]
+    Decode(#[from] buffa::DecodeError),
+    #[error("the companion's signature does not verify")]
+    BadSignature,
+    #[error("the companion signed other details than the phone did")]
+    DetailsMismatch,
+}
+
+/// The phone's long-term secrets, as kept in the state file.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PhoneKeys {
+    #[serde(with = "b64")]
+    pub identity: [u8; 32],
+    pub registration_id: u32,
+    pub signed_prekey_id: u32,
+    #[serde(with = "b64")]
+    pub signed_prekey: [u8; 32],
+    #[serde(with = "b64")]
+    pub signed_prekey_signature: Vec<u8>,
+    /// The account's ADV id, in every device identity and key-index list.
+    pub adv_raw_id: u32,
+    #[serde(with = "b64")]
+    pub app_state_key_id: Vec<u8>,
+    #[serde(with = "b64")]
+    pub app_state_key: [u8; 32],
+}
+
+/// What the phone learnt of a companion at pairing: enough for X3DH.
+#[derive(Debug, Clone)]
+pub(crate) struct CompanionBundle {
+    pub device: u16,
+    pub registration_id: u32,
+    pub identity: [u8; 32],
+    pub signed_prekey: SignedPreKey,
+}
+
+/// An encrypted message from the phone: `<enc type=..>` and its bytes.
+pub(crate) struct Sealed {
+    pub enc_type: &'static str,
+    pub ciphertext: Vec<u8>,
+}
+
+pub(crate) struct SimPhone {
+    keys: PhoneKeys,
+    identity: KeyPair,
+    identity_public: [u8; 32],
+    signed_prekey_public: [u8; 32],
+    signal: tokio::sync::Mutex<PhoneSignal>,
+}
+
+impl SimPhone {
+    /// A new phone with fresh keys.
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let identity = KeyPair::generate(&mut rng);
+        let signed = KeyPair::generate(&mut rng);
+        let signature = identity
+            .private_key
+            .calculate_signature(&signed.public_key.serialize(), &mut rng)
+            .expect("XEdDSA signs with any Curve25519 key");
+        let keys = PhoneKeys {
+            identity: *identity.private_key.serialize(),
+            registration_id: rng.random_range(1..16380),
+            signed_prekey_id: 1,
+            signed_prekey: *signed.private_key.serialize(),
+            signed_prekey_signature: signature.to_vec(),
+            adv_raw_id: rng.random(),
+            app_state_key_id: rng.random::<[u8; 6]>().to_vec(),
+            app_state_key: rng.random(),
+        };
+        Self::new(keys, identity, &signed)
+    }
+
+    /// The phone of a state file.
+    pub fn from_keys(keys: PhoneKeys) -> Result<Self, PhoneError> {
+        let identity = key_pair(&keys.identity)?;
+        let signed = key_pair(&keys.signed_prekey)?;
+        Ok(Self::new(keys, identity, &signed))
+    }
+
+    fn new(keys: PhoneKeys, identity: KeyPair, signed: &KeyPair) -> Self {
+        let signal = PhoneSignal {
+            identity: PhoneIdentity {
+                pair: IdentityKeyPair::from(identity.clone()),
+                registration_id: keys.registration_id,
+                known: HashMap::new(),
+            },
+            sessions: PhoneSessions::default(),
+        };
+        Self {
+            identity_public: public_bytes(&identity.public_key),
+            signed_prekey_public: public_bytes(&signed.public_key),
+            identity,
+            keys,
+            signal: tokio::sync::Mutex::new(signal),
+        }
+    }
+
+    pub fn keys(&self) -> &PhoneKeys {
+        &self.keys
+    }
+
+    pub fn identity_public(&self) -> [u8; 32] {
+        self.identity_public
+    }
+
+    /// The phone's signed prekey, for its own bundle.
+    pub fn signed_prekey(&self) -> SignedPreKey {
+        SignedPreKey {
+            id: self.keys.signed_prekey_id,
+            public: self.signed_prekey_public,
+            signature: self.keys.signed_prekey_signature.clone(),
+        }
+    }
+
+    /// The ADV device identity for a companion, as sent in `<pair-success>`:
+    /// `(details, ADVSignedDeviceIdentityHMAC bytes)`.
+    pub fn sign_companion(
+        &self,
+        companion_identity: &[u8; 32],
+        adv_secret: &[u8; 32],
+        key_index: u32,
+        now: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), PhoneError> {
+        let details = wa::ADVDeviceIdentity {
+            raw_id: Some(self.keys.adv_raw_id),
+            timestamp: Some(now),
+            key_index: Some(key_index),
+            account_type: Some(wa::ADVEncryptionType::E2EE),
+            device_type: Some(wa::ADVEncryptionType::E2EE),
+        }
+        .encode_to_vec();
+        let message = [&ADV_ACCOUNT_SIGNATURE[..], &details, companion_identity].concat();
+        let signed = wa::ADVSignedDeviceIdentity {
+            details: Some(details.clone()),
+            account_signature_key: Some(self.identity_public.to_vec()),
+            account_signature: Some(self.sign(&message)?),
+            device_signature: None,
+        }
+        .encode_to_vec();
+        let mut mac = HmacSha256::new_from_slice(adv_secret)
+            .map_err(|e| PhoneError::BadKey(e.to_string()))?;
+        mac.update(&signed);
+        let container = wa::ADVSignedDeviceIdentityHMAC {
+            details: Some(signed),
+            hmac: Some(mac.finalize().into_bytes().to_vec()),
+            account_type: Some(wa::ADVEncryptionType::E2EE),
+        }
+        .encode_to_vec();
+        Ok((details, container))
+    }
+
+    /// Checks the companion's `<pair-device-sign>` identity: our details, our
+    /// account signature, and its device signature over both.
+    pub fn verify_companion(
+        &self,
+        signed: &[u8],
+        companion_identity: &[u8; 32],
+        details: &[u8],
+    ) -> Result<(), PhoneError> {
+        let identity = wa::ADVSignedDeviceIdentity::decode_from_slice(signed)?;
+        if identity.details.as_deref() != Some(details) {
+            return Err(PhoneError::DetailsMismatch);
+        }
+        let device_signature = identity.device_signature.unwrap_or_default();
+        let message = [
+            &ADV_DEVICE_SIGNATURE[..],
+            details,
+            companion_identity,
+            &self.identity_public,
+        ]
+        .concat();
+        let key = PublicKey::from_djb_public_key_bytes(companion_identity)
+            .map_err(|e| PhoneError::BadKey(e.to_string()))?;
+        if key.verify_signature(&message, &device_signature) {
+            Ok(())
+        } else {
+            Err(PhoneError::BadSignature)
+        }
+    }
+
+    /// The account's signed key-index list for usync answers.
+    pub fn key_index_list(&self, indexes: &KeyIndexes, ts: u64) -> Result<Vec<u8>, PhoneError> {
+        let details = wa::ADVKeyIndexList {
+            raw_id: Some(self.keys.adv_raw_id),
+            timestamp: Some(ts),
+            current_index: Some(indexes.current),
+            valid_indexes: indexes.valid.clone(),
+            account_type: Some(wa::ADVEncryptionType::E2EE),
+        }
+        .encode_to_vec();
+        let message = [&ADV_KEY_INDEX_LIST[..], &details].concat();
+        Ok(wa::ADVSignedKeyIndexList {
+            account_signature: Some(self.sign(&message)?),
+            account_signature_key: Some(self.identity_public.to_vec()),
+            details: Some(details),
+        }
+        .encode_to_vec())
+    }
+
+    /// The account's app-state sync key, shared with a new companion as the
+    /// phone does right after pairing, encrypted to that companion.
+    pub async fn app_state_key_share(
+        &self,
+        account: &str,
+        companion: &CompanionBundle,
+        key_indexes: &KeyIndexes,
+        now_ms: i64,
+    ) -> Result<Sealed, PhoneError> {
+        let share = self.key_share_message(key_indexes, now_ms);
+        let padded = wacore::messages::MessageUtils::pad_message_v2(share.encode_to_vec());
+        self.encrypt_to(account, companion, &padded).await
+    }
+
+    fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {
+        let key = msg::AppStateSyncKey {
+            key_id: buffa::MessageField::some(msg::AppStateSyncKeyId {
+                key_id: Some(self.keys.app_state_key_id.clone()),
+            }),
+            key_data: buffa::MessageField::some(msg::AppStateSyncKeyData {
+                key_data: Some(self.keys.app_state_key.to_vec()),
+                fingerprint: buffa::MessageField::some(msg::AppStateSyncKeyFingerprint {
+                    raw_id: Some(self.keys.adv_raw_id),
+                    current_index: Some(key_indexes.current),
+                    device_indexes: key_indexes.valid.clone(),
+                }),
+                timestamp: Some(now_ms),
+            }),
+        };
+        wa::Message {
+            protocol_message: buffa::MessageField::some(msg::ProtocolMessage {
+                r#type: Some(msg::protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),
+                app_state_sync_key_share: buffa::MessageField::some(msg::AppStateSyncKeyShare {
+                    keys: vec![key],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Signal-encrypts `plaintext` to a companion, starting a session from
+    /// its registered bundle when there is none yet.
+    async fn encrypt_to(
+        &self,
+        account: &str,
+        companion: &CompanionBundle,
+        plaintext: &[u8],
+    ) -> Result<Sealed, PhoneError> {
+        let address = ProtocolAddress::new(account, DeviceId::from(u32::from(companion.device)));
+        let mut signal = self.signal.lock().await;
+        let PhoneSignal { identity, sessions } = &mut *signal;
+        if !sessions.0.contains_key(address.as_str()) {
+            let bundle = prekey_bundle(companion)?;
+            let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+            signal::process_prekey_bundle(
+                &address,
+                sessions,
+                identity,
+                &bundle,
+                &mut rng,
+                UsePQRatchet::No,
+            )
+            .await?;
+        }
+        let sealed = signal::message_encrypt(plaintext, &address, sessions, identity).await?;
+        let enc_type = match sealed {
+            CiphertextMessage::PreKeySignalMessage(_) => "pkmsg",
+            _ => "msg",
+        };
+        Ok(Sealed {
+            enc_type,
+            ciphertext: sealed.serialize().to_vec(),
+        })
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PhoneError> {
+        let signature = self
+            .identity
+            .private_key
+            .calculate_signature(message, &mut rand::rng())
+            .map_err(|e| PhoneError::BadKey(e.to_string()))?;
+        Ok(signature.to_vec())
+    }
+}
+
+fn prekey_bundle(companion: &CompanionBundle) -> Result<PreKeyBundle, PhoneError> {
+    let djb = |bytes: &[u8]| {
+        PublicKey::from_djb_public_key_bytes(bytes).map_err(|e| PhoneError::BadKey(e.to_string()))
+    };
+    Ok(PreKeyBundle::new(
+        companion.registration_id,
+        DeviceId::from(u32::from(companion.device)),
+        None,
+        companion.signed_prekey.id.into(),
+        djb(&companion.signed_prekey.public)?,
+        companion.signed_prekey.signature.clone(),
+        IdentityKey::new(djb(&companion.identity)?),
+    )?)
+}
+
+fn key_pair(private: &[u8; 32]) -> Result<KeyPair, PhoneError> {
+    let private =
+        PrivateKey::deserialize(private).map_err(|e| PhoneError::BadKey(e.to_string()))?;
+    KeyPair::try_from(private).map_err(|e| PhoneError::BadKey(e.to_string()))
+}
+
+fn public_bytes(key: &PublicKey) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(key.public_key_bytes());
+    out
+}
+
+/// The phone's Signal state: two stores, borrowed separately by libsignal.
+struct PhoneSignal {
+    identity: PhoneIdentity,
+    sessions: PhoneSessions,
+}
+
+#[derive(Default)]
+struct PhoneSessions(HashMap<String, SessionRecord>);
+
+#[async_trait::async_trait]
+impl SessionStore for PhoneSessions {
+    async fn load_session(
+        &self,
+        address: &ProtocolAddress,
+    ) -> Result<Option<SessionRecord>, SignalProtocolError> {
+        Ok(self.0.get(address.as_str()).cloned())
+    }
+
+    async fn has_session(&self, address: &ProtocolAddress) -> Result<bool, SignalProtocolError> {
+        Ok(self.0.contains_key(address.as_str()))
+    }
+
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: SessionRecord,
+    ) -> Result<(), SignalProtocolError> {
+        self.0.insert(address.as_str().to_owned(), record);
+        Ok(())
+    }
+}
+
+struct PhoneIdentity {
+    pair: IdentityKeyPair,
+    registration_id: u32,
+    known: HashMap<String, IdentityKey>,
+}
+
+#[async_trait::async_trait]
+impl IdentityKeyStore for PhoneIdentity {
+    async fn get_identity_key_pair(&self) -> Result<IdentityKeyPair, SignalProtocolError> {
+        Ok(self.pair.clone())
+    }
+
+    async fn get_local_registration_id(&self) -> Result<u32, SignalProtocolError> {
+        Ok(self.registration_id)
+    }
+
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> Result<IdentityChange, SignalProtocolError> {
+        let previous = self.known.insert(address.as_str().to_owned(), *identity);
+        Ok(IdentityChange::from_changed(
+            previous.is_some_and(|p| p != *identity),
+        ))
+    }
+
+    // The phone trusts its own companions: it just signed their identities.
+    async fn is_trusted_identity(
+        &self,
+        _address: &ProtocolAddress,
+        _identity: &IdentityKey,
+        _direction: Direction,
+    ) -> Result<bool, SignalProtocolError> {
+        Ok(true)
+    }
+
+    async fn get_identity(
+        &self,
+        address: &ProtocolAddress,
+    ) -> Result<Option<IdentityKey>, SignalProtocolError> {
+        Ok(self.known.get(address.as_str()).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_accepts_the_phones_device_identity() {
+        let phone = SimPhone::generate();
+        let companion = KeyPair::generate(&mut rand::rng());
+        let state = wacore::pair::DeviceState {
+            identity_key: companion.clone(),
+            noise_key: KeyPair::generate(&mut rand::rng()),
+            adv_secret_key: [7; 32],
+        };
+        let identity = public_bytes(&companion.public_key);
+        let (details, container) = phone.sign_companion(&identity, &[7; 32], 3, 1).unwrap();
+        // The client's own verification, then its counter-signature back.
+        let (signed_back, key_index) =
+            wacore::pair::PairUtils::do_pair_crypto(&state, &container).unwrap();
+        assert_eq!(key_index, 3);
+        phone
+            .verify_companion(&signed_back, &identity, &details)
+            .unwrap();
+        let other = [9; 32];
+        assert!(
+            phone
+                .verify_companion(&signed_back, &other, &details)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_phones_own_bundle_and_key_index_list_verify() {
+        let phone = SimPhone::generate();
+        let identity = PublicKey::from_djb_public_key_bytes(&phone.identity_public()).unwrap();
+        let signed = phone.signed_prekey();
+        let signed_public = PublicKey::from_djb_public_key_bytes(&signed.public).unwrap();
+        assert!(identity.verify_signature(&signed_public.serialize(), &signed.signature));
+
+        let indexes = KeyIndexes {
+            valid: vec![0, 2],
+            current: 3,
+        };
+        let list = phone.key_index_list(&indexes, 42).unwrap();
+        let decoded = wacore::adv::decode_key_index_list(&list).unwrap();
+        assert_eq!(decoded.valid_indexes, [0, 2]);
+        assert_eq!((decoded.current_index, decoded.timestamp), (3, 42));
+        // A removed companion (index 1 or 3) is dropped by the client.
+        assert!(!wacore::adv::is_key_index_valid(Some(3), &decoded));
+        assert!(wacore::adv::is_key_index_valid(Some(2), &decoded));
+        assert_eq!(decoded.raw_id, phone.keys().adv_raw_id);
+    }
+
+    #[test]
+    fn keys_survive_a_round_trip_through_json() {
+        let phone = SimPhone::generate();
+        let json = serde_json::to_string(phone.keys()).unwrap();
+        let again = SimPhone::from_keys(serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(again.identity_public(), phone.identity_public());
+    }
+}

@@ -1,0 +1,333 @@
+//! The listener: one axum router serving the control API and the WebSocket
+//! upgrade at `/ws/chat`, the state every connection shares, and an orderly
+//! shutdown (stop accepting, end every connection task, write the state
+//! file one last time).
+//!
+//! Every task the sandbox spawns is tracked here and stops on its
+//! cancellation token; nothing outlives `RunningSandbox::shutdown`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::accounts::{AccountView, Directory, Phone};
+use super::noise::ServerKey;
+use super::online::Online;
+use super::pairing::{self, Linked, PairingDesk};
+use super::state::{self, StateError};
+use super::{SandboxConfig, conn, control};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("state file {path}: {source}")]
+    State { path: PathBuf, source: StateError },
+    #[error("the sandbox server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Running totals, for tests, the benchmark and operators.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub xx: AtomicU64,
+    pub ik: AtomicU64,
+    pub fallback: AtomicU64,
+    pub logins: AtomicU64,
+    /// Iqs answered with 501: what the sandbox does not implement.
+    pub unimplemented: AtomicU64,
+    /// Connection tasks alive now (a gauge).
+    pub open: AtomicU64,
+}
+
+/// A snapshot of the sandbox's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxStats {
+    /// Handshakes completed, by pattern.
+    pub xx_handshakes: u64,
+    pub ik_handshakes: u64,
+    pub fallback_handshakes: u64,
+    /// Logins accepted (each ends in `<success>`).
+    pub logins: u64,
+    /// Iqs answered `501 feature-not-implemented`.
+    pub unimplemented_iqs: u64,
+    /// Connection tasks alive, logged in or not.
+    pub open_connections: u64,
+    /// Devices logged in now.
+    pub online_devices: usize,
+}
+
+/// What every connection and handler of one sandbox shares.
+pub(crate) struct Shared {
+    pub config: SandboxConfig,
+    pub key: ServerKey,
+    pub directory: Directory,
+    pub online: Online,
+    pub desk: PairingDesk,
+    pub cancel: CancellationToken,
+    pub tasks: TaskTracker,
+    pub counters: Counters,
+    saves: tokio::sync::Notify,
+    conn_seq: AtomicU64,
+}
+
+impl Shared {
+    /// Unix seconds.
+    pub fn now(&self) -> u64 {
+        now_millis() / 1000
+    }
+
+    pub fn now_millis(&self) -> u64 {
+        now_millis()
+    }
+
+    /// Something the state file keeps has changed; the saver writes it soon.
+    pub fn state_changed(&self) {
+        if self.config.state_file.is_some() {
+            self.saves.notify_one();
+        }
+    }
+
+    pub fn view(&self, phone: Phone) -> Option<AccountView> {
+        let account = self.directory.get(phone)?;
+        let devices = account.lock().device_ids();
+        Some(AccountView {
+            phone: phone.to_string(),
+            lid: account.lid.to_string(),
+            devices,
+            online: self.online.devices_of(phone),
+        })
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A sandbox serving on its port; dropping it stops it without the final
+/// state write (use `shutdown` for that).
+pub struct RunningSandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a sandbox: loads the state file if there is one, binds, serves.
+pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError> {
+    let (key, directory, fresh) = match &config.state_file {
+        Some(path) => state::load(path)
+            .await
+            .map_err(|source| SandboxError::State {
+                path: path.clone(),
+                source,
+            })?,
+        None => (ServerKey::generate(), Directory::new(), true),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SandboxError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(SandboxError::Serve)?;
+    let shared = Arc::new(Shared {
+        config,
+        key,
+        directory,
+        online: Online::default(),
+        desk: PairingDesk::default(),
+        cancel: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        counters: Counters::default(),
+        saves: tokio::sync::Notify::new(),
+        conn_seq: AtomicU64::new(1),
+    });
+    if let (true, Some(path)) = (fresh, &shared.config.state_file) {
+        // The server key must be on disk before any client pins it, and an
+        // unwritable path should fail here, not in a log line later.
+        state::save(&shared)
+            .await
+            .map_err(|source| SandboxError::State {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    shared.tasks.spawn(save_loop(shared.clone()));
+    let app = router(shared.clone());
+    let stop = shared.cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    Ok(RunningSandbox {
+        shared,
+        addr,
+        server: Some(server),
+    })
+}
+
+impl RunningSandbox {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR/ws/chat`, for the client's transport.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// `http://ADDR`, the base of the control API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates an account (as `POST /phones`).
+    pub fn create_phone(&self, phone: &str) -> Result<AccountView, control::ApiError> {
+        control::create_phone(&self.shared, phone)
+    }
+
+    /// An account as `GET /phones/{phone}` shows it.
+    pub fn phone(&self, phone: &str) -> Option<AccountView> {
+        self.shared.view(Phone::parse(phone).ok()?)
+    }
+
+    /// That account's phone scans `qr` (as `POST /phones/{phone}/link`).
+    pub async fn link(&self, phone: &str, qr: &str) -> Result<Linked, control::ApiError> {
+        Ok(pairing::link(&self.shared, phone, qr).await?)
+    }
+
+    /// Removes the account's companions (as `POST /phones/{phone}/unlink`).
+    pub fn unlink(&self, phone: &str) -> Result<Vec<u16>, control::ApiError> {
+        control::unlink_phone(&self.shared, phone)
+    }
+
+    pub fn stats(&self) -> SandboxStats {
+        let c = &self.shared.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        SandboxStats {
+            xx_handshakes: get(&c.xx),
+            ik_handshakes: get(&c.ik),
+            fallback_handshakes: get(&c.fallback),
+            logins: get(&c.logins),
+            unimplemented_iqs: get(&c.unimplemented),
+            open_connections: get(&c.open),
+            online_devices: self.shared.online.count(),
+        }
+    }
+
+    /// One-time prekeys the sandbox holds for a device.
+    pub fn prekey_count(&self, phone: &str, device: u16) -> Option<usize> {
+        let account = self.shared.directory.get(Phone::parse(phone).ok()?)?;
+        let state = account.lock();
+        state.devices.get(&device).map(|d| d.prekeys.len())
+    }
+
+    /// Stops accepting, ends every connection, writes the state file.
+    pub async fn shutdown(mut self) -> Result<(), SandboxError> {
+        self.shared.cancel.cancel();
+        let served = match self.server.take() {
+            Some(server) => server.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        if let Some(path) = &self.shared.config.state_file {
+            state::save(&self.shared)
+                .await
+                .map_err(|source| SandboxError::State {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        served.map_err(SandboxError::Serve)
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+/// Writes the state file shortly after changes, batching bursts of them.
+async fn save_loop(shared: Arc<Shared>) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = shared.saves.notified() => {}
+            _ = shared.cancel.cancelled() => return,
+        }
+        tokio::time::sleep(SETTLE).await;
+        if let Err(e) = state::save(&shared).await {
+            tracing::error!(error = %e, "could not write the sandbox state file");
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws/chat", get(upgrade))
+        .merge(control::routes())
+        .with_state(shared)
+}
+
+/// Answers the WebSocket handshake and hands the upgraded socket to a
+/// connection task.
+async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let Some(accept) = websocket_accept(request.headers()) else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let conn = shared.conn_seq.fetch_add(1, Ordering::Relaxed);
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => conn::serve(shared, TokioIo::new(upgraded), conn).await,
+            Err(e) => tracing::debug!(conn, error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid upgrade request.
+fn websocket_accept(headers: &HeaderMap) -> Option<HeaderValue> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return None;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION)? != "13" {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).ok()
+}

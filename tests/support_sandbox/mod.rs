@@ -1,0 +1,293 @@
+//! Test helpers for the sandbox: an in-process sandbox on a random loopback
+//! port with an HTTP client for its control API, and a real `whatsapp-rust`
+//! client ("companion") pointed at it, whose events the test reads.
+//!
+//! The client never reaches for the internet: its version is pinned and its
+//! HTTP client refuses every request.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use wacore::store::InMemoryBackend;
+use wacore::types::events::{Event, EventHandler};
+use wago::sandbox::{AccountView, RunningSandbox, SandboxConfig};
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::store::traits::Backend;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+
+/// Long enough for a pairing on a loaded 2-core machine, short enough that
+/// a hang fails the test rather than the CI job.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// An in-process sandbox and a client for its control API.
+pub struct Sandbox {
+    pub inner: RunningSandbox,
+    pub control: Control,
+}
+
+impl Sandbox {
+    pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    pub async fn start_with(config: SandboxConfig) -> Self {
+        init_logs();
+        let inner = wago::sandbox::start(config).await.expect("sandbox starts");
+        let control = Control::new(inner.addr());
+        Self { inner, control }
+    }
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
+/// The control API of a sandbox (in this process or another one).
+pub struct Control {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl Control {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.http.post(self.url(path)).json(&body).send().await;
+        read(response.expect("control API answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await;
+        read(response.expect("control API answers")).await
+    }
+
+    /// `POST /phones`, which must succeed.
+    pub async fn create_phone(&self, phone: &str) -> AccountView {
+        let (status, body) = self.post("/phones", json!({ "phone": phone })).await;
+        assert_eq!(status, 201, "POST /phones: {body}");
+        serde_json::from_value(body).expect("an account view")
+    }
+
+    /// `GET /phones/{phone}`, which must succeed.
+    pub async fn phone(&self, phone: &str) -> AccountView {
+        let (status, body) = self.get(&format!("/phones/{phone}")).await;
+        assert_eq!(status, 200, "GET /phones/{phone}: {body}");
+        serde_json::from_value(body).expect("an account view")
+    }
+
+    /// `POST /phones/{phone}/link`: status and body.
+    pub async fn link(&self, phone: &str, qr: &str) -> (u16, Value) {
+        self.post(&format!("/phones/{phone}/link"), json!({ "qr": qr }))
+            .await
+    }
+
+    /// Polls `GET /phones/{phone}` until `check` holds (or panics).
+    pub async fn phone_until(
+        &self,
+        phone: &str,
+        what: &str,
+        check: impl Fn(&AccountView) -> bool,
+    ) -> AccountView {
+        let start = Instant::now();
+        loop {
+            let view = self.phone(phone).await;
+            if check(&view) {
+                return view;
+            }
+            assert!(start.elapsed() < STEP, "{what}: account is still {view:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A state file path of its own in the temp dir, removed on drop.
+pub struct TempState(pub std::path::PathBuf);
+
+impl TempState {
+    pub fn new() -> Self {
+        let name = format!("wago-sandbox-test-{}.json", uuid::Uuid::new_v4());
+        Self(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for TempState {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn config() -> SandboxConfig {
+    SandboxConfig::new("127.0.0.1:0".parse().expect("an address"))
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// An HTTP client that refuses everything: the client must need none.
+struct NoInternet;
+
+#[async_trait::async_trait]
+impl wacore::net::HttpClient for NoInternet {
+    async fn execute(
+        &self,
+        request: wacore::net::HttpRequest,
+    ) -> anyhow::Result<wacore::net::HttpResponse> {
+        anyhow::bail!("tests have no internet (asked for {})", request.url)
+    }
+}
+
+/// Forwards the client's events to the test.
+struct Forward(mpsc::UnboundedSender<Arc<Event>>);
+
+impl EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// A real `whatsapp-rust` client talking to the sandbox.
+pub struct Companion {
+    handle: Option<BotHandle>,
+    events: mpsc::UnboundedReceiver<Arc<Event>>,
+    pub store: Arc<InMemoryBackend>,
+}
+
+impl Companion {
+    /// A client with an empty store: it will show QR codes.
+    pub async fn fresh(ws_url: &str) -> Self {
+        Self::start(ws_url, Arc::new(InMemoryBackend::new())).await
+    }
+
+    /// A client on an existing store (a paired one logs in).
+    pub async fn start(ws_url: &str, store: Arc<InMemoryBackend>) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let bot = Bot::builder()
+            .with_backend_arc(store.clone() as Arc<dyn Backend>)
+            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
+            .with_http_client(NoInternet)
+            .with_runtime(whatsapp_rust::TokioRuntime)
+            .with_version((2, 3000, 1_023_000_000))
+            .with_push_name("sandbox test")
+            .with_event_handler(Forward(tx))
+            .build()
+            .await
+            .expect("client builds");
+        Self {
+            handle: Some(bot.spawn()),
+            events,
+            store,
+        }
+    }
+
+    /// Waits for the first event `pick` accepts; panics naming `what` if the
+    /// client's events end or `limit` passes first.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
+        let found = tokio::time::timeout(limit, async {
+            while let Some(event) = self.events.recv().await {
+                if let Some(found) = pick(&event) {
+                    return Some(found);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("client stopped before {what}"),
+            Err(_) => panic!("no {what} within {limit:?}"),
+        }
+    }
+
+    pub async fn next_qr(&mut self) -> String {
+        self.wait_for("QR code", STEP, |e| match e {
+            Event::PairingQrCode(qr) => Some(qr.code.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn connected(&mut self) {
+        self.wait_for("Connected", STEP, |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await
+    }
+
+    /// `Connected` without pairing: a QR code on the way fails the test.
+    pub async fn logged_in(&mut self) {
+        self.wait_for("Connected", STEP, |e| match e {
+            Event::PairingQrCode(_) => panic!("the client asked to pair again"),
+            Event::Connected(_) => Some(()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn logged_out(&mut self) {
+        self.wait_for("LoggedOut", STEP, |e| {
+            matches!(e, Event::LoggedOut(_)).then_some(())
+        })
+        .await
+    }
+
+    pub fn client(&self) -> Arc<whatsapp_rust::Client> {
+        self.handle.as_ref().expect("a running client").client()
+    }
+
+    /// Stops the client and waits for it to be gone.
+    pub async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// A fresh client, paired to `phone` through the control API, `Connected`.
+/// Returns it and its device id.
+pub async fn pair(sandbox: &Control, phone: &str) -> (Companion, u16) {
+    let mut companion = Companion::fresh(&sandbox.ws_url()).await;
+    let qr = companion.next_qr().await;
+    let (status, linked) = sandbox.link(phone, &qr).await;
+    assert_eq!(status, 200, "link: {linked}");
+    let device = linked["device"].as_u64().expect("a device id") as u16;
+    companion.connected().await;
+    (companion, device)
+}
