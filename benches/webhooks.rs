@@ -1,10 +1,12 @@
 //! Webhook delivery throughput and latency, on SQLite and on Postgres.
 //!
-//! `cargo bench --bench webhooks` prints, for each database:
-//! - deliveries per second and commit-to-receipt latency (p50/p99) with
-//!   fast receivers (1 tenant, then 20 tenants);
-//! - the same for 20 fast tenants while one more tenant's receiver takes
-//!   2 s per request (one slow tenant must not delay the others).
+//! `cargo bench --features sandbox --bench webhooks` prints, for each
+//! database (`BENCH_DB=sqlite|postgres` picks one):
+//! - throughput: events recorded as fast as one writer can, deliveries per
+//!   second from the first commit to the last receipt (1 tenant; 20);
+//! - latency: commit-to-receipt p50/p99 at a steady 100 events/s over 20
+//!   tenants, alone and beside one tenant whose receiver takes 2 s per
+//!   request (a slow tenant must not delay the others).
 //!
 //! The receiver runs in this process on loopback. Postgres is reached at
 //! WAGO_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres);
@@ -155,28 +157,19 @@ async fn run_all(db: &str, dsn: &str, receiver: &Receiver) {
         }
     };
 
+    let run = Run {
+        db,
+        store: &store,
+        waker: &waker,
+        arrivals: &receiver.arrivals,
+    };
     let one = tenants(1, "fast").await;
-    measure(
-        db,
-        "1 tenant, fast receiver",
-        &store,
-        &waker,
-        &receiver.arrivals,
-        &one,
-        2000,
-    )
-    .await;
+    run.measure("throughput, 1 tenant", &one, 1000, None).await;
     let many = tenants(20, "fast").await;
-    measure(
-        db,
-        "20 tenants, fast receivers",
-        &store,
-        &waker,
-        &receiver.arrivals,
-        &many,
-        100,
-    )
-    .await;
+    run.measure("throughput, 20 tenants", &many, 50, None).await;
+    let steady = tenants(20, "fast").await;
+    run.measure("latency at 100/s, 20 tenants", &steady, 20, Some(100.0))
+        .await;
     let slow = tenants(1, "slow").await;
     for _ in 0..20 {
         store
@@ -186,14 +179,11 @@ async fn run_all(db: &str, dsn: &str, receiver: &Receiver) {
     }
     waker.wake();
     let fresh = tenants(20, "fast").await;
-    measure(
-        db,
-        "20 fast tenants beside 1 slow (2 s/request)",
-        &store,
-        &waker,
-        &receiver.arrivals,
+    run.measure(
+        "latency at 100/s, 20 tenants + 1 slow one",
         &fresh,
-        100,
+        20,
+        Some(100.0),
     )
     .await;
 
@@ -213,57 +203,64 @@ fn event() -> Event {
     }
 }
 
-/// Records `per_tenant` events for each tenant (interleaved), then waits
-/// for all of them to arrive and prints the figures.
-async fn measure(
-    db: &str,
-    label: &str,
-    store: &wago::store::Store,
-    waker: &wago::webhooks::WebhookWaker,
-    arrivals: &Arrivals,
-    tenants: &[TenantId],
-    per_tenant: i64,
-) {
-    let mut committed: HashMap<(String, i64), Instant> = HashMap::new();
-    let started = Instant::now();
-    for seq in 1..=per_tenant {
-        for t in tenants {
-            store.record_event(t, &event()).await.expect("event");
-            committed.insert((t.to_string(), seq), Instant::now());
-            waker.wake();
+struct Run<'a> {
+    db: &'a str,
+    store: &'a wago::store::Store,
+    waker: &'a wago::webhooks::WebhookWaker,
+    arrivals: &'a Arrivals,
+}
+
+impl Run<'_> {
+    /// Records `per_tenant` events for each tenant (interleaved; at `rate`
+    /// per second if given, else as fast as possible), waits for all to
+    /// arrive and prints the figures.
+    async fn measure(&self, label: &str, tenants: &[TenantId], per_tenant: i64, rate: Option<f64>) {
+        let mut committed: HashMap<(String, i64), Instant> = HashMap::new();
+        let started = Instant::now();
+        let mut n = 0u32;
+        for seq in 1..=per_tenant {
+            for t in tenants {
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(f64::from(n) / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                n += 1;
+                self.store.record_event(t, &event()).await.expect("event");
+                committed.insert((t.to_string(), seq), Instant::now());
+                self.waker.wake();
+            }
         }
-    }
-    let total = committed.len();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = {
-            let a = arrivals.lock().expect("lock");
-            committed.keys().filter(|k| a.contains_key(*k)).count()
+        let total = committed.len();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let done = {
+                let a = self.arrivals.lock().expect("lock");
+                committed.keys().filter(|k| a.contains_key(*k)).count()
+            };
+            if done == total || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let elapsed = started.elapsed();
+        let a = self.arrivals.lock().expect("lock");
+        let mut latencies: Vec<Duration> = committed
+            .iter()
+            .filter_map(|(k, c)| a.get(k).map(|r| r.saturating_duration_since(*c)))
+            .collect();
+        latencies.sort();
+        let pct = |p: f64| {
+            let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies.get(i).copied().unwrap_or_default().as_secs_f64() * 1000.0
         };
-        if done == total || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        println!(
+            "{:8} | {label:42} | {}/{total} delivered in {:.2} s = {:.0} deliveries/s | commit->receipt p50 {:.1} ms, p99 {:.1} ms",
+            self.db,
+            latencies.len(),
+            elapsed.as_secs_f64(),
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            pct(0.5),
+            pct(0.99),
+        );
     }
-    let elapsed = started.elapsed();
-    let a = arrivals.lock().expect("lock");
-    let mut latencies: Vec<Duration> = committed
-        .iter()
-        .filter_map(|(k, c)| a.get(k).map(|r| r.saturating_duration_since(*c)))
-        .collect();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "{db:8} | {label:44} | {}/{total} delivered in {:.2} s = {:.0} deliveries/s | commit->receipt p50 {:.1} ms, p99 {:.1} ms",
-        latencies.len(),
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.5).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0,
-    );
 }
