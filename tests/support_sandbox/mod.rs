@@ -1,6 +1,7 @@
 //! Test helpers for the sandbox: an in-process sandbox on a random loopback
 //! port with an HTTP client for its control API, and a real `whatsapp-rust`
-//! client ("companion") pointed at it, whose events the test reads.
+//! client ("companion") pointed at it, on any storage backend, whose events
+//! the test reads.
 //!
 //! The client never reaches for the internet: its version is pinned and its
 //! HTTP client refuses every request.
@@ -182,7 +183,7 @@ impl EventHandler for Forward {
 pub struct Companion {
     handle: Option<BotHandle>,
     events: mpsc::UnboundedReceiver<Arc<Event>>,
-    pub store: Arc<InMemoryBackend>,
+    pub store: Arc<dyn Backend>,
 }
 
 impl Companion {
@@ -192,10 +193,10 @@ impl Companion {
     }
 
     /// A client on an existing store (a paired one logs in).
-    pub async fn start(ws_url: &str, store: Arc<InMemoryBackend>) -> Self {
+    pub async fn start(ws_url: &str, store: Arc<dyn Backend>) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let bot = Bot::builder()
-            .with_backend_arc(store.clone() as Arc<dyn Backend>)
+            .with_backend_arc(store.clone())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
             .with_http_client(NoInternet)
             .with_runtime(whatsapp_rust::TokioRuntime)
@@ -251,10 +252,12 @@ impl Companion {
         .await
     }
 
-    /// `Connected` without pairing: a QR code on the way fails the test.
+    /// `Connected` without pairing: a QR code or a pairing on the way fails
+    /// the test.
     pub async fn logged_in(&mut self) {
         self.wait_for("Connected", STEP, |e| match e {
             Event::PairingQrCode(_) => panic!("the client asked to pair again"),
+            Event::PairSuccess(_) | Event::PairError(_) => panic!("the client paired again"),
             Event::Connected(_) => Some(()),
             _ => None,
         })
@@ -283,7 +286,12 @@ impl Companion {
 /// A fresh client, paired to `phone` through the control API, `Connected`.
 /// Returns it and its device id.
 pub async fn pair(sandbox: &Control, phone: &str) -> (Companion, u16) {
-    let mut companion = Companion::fresh(&sandbox.ws_url()).await;
+    pair_on(sandbox, phone, Arc::new(InMemoryBackend::new())).await
+}
+
+/// [`pair`], for a client on `store` (which must hold no device yet).
+pub async fn pair_on(sandbox: &Control, phone: &str, store: Arc<dyn Backend>) -> (Companion, u16) {
+    let mut companion = Companion::start(&sandbox.ws_url(), store).await;
     let qr = companion.next_qr().await;
     let (status, linked) = sandbox.link(phone, &qr).await;
     assert_eq!(status, 200, "link: {linked}");
