@@ -107,11 +107,15 @@ impl Shared {
     pub fn view(&self, phone: Phone) -> Option<AccountView> {
         let account = self.directory.get(phone)?;
         let devices = account.lock().device_ids();
+        // A removed device's connection lingers while it is being closed;
+        // it is no longer a device of the account, so it is not online.
+        let mut online = self.online.devices_of(phone);
+        online.retain(|d| devices.contains(d));
         Some(AccountView {
             phone: phone.to_string(),
             lid: account.lid.to_string(),
             devices,
-            online: self.online.devices_of(phone),
+            online,
         })
     }
 }
