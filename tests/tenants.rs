@@ -205,14 +205,7 @@ async fn unauthorized_requests(db: TestDb) {
     }
 
     // The Bearer form works for tenant keys too.
-    let res = app
-        .http
-        .get(app.url("/messages"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(app.bearer_status("/messages", &key).await, 200);
     app.stop().await;
 }
 
@@ -270,38 +263,24 @@ async fn generated_admin_token_is_shown_once_and_works(db: TestDb) {
         .generated_admin_token
         .clone()
         .expect("first start makes one");
-    let res = app
-        .http
-        .get(app.url("/admin/tenants"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(app.bearer_status("/admin/tenants", &token).await, 200);
     app.stop().await;
 
     let app = TestApp::spawn_with(config).await;
     assert!(app.generated_admin_token.is_none(), "shown only once");
-    let res = app
-        .http
-        .get(app.url("/admin/tenants"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "the stored token still works");
+    assert_eq!(
+        app.bearer_status("/admin/tenants", &token).await,
+        200,
+        "the stored token still works"
+    );
 
     let new_token = wago::app::reset_admin_token(&app.store).await.unwrap();
-    let status = |t: String| {
-        let req = app
-            .http
-            .get(app.url("/admin/tenants"))
-            .bearer_auth(t)
-            .send();
-        async move { req.await.unwrap().status().as_u16() }
-    };
-    assert_eq!(status(token).await, 401, "reset applies at once");
-    assert_eq!(status(new_token).await, 200);
+    assert_eq!(
+        app.bearer_status("/admin/tenants", &token).await,
+        401,
+        "reset applies at once"
+    );
+    assert_eq!(app.bearer_status("/admin/tenants", &new_token).await, 200);
     app.stop().await;
 }
 

@@ -222,6 +222,17 @@ impl TestApp {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// GET with `Authorization: Bearer <token>`; returns the status.
+    pub async fn bearer_status(&self, path: &str, token: &str) -> u16 {
+        let res = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await;
+        res.unwrap().status().as_u16()
+    }
+
     /// An admin call without a body; returns the status and the JSON body.
     pub async fn admin_json(
         &self,
