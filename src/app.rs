@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Dsn};
 use crate::events::EVENT_NAMES;
 use crate::http::{self, AppState};
+use crate::sessions::{Endpoint, SessionSettings, Supervisor};
+use crate::store::NodeId;
 use crate::store::webhooks::SecretUpdate;
 use crate::store::{LockError, ProcessLock, Store, StoreError};
 use crate::tenants::{ApiKey, DEFAULT_TENANT, KeyHash, TenantName};
@@ -39,6 +41,7 @@ pub enum StartupError {
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    sessions_stop: CancellationToken,
     dispatcher: Dispatcher,
     _lock: Option<ProcessLock>,
     generated_admin_token: Option<String>,
@@ -69,6 +72,20 @@ impl App {
         let dispatcher = Dispatcher::new(store.clone(), config.webhooks.clone())
             .map_err(|e| StartupError::Http(e.to_string()))?;
 
+        let sessions_stop = CancellationToken::new();
+        let node = match (&config.node_id, &config.dsn) {
+            (Some(id), _) => NodeId::new(id.clone()),
+            // The flock makes this the only process on the database.
+            (None, Dsn::Sqlite(_)) => NodeId::new("local"),
+            (None, Dsn::Postgres(_)) => NodeId::generate(),
+        };
+        let sessions = Supervisor::new(
+            store.clone(),
+            node,
+            session_settings(config),
+            sessions_stop.clone(),
+        );
+
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -79,10 +96,13 @@ impl App {
             body_limit: config.body_limit,
             webhooks: dispatcher.waker(),
             allow_private_webhooks: config.webhooks.allow_private,
+            sessions,
+            api_rate: config.api_rate,
         };
         Ok(App {
             listener,
             state,
+            sessions_stop,
             dispatcher,
             _lock: lock,
             generated_admin_token,
@@ -107,10 +127,19 @@ impl App {
         self.state.webhooks.clone()
     }
 
+    pub fn sessions(&self) -> &Supervisor {
+        &self.state.sessions
+    }
+
     /// Serves until `shutdown` is cancelled, then lets requests and webhook
-    /// attempts in flight finish and closes the database.
+    /// attempts in flight finish, closes every session's client and closes
+    /// the database.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let sessions = self.state.sessions.clone();
+        if let Err(e) = sessions.start_paired().await {
+            tracing::error!(error = %e, "cannot start the paired sessions");
+        }
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
@@ -118,6 +147,8 @@ impl App {
             .await;
         // If serving failed, the rest must stop too.
         shutdown.cancel();
+        self.sessions_stop.cancel();
+        sessions.wait().await;
         if let Err(e) = dispatcher.await {
             tracing::error!(error = %e, "webhook dispatcher ended abnormally");
         }
@@ -125,6 +156,26 @@ impl App {
         tracing::info!("server stopped");
         served
     }
+}
+
+/// The version a sandbox build announces when `WA_VERSION` is unset: a
+/// sandbox does not care, and the client must not look one up online.
+#[cfg(feature = "sandbox")]
+const SANDBOX_WA_VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
+
+fn session_settings(config: &Config) -> SessionSettings {
+    let endpoint = match &config.wa_server_url {
+        Some(url) => Endpoint::Url(url.to_string()),
+        None => Endpoint::WhatsApp,
+    };
+    let mut settings = SessionSettings::new(endpoint);
+    settings.version = config.wa_version;
+    #[cfg(feature = "sandbox")]
+    if settings.version.is_none() {
+        settings.version = Some(SANDBOX_WA_VERSION);
+    }
+    settings.pace = config.send_pace;
+    settings
 }
 
 /// Makes an admin token if none is stored yet; returns it so it can be

@@ -123,6 +123,35 @@ pub struct Config {
     pub body_limit: usize,
     pub log_format: LogFormat,
     pub webhooks: WebhookSettings,
+    /// The WhatsApp Web version sessions announce (`WA_VERSION`, e.g.
+    /// `2.3000.1023456789`); unset, the client looks up the current one.
+    pub wa_version: Option<(u32, u32, u32)>,
+    /// How fast one number may send (`SEND_RATE_PER_MINUTE`, `SEND_BURST`).
+    pub send_pace: crate::sessions::SendPace,
+    /// Requests per second per API key, and the burst above it
+    /// (`API_RATE_LIMIT`, `API_RATE_BURST`); 0 turns the limit off.
+    pub api_rate: ApiRate,
+    /// This node's name in session leases (`NODE_ID`). A node restarted
+    /// with the same name takes its sessions back at once instead of
+    /// waiting for their leases to expire. Unset: `local` on SQLite (one
+    /// process per database), a fresh name per process on Postgres.
+    pub node_id: Option<String>,
+}
+
+/// The tenant API's rate limit per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for ApiRate {
+    fn default() -> Self {
+        ApiRate {
+            per_second: 20,
+            burst: 50,
+        }
+    }
 }
 
 /// How webhooks are delivered (WEBHOOKS.md).
@@ -244,6 +273,27 @@ impl Config {
         let allow_private = get("WEBHOOK_ALLOW_PRIVATE").map_or(Ok(false), |v| parse_bool(&v));
         let allow_private = errors.check("WEBHOOK_ALLOW_PRIVATE", allow_private);
 
+        let wa_version = get("WA_VERSION").map(|v| parse_version(&v));
+        let wa_version = wa_version.and_then(|r| errors.check("WA_VERSION", r));
+        let count = |name: &str, default: u32, errors: &mut Errors| {
+            let parsed = get(name).map_or(Ok(default), |v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{v:?} is not a whole number (0 or more)"))
+            });
+            errors.check(name, parsed).unwrap_or(default)
+        };
+        let pace = crate::sessions::SendPace::default();
+        let send_pace = crate::sessions::SendPace {
+            per_minute: count("SEND_RATE_PER_MINUTE", pace.per_minute, &mut errors),
+            burst: count("SEND_BURST", pace.burst, &mut errors),
+        };
+        let rate = ApiRate::default();
+        let api_rate = ApiRate {
+            per_second: count("API_RATE_LIMIT", rate.per_second, &mut errors),
+            burst: count("API_RATE_BURST", rate.burst, &mut errors),
+        };
+
         if get("WEBHOOK_SECRET").is_some() && get("WEBHOOK_URL").is_none() {
             errors
                 .0
@@ -278,6 +328,10 @@ impl Config {
                 body_limit,
                 log_format,
                 webhooks,
+                wa_version,
+                send_pace,
+                api_rate,
+                node_id: get("NODE_ID").map(|v| v.trim().to_owned()),
             }),
             _ => Err(ConfigError(errors.0)),
         }
@@ -306,6 +360,20 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{raw:?} is out of range"))
+}
+
+/// `2.3000.1023456789`: WhatsApp Web's three-part version.
+fn parse_version(raw: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<u32> = raw
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{raw:?} is not a version like 2.3000.1023456789"))?;
+    match parts[..] {
+        [a, b, c] => Ok((a, b, c)),
+        _ => Err(format!("{raw:?} is not a version like 2.3000.1023456789")),
+    }
 }
 
 fn parse_bool(raw: &str) -> Result<bool, String> {

@@ -1,6 +1,9 @@
 //! `wago`: the command line.
 //!
 //! - `wago serve`: the HTTP API server (the default when no command is given).
+//! - `wago serve --sandbox`: the same, with an embedded sandbox that its
+//!   sessions connect to (sandbox builds only).
+//! - `wago pair`: pair the `default` tenant's number from this terminal.
 //! - `wago migrate`: apply database migrations and exit.
 //! - `wago admin reset-token`: replace the stored admin token.
 //! - `wago sandbox`: the simulated WhatsApp network (builds with the
@@ -34,7 +37,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP API server.
-    Serve,
+    Serve(ServeArgs),
+    /// Pair the `default` tenant (the one `API_KEY` makes) by QR code shown
+    /// in this terminal, then exit. Stop `wago serve` first on SQLite.
+    Pair,
     /// Apply pending database migrations, then exit.
     Migrate,
     /// Administration tasks.
@@ -45,6 +51,17 @@ enum Command {
     /// Serve the simulated WhatsApp network (WebSocket and control API).
     #[cfg(feature = "sandbox")]
     Sandbox(wago::sandbox::SandboxArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Run a simulated WhatsApp network in this process and connect every
+    /// session to it: pair simulated phones and send without WhatsApp.
+    /// It listens on `SANDBOX_LISTEN` (a free loopback port by default) and
+    /// keeps its state in `SANDBOX_STATE` (default `wago-sandbox.json`).
+    #[cfg(feature = "sandbox")]
+    #[arg(long)]
+    sandbox: bool,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +86,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
-    match run(cli.command.unwrap_or(Command::Serve), config).await {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+    match run(command, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -101,7 +121,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
-        Command::Serve => serve(config).await,
+        Command::Serve(args) => serve(args, config).await,
+        Command::Pair => pair(config).await,
         Command::Migrate => {
             let store = Store::connect(&config.dsn).await?;
             store.migrate().await?;
@@ -123,7 +144,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
+    #[cfg(feature = "sandbox")]
+    let (_sandbox, config) = embedded_sandbox(&args, config).await?;
+    #[cfg(not(feature = "sandbox"))]
+    let _ = args;
     let app = App::build(&config).await?;
     let addr = app.local_addr().context("reading the bound address")?;
     if let Some(token) = app.generated_admin_token() {
@@ -145,6 +170,89 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     app.run(shutdown).await.context("serving HTTP")
+}
+
+/// `serve --sandbox`: starts the sandbox and points sessions at it.
+#[cfg(feature = "sandbox")]
+async fn embedded_sandbox(
+    args: &ServeArgs,
+    mut config: Config,
+) -> anyhow::Result<(Option<wago::sandbox::RunningSandbox>, Config)> {
+    if !args.sandbox {
+        return Ok((None, config));
+    }
+    let listen = match std::env::var("SANDBOX_LISTEN") {
+        Ok(raw) if !raw.trim().is_empty() => raw
+            .trim()
+            .parse()
+            .context("SANDBOX_LISTEN: not an address like 127.0.0.1:7000")?,
+        _ => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let state = std::env::var("SANDBOX_STATE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "wago-sandbox.json".to_owned());
+    let sandbox_config = wago::sandbox::SandboxConfig::new(listen).with_state_file(state);
+    let sandbox = wago::sandbox::start(sandbox_config)
+        .await
+        .context("starting the embedded sandbox")?;
+    eprintln!(
+        "wago: sandbox on {} (control API {}); sessions connect to it",
+        sandbox.ws_url(),
+        sandbox.http_url()
+    );
+    config.wa_server_url = Some(
+        sandbox
+            .ws_url()
+            .parse()
+            .context("the sandbox's WebSocket URL")?,
+    );
+    Ok((Some(sandbox), config))
+}
+
+/// `wago pair`: shows the `default` tenant's QR codes here until a phone
+/// scans one and the session connects.
+async fn pair(config: Config) -> anyhow::Result<()> {
+    use wago::sessions::SessionState;
+    let app = App::build(&config).await?;
+    let tenant = app
+        .store()
+        .get_tenant_by_name(wago::tenants::DEFAULT_TENANT)
+        .await?
+        .context("there is no tenant \"default\": set API_KEY to make it")?
+        .tenant_id();
+    let sessions = app.sessions().clone();
+    let mut status = sessions.ensure_running(&tenant);
+    let mut shown = String::new();
+    let outcome = loop {
+        let now = status.borrow_and_update().clone();
+        match now.state {
+            SessionState::Connected => break Ok(now),
+            SessionState::Unpaired | SessionState::LoggedOut if now.error.is_some() => {
+                break Err(anyhow::anyhow!(now.error.unwrap_or_default()));
+            }
+            _ => {}
+        }
+        if let Some(qr) = now.qr.filter(|q| q.code != shown) {
+            let code = qrcode::QrCode::new(qr.code.as_bytes()).context("encoding the QR code")?;
+            let art = code
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build();
+            eprintln!("{art}\nScan this in WhatsApp > Linked devices > Link a device.\n");
+            shown = qr.code;
+        }
+        if status.changed().await.is_err() {
+            break Err(anyhow::anyhow!("the session ended before it connected"));
+        }
+    };
+    sessions.stop(&tenant).await;
+    let status = outcome?;
+    eprintln!(
+        "wago: paired {}; `wago serve` will connect it",
+        status.jid.unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -101,7 +101,7 @@ fn prefix_webhook_field(e: ApiError) -> ApiError {
 async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let tenants = state.store.list_tenants().await?;
     Ok(Json(json!({
-        "tenants": tenants.iter().map(tenant_summary).collect::<Vec<_>>()
+        "tenants": tenants.iter().map(|t| tenant_summary(&state, t)).collect::<Vec<_>>()
     })))
 }
 
@@ -112,7 +112,7 @@ async fn show_tenant(
 ) -> ApiResult<Json<Value>> {
     let tenant = find_tenant(&state, &id).await?;
     let keys = state.store.list_keys(&tenant.tenant_id()).await?;
-    let mut body = tenant_summary(&tenant);
+    let mut body = tenant_summary(&state, &tenant);
     body["keys"] = keys.iter().map(key_json).collect();
     Ok(Json(body))
 }
@@ -122,11 +122,19 @@ async fn delete_tenant(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if !state
-        .store
-        .delete_tenant(&TenantId::from_raw(id.clone()))
-        .await?
-    {
+    let tenant = find_tenant(&state, &id).await?.tenant_id();
+    // Unlink the device first, so the phone does not keep a dead companion.
+    if state.sessions.status(&tenant).state.is_paired() {
+        let unlink = state.sessions.logout(&tenant);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), unlink)
+            .await
+            .is_err()
+        {
+            tracing::warn!(tenant_id = %id, "logout before deletion timed out");
+        }
+    }
+    state.sessions.stop(&tenant).await;
+    if !state.store.delete_tenant(&tenant).await? {
         return Err(ApiError::not_found("tenant"));
     }
     tracing::info!(tenant_id = %id, "tenant deleted");
@@ -162,7 +170,7 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant> {
+pub(super) async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant> {
     state
         .store
         .get_tenant(&TenantId::from_raw(id))
@@ -170,12 +178,13 @@ async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant> {
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-fn tenant_summary(t: &Tenant) -> Value {
+fn tenant_summary(state: &AppState, t: &Tenant) -> Value {
     json!({
         "id": t.id,
         "name": t.name,
         "created_at": rfc3339(t.created_at),
         "own_store": t.store_dsn.is_some(),
+        "session": super::session::status_json(&state.sessions.status(&t.tenant_id())),
     })
 }
 

@@ -28,8 +28,7 @@ impl FromRequestParts<AppState> for TenantAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = header_str(&parts.headers, "x-api-key")
-            .or_else(|| bearer(&parts.headers))
+        let presented = presented_key(&parts.headers)
             .and_then(ApiKey::from_presented)
             .ok_or(ApiError::Unauthorized(MISSING_KEY))?;
         let hash = presented.hash();
@@ -58,6 +57,11 @@ impl FromRequestParts<AppState> for TenantAuth {
             key_id: owner.key_id,
         })
     }
+}
+
+/// The tenant key a request presents, as `X-API-Key` or a bearer token.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, "x-api-key").or_else(|| bearer(headers))
 }
 
 /// A request that presented the admin token.

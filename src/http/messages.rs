@@ -1,6 +1,6 @@
 //! The persisted inbox: `GET /messages`.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,7 +12,9 @@ use super::{AppState, rfc3339};
 use crate::store::messages::InboxQuery;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/messages", get(list_messages))
+    Router::new()
+        .route("/messages", get(list_messages))
+        .route("/messages/{message_id}", get(show_message))
 }
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -62,6 +64,32 @@ async fn list_messages(
         })
         .collect();
     Ok(Json(json!({ "messages": items, "next_after": next_after })))
+}
+
+/// One message of either direction by its WhatsApp id, with its status.
+async fn show_message(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    Path(message_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let m = state
+        .store
+        .get_message(&auth.tenant_id, &message_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Json(json!({
+        "id": m.id,
+        "message_id": m.message_id,
+        "direction": if m.direction == "out" { "outbound" } else { "inbound" },
+        "chat_id": m.chat_id,
+        "sender_id": m.sender_id,
+        "text": m.text.unwrap_or_default(),
+        "kind": m.kind,
+        "status": m.status,
+        "error": m.error,
+        "timestamp": rfc3339(m.timestamp),
+        "updated_at": rfc3339(m.updated_at),
+    })))
 }
 
 /// A chat filter: a JID as given, or a bare number (with an optional `+`)

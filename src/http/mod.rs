@@ -9,6 +9,9 @@ mod admin;
 pub mod error;
 pub mod extract;
 mod messages;
+mod rate_limit;
+mod send;
+pub mod session;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -39,15 +42,24 @@ pub struct AppState {
     pub webhooks: crate::webhooks::WebhookWaker,
     /// Tenants may point webhooks at private addresses.
     pub allow_private_webhooks: bool,
+    pub sessions: crate::sessions::Supervisor,
+    /// The tenant API's limit per key.
+    pub api_rate: crate::config::ApiRate,
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
+    let tenant_api = Router::new()
+        .merge(messages::routes())
+        .merge(send::routes())
+        .merge(session::tenant_routes())
+        .merge(webhooks::routes());
+    let tenant_api = rate_limit::per_key(tenant_api, state.api_rate);
     Router::new()
         .route("/health", get(health))
-        .merge(messages::routes())
+        .merge(tenant_api)
         .merge(admin::routes())
-        .merge(webhooks::routes())
+        .merge(session::admin_routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())

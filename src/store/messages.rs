@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use super::{Result, Store};
+use super::webhooks::enqueue_event;
+use super::{Result, Store, now_ms};
+use crate::events::Event;
 use crate::tenants::TenantId;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -47,6 +49,289 @@ impl Store {
         .bind(query.after)
         .bind(query.limit)
         .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// A message as WhatsApp delivered it, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub message_id: String,
+    pub chat_id: String,
+    pub sender_id: String,
+    pub kind: String,
+    pub text: Option<String>,
+    /// When WhatsApp says it was sent, unix ms.
+    pub timestamp: i64,
+    /// Anything else about the message, for the webhook body.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An outbound message as its row holds it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboundMessage {
+    pub id: i64,
+    pub message_id: String,
+    pub chat_id: String,
+    pub kind: String,
+    pub text: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+}
+
+/// One message of either direction, as `GET /messages/{message_id}` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub direction: String,
+    pub message_id: String,
+    pub chat_id: String,
+    pub sender_id: String,
+    pub kind: String,
+    pub text: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub timestamp: i64,
+    pub updated_at: i64,
+}
+
+/// A send the API accepted, before it is written.
+#[derive(Debug, Clone)]
+pub struct NewOutbound<'a> {
+    pub message_id: &'a str,
+    pub chat_id: &'a str,
+    pub kind: &'a str,
+    pub text: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What writing a send came to.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// A new row, status `queued`.
+    New(OutboundMessage),
+    /// The idempotency key was used within the window: the first send.
+    Repeat(OutboundMessage),
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Outbound statuses in the order they may move; `failed` only follows
+/// `queued`.
+pub const OUTBOUND_STATUSES: [&str; 5] = ["queued", "sent", "delivered", "read", "failed"];
+
+const OUTBOUND_COLUMNS: &str = "id, message_id, chat_id, kind, text, status, error, created_at";
+
+/// The send that used `key` within the window, on `conn`.
+async fn idempotent_send(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<OutboundMessage>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {OUTBOUND_COLUMNS} FROM messages
+         WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at > $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(key)
+    .bind(now_ms() - IDEMPOTENCY_WINDOW_MS)
+    .fetch_optional(conn)
+    .await?)
+}
+
+impl Store {
+    /// Stores a batch of inbound messages and their webhook events in one
+    /// transaction. A message already stored (same chat, sender and id: a
+    /// redelivery) is skipped, with no second event. Returns how many were
+    /// new.
+    pub async fn store_inbound(&self, tenant: &TenantId, batch: &[NewInbound]) -> Result<usize> {
+        let mut tx = self.begin_write().await?;
+        let now = now_ms();
+        let mut new = 0;
+        for m in batch {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind,
+                                       text, status, timestamp, created_at, updated_at)
+                 VALUES ($1, 'in', $2, $3, $4, $5, $6, 'received', $7, $8, $8)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            )
+            .bind(tenant.as_str())
+            .bind(&m.message_id)
+            .bind(&m.chat_id)
+            .bind(&m.sender_id)
+            .bind(&m.kind)
+            .bind(m.text.as_deref())
+            .bind(m.timestamp)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                continue;
+            }
+            new += 1;
+            let event = Event::MessageReceived {
+                message_id: m.message_id.clone(),
+                chat_id: m.chat_id.clone(),
+                sender_id: m.sender_id.clone(),
+                text: m.text.clone(),
+                kind: m.kind.clone(),
+                timestamp_ms: m.timestamp,
+                data: m.data.clone(),
+            };
+            enqueue_event(&mut tx, tenant, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Writes an accepted send as a `queued` row, unless its idempotency key
+    /// was used within the window, in which case the first send is returned
+    /// and nothing is written.
+    pub async fn accept_outbound(
+        &self,
+        tenant: &TenantId,
+        sender_id: &str,
+        send: &NewOutbound<'_>,
+    ) -> Result<Accepted> {
+        let mut tx = self.begin_write().await?;
+        let now = now_ms();
+        if let Some(key) = send.idempotency_key {
+            if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
+                return Ok(Accepted::Repeat(first));
+            }
+            // An expired use of the key gives it up.
+            sqlx::query(
+                "UPDATE messages SET idempotency_key = NULL
+                 WHERE tenant_id = $1 AND idempotency_key = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row: OutboundMessage = sqlx::query_as(&format!(
+            "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind, text,
+                                   status, idempotency_key, timestamp, created_at, updated_at)
+             VALUES ($1, 'out', $2, $3, $4, $5, $6, 'queued', $7, $8, $8, $8)
+             RETURNING {OUTBOUND_COLUMNS}"
+        ))
+        .bind(tenant.as_str())
+        .bind(send.message_id)
+        .bind(send.chat_id)
+        .bind(sender_id)
+        .bind(send.kind)
+        .bind(send.text)
+        .bind(send.idempotency_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Accepted::New(row))
+    }
+
+    /// The send that used `key` within the window, if any.
+    pub async fn find_idempotent_send(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<OutboundMessage>> {
+        let mut conn = self.pool.acquire().await?;
+        idempotent_send(&mut conn, tenant, key).await
+    }
+
+    /// The tenant's sends still waiting for their session, oldest first.
+    pub async fn queued_outbound(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<OutboundMessage>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM messages
+             WHERE tenant_id = $1 AND direction = 'out' AND status = 'queued'
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Moves an outbound message forward to `status` (never back: a late
+    /// delivery receipt does not undo `read`) and records the change as an
+    /// event in the same transaction. Returns whether it moved.
+    pub async fn advance_outbound(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let rank = |s: &str| OUTBOUND_STATUSES.iter().position(|x| *x == s);
+        let Some(new_rank) = rank(status) else {
+            return Ok(false);
+        };
+        let mut tx = self.begin_write().await?;
+        let current: Option<(String, String)> = sqlx::query_as(
+            "SELECT status, chat_id FROM messages
+             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((previous, chat_id)) = current else {
+            return Ok(false);
+        };
+        let moves = match (previous.as_str(), status) {
+            ("queued", "failed") => true,
+            (_, "failed") | ("failed", _) => false,
+            (from, _) => rank(from).is_some_and(|r| r < new_rank),
+        };
+        if !moves {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE messages SET status = $3, error = $4, updated_at = $5
+             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(message_id)
+        .bind(status)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::MessageStatus {
+            message_id: message_id.to_owned(),
+            chat_id,
+            status: status.to_owned(),
+            previous_status: Some(previous),
+            error: error.map(str::to_owned),
+        };
+        enqueue_event(&mut tx, tenant, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One message by its WhatsApp id; the outbound one first when both
+    /// directions use the id.
+    pub async fn get_message(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+    ) -> Result<Option<StoredMessage>> {
+        Ok(sqlx::query_as(
+            "SELECT id, direction, message_id, chat_id, sender_id, kind, text, status, error,
+                    timestamp, updated_at
+             FROM messages WHERE tenant_id = $1 AND message_id = $2
+             ORDER BY direction DESC, id LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(message_id)
+        .fetch_optional(&self.pool)
         .await?)
     }
 }

@@ -169,8 +169,23 @@ impl TestApp {
             .enable_all()
             .build()
             .expect("app runtime");
+        // After `crash()` the old runtime's threads may still be dropping
+        // its tasks, and with them the SQLite lock: wait for that, as a
+        // process restarted after `kill -9` never has to.
         let app = runtime
-            .spawn(async move { App::build(&config).await })
+            .spawn(async move {
+                let start = std::time::Instant::now();
+                loop {
+                    match App::build(&config).await {
+                        Err(wago::app::StartupError::Lock(_))
+                            if start.elapsed() < std::time::Duration::from_secs(10) =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                        }
+                        built => break built,
+                    }
+                }
+            })
             .await
             .expect("build task")
             .expect("app starts");

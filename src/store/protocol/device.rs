@@ -71,3 +71,21 @@ impl SessionStore {
         Ok(())
     }
 }
+
+impl crate::store::Store {
+    /// Sessions whose device is linked to a number: those to connect at
+    /// start-up. A device that was made but never paired has no `pn`.
+    pub async fn paired_sessions(&self) -> crate::store::Result<Vec<super::SessionId>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT session_id, device_json FROM wa_devices ORDER BY session_id")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, json)| {
+                serde_json::from_str::<Device>(json).is_ok_and(|device| device.pn.is_some())
+            })
+            .map(|(id, _)| super::SessionId::from_raw(&id))
+            .collect())
+    }
+}

@@ -1,0 +1,257 @@
+//! Sending: `POST /send-text` and `POST /send-otp`.
+//!
+//! A send is written as a `queued` row (with its WhatsApp id fixed) before
+//! anything goes out, so an accepted send survives a crash; the session's
+//! queue sends it. A connected session sends at once and the request waits
+//! for the outcome; `"queue": true` accepts the send while the session is
+//! down. `Idempotency-Key` makes a retried request answer as the first did.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, TenantAuth};
+use crate::sessions::{Phone, SessionState, new_message_id};
+use crate::store::messages::{Accepted, NewOutbound, OutboundMessage};
+use crate::tenants::TenantId;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/send-text", post(send_text))
+        .route("/send-otp", post(send_otp))
+}
+
+/// The longest text WhatsApp takes in one message.
+const MAX_TEXT_CHARS: usize = 65_536;
+/// How long a request waits for its send before answering `queued`.
+const SEND_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_OTP_TEMPLATE: &str = "Your verification code is %s. Do not share it with anyone.";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendText {
+    to: String,
+    text: String,
+    #[serde(default)]
+    queue: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendOtp {
+    to: String,
+    code: String,
+    template: Option<String>,
+    #[serde(default)]
+    queue: bool,
+}
+
+/// A validated send.
+struct Send {
+    to: Phone,
+    text: String,
+    queue: bool,
+    idempotency_key: Option<String>,
+}
+
+impl Send {
+    fn new(to: &str, text: String, queue: bool, headers: &HeaderMap) -> ApiResult<Self> {
+        Ok(Send {
+            to: Phone::parse(to).map_err(|e| ApiError::invalid("to", e))?,
+            text,
+            queue,
+            idempotency_key: idempotency_key(headers)?,
+        })
+    }
+}
+
+async fn send_text(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendText>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let text = check_text("text", body.text)?;
+    let send = Send::new(&body.to, text, body.queue, &headers)?;
+    deliver(&state, &auth.tenant_id, send).await
+}
+
+async fn send_otp(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendOtp>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let code = body.code.trim();
+    if code.is_empty()
+        || code.len() > 32
+        || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::invalid(
+            "code",
+            "must be 1 to 32 letters, digits or dashes",
+        ));
+    }
+    let template = body.template.as_deref().unwrap_or(DEFAULT_OTP_TEMPLATE);
+    if template.matches("%s").count() != 1 {
+        return Err(ApiError::invalid(
+            "template",
+            "must contain exactly one %s, where the code goes",
+        ));
+    }
+    let text = check_text("template", template.replacen("%s", code, 1))?;
+    let send = Send::new(&body.to, text, body.queue, &headers)?;
+    deliver(&state, &auth.tenant_id, send).await
+}
+
+fn check_text(field: &str, text: String) -> ApiResult<String> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+async fn deliver(
+    state: &AppState,
+    tenant: &TenantId,
+    send: Send,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if let Some(key) = &send.idempotency_key
+        && let Some(first) = state.store.find_idempotent_send(tenant, key).await?
+    {
+        return Ok(answer(&first));
+    }
+    let status = state.sessions.status(tenant);
+    let connected = status.state == SessionState::Connected;
+    if !connected && !send.queue {
+        return Err(ApiError::SessionNotConnected(format!(
+            "the session is {}; pair or reconnect it, or send with \"queue\": true",
+            status.state.as_str()
+        )));
+    }
+    let sender = status.jid.as_deref().map(bare_jid).unwrap_or_default();
+    let message_id = new_message_id();
+    let chat_id = send.to.jid();
+    let row = NewOutbound {
+        message_id: &message_id,
+        chat_id: &chat_id,
+        kind: "conversation",
+        text: &send.text,
+        idempotency_key: send.idempotency_key.as_deref(),
+    };
+    let row = match state.store.accept_outbound(tenant, &sender, &row).await? {
+        Accepted::Repeat(first) => return Ok(answer(&first)),
+        Accepted::New(row) => row,
+    };
+    tracing::info!(tenant_id = %tenant, message_id = %row.message_id, "send accepted");
+    if !connected {
+        // Sent when the session connects; a session that is not running
+        // here picks it up from the database when it starts.
+        let _ = state
+            .sessions
+            .send(tenant, row.message_id.clone(), None)
+            .await;
+        return Ok(answer(&row));
+    }
+    let (reply, outcome) = oneshot::channel();
+    let asked = state
+        .sessions
+        .send(tenant, row.message_id.clone(), Some(reply))
+        .await;
+    let outcome = match asked {
+        Ok(()) => tokio::time::timeout(SEND_WAIT, outcome).await,
+        Err(e) => Ok(Ok(Err(e))),
+    };
+    match outcome {
+        Ok(Ok(Ok(()))) => Ok(answer(&refreshed(state, tenant, row).await?)),
+        // Still waiting (the number's pace, a slow server): it stays queued.
+        Err(_) => Ok(answer(&row)),
+        Ok(Ok(Err(e))) if send.queue => {
+            tracing::info!(error = %e, "send left queued");
+            Ok(answer(&row))
+        }
+        Ok(_) => {
+            let reason = "the session was not connected when the send was tried";
+            if state
+                .store
+                .advance_outbound(tenant, &row.message_id, "failed", Some(reason))
+                .await?
+            {
+                return Err(ApiError::SessionNotConnected(format!(
+                    "{reason}; message {} is failed",
+                    row.message_id
+                )));
+            }
+            // It went out after all.
+            Ok(answer(&refreshed(state, tenant, row).await?))
+        }
+    }
+}
+
+async fn refreshed(
+    state: &AppState,
+    tenant: &TenantId,
+    row: OutboundMessage,
+) -> ApiResult<OutboundMessage> {
+    Ok(
+        match state.store.get_message(tenant, &row.message_id).await? {
+            Some(now) => OutboundMessage {
+                status: now.status,
+                error: now.error,
+                ..row
+            },
+            None => row,
+        },
+    )
+}
+
+/// 202 while a send waits in the queue, 200 once it went out.
+fn answer(row: &OutboundMessage) -> (StatusCode, Json<Value>) {
+    let code = if row.status == "queued" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(json!({ "message_id": row.message_id, "status": row.status })),
+    )
+}
+
+/// `62811:3@s.whatsapp.net` as `62811@s.whatsapp.net`.
+fn bare_jid(jid: &str) -> String {
+    match (jid.split_once('@'), jid.split_once(':')) {
+        (Some((user, server)), Some(_)) => {
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{user}@{server}")
+        }
+        _ => jid.to_owned(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Building one session's `whatsapp-rust` client: where it connects, which
+//! version it announces, and the HTTP client it may use.
+//!
+//! A sandbox build weakens the client's certificate check, so it refuses
+//! any server that is not on a loopback address: such a build can only ever
+//! talk to a sandbox.
+
+use std::sync::Arc;
+
+use wacore::types::events::{Event, EventHandler};
+use whatsapp_rust::bot::{Bot, BotHandle};
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+
+use super::inbound::Inbound;
+use super::{SessionError, SessionSettings};
+use crate::store::protocol::SessionStore;
+
+/// Where sessions connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// WhatsApp itself (the client's built-in address).
+    WhatsApp,
+    /// A server at this WebSocket URL (`WA_SERVER_URL`), usually a sandbox.
+    Url(String),
+}
+
+impl Endpoint {
+    /// Refuses what this build must not connect to.
+    pub fn check(&self) -> Result<(), SessionError> {
+        if !cfg!(feature = "sandbox") {
+            return Ok(());
+        }
+        let loopback = match self {
+            Endpoint::WhatsApp => false,
+            Endpoint::Url(raw) => url::Url::parse(raw).ok().is_some_and(|u| match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            }),
+        };
+        if loopback {
+            Ok(())
+        } else {
+            Err(SessionError::NotASandbox)
+        }
+    }
+}
+
+/// Starts the client of one session on its protocol store. Events go to
+/// `events`; inbound messages are stored by `inbound` before they are acked.
+pub(super) async fn start(
+    settings: &SessionSettings,
+    store: SessionStore,
+    inbound: Inbound,
+    events: impl EventHandler + 'static,
+) -> Result<BotHandle, SessionError> {
+    settings.endpoint.check()?;
+    let transport = match &settings.endpoint {
+        Endpoint::WhatsApp => TokioWebSocketTransportFactory::new(),
+        Endpoint::Url(url) => TokioWebSocketTransportFactory::new().with_url(url),
+    };
+    let mut builder = Bot::builder()
+        .with_backend_arc(Arc::new(store))
+        .with_transport_factory(transport)
+        .with_http_client(HttpClient(settings.http.clone()))
+        .with_runtime(whatsapp_rust::TokioRuntime)
+        .with_inbound_durability_hook(inbound)
+        .with_event_handler(events);
+    if let Some(version) = settings.version {
+        builder = builder.with_version(version);
+    }
+    if let Some(name) = &settings.push_name {
+        builder = builder.with_push_name(name.clone());
+    }
+    let bot = builder
+        .build()
+        .await
+        .map_err(|e| SessionError::Client(e.to_string()))?;
+    Ok(bot.spawn())
+}
+
+/// Forwards the client's events into a channel the session task reads.
+pub(super) struct Forward(pub tokio::sync::mpsc::UnboundedSender<Arc<Event>>);
+
+impl EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        // The receiver is gone only when the task has ended.
+        let _ = self.0.send(event);
+    }
+}
+
+/// The client's HTTP needs (version lookup, media) on WAGO's reqwest client.
+struct HttpClient(reqwest::Client);
+
+#[async_trait::async_trait]
+impl wacore::net::HttpClient for HttpClient {
+    async fn execute(
+        &self,
+        request: wacore::net::HttpRequest,
+    ) -> anyhow::Result<wacore::net::HttpResponse> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
+        let mut call = self.0.request(method, &request.url);
+        for (name, value) in &request.headers {
+            call = call.header(name, value);
+        }
+        if let Some(body) = request.body {
+            call = call.body(body);
+        }
+        let response = call.send().await?;
+        let status_code = response.status().as_u16();
+        let body = response.bytes().await?.to_vec();
+        Ok(wacore::net::HttpResponse { status_code, body })
+    }
+}
