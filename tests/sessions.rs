@@ -276,7 +276,57 @@ async fn queued_sends_are_idempotent(db: TestDb) {
     assert_ne!(theirs["message_id"], id.as_str());
 }
 
+async fn deleting_a_tenant_unlinks_its_device(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(PHONE).await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    let hook = common::receiver::Receiver::start().await;
+    let put = app
+        .http
+        .put(app.url("/webhook"))
+        .header("X-API-Key", &acme.key)
+        .json(&json!({ "url": hook.url(), "events": ["session.status"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    acme.pair(&app, &sandbox, PHONE).await;
+    let start = std::time::Instant::now();
+    loop {
+        let states: Vec<String> = hook
+            .received()
+            .iter()
+            .map(|e| e.json()["state"].as_str().unwrap().to_owned())
+            .collect();
+        if states.last().is_some_and(|s| s == "connected") {
+            assert_eq!(states[0], "connecting", "{states:?}");
+            break;
+        }
+        assert!(start.elapsed() < support_sandbox::STEP, "{states:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let (status, _) = app
+        .admin_json(
+            reqwest::Method::DELETE,
+            &format!("/admin/tenants/{}", acme.id),
+        )
+        .await;
+    assert_eq!(status, 204);
+    sandbox
+        .phone_until(PHONE, "the device unlinked", |a| a.devices == vec![0])
+        .await;
+    assert_eq!(acme.get(&app, "/session").await.0, 401);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wa_devices")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no protocol rows left");
+}
+
 db_tests!(
+    deleting_a_tenant_unlinks_its_device,
     pairs_by_qr_and_reports_the_session,
     qr_codes_come_in_every_format,
     logout_unlinks_and_the_tenant_can_pair_again,
