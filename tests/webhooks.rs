@@ -481,6 +481,30 @@ async fn webhook_settings_never_show_the_secret(db: TestDb) {
     assert!(res.text().await.unwrap().contains("webhook_url"));
     let (_, list) = app.admin_json(reqwest::Method::GET, "/admin/tenants").await;
     assert_eq!(list["tenants"].as_array().unwrap().len(), 1);
+
+    // DELETE removes it: no settings, and events are no longer queued.
+    let delete = |key: &str| {
+        app.http
+            .delete(app.url("/webhook"))
+            .header("X-API-Key", key)
+            .send()
+    };
+    let res = delete(&key).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, hook) = app.tenant_get(&key, "/webhook").await;
+    assert_eq!(hook["url"], Value::Null);
+    assert_eq!(hook["enabled"], false);
+    let tenant = TenantId::from_raw(list["tenants"][0]["id"].as_str().unwrap());
+    let queued = app
+        .store
+        .record_event(&tenant, &received("after delete"))
+        .await;
+    assert_eq!(queued.unwrap(), None, "no endpoint, no delivery");
+    assert_eq!(
+        delete(&key).await.unwrap().status(),
+        404,
+        "nothing left to delete"
+    );
     app.stop().await;
 }
 
