@@ -325,7 +325,64 @@ async fn deleting_a_tenant_unlinks_its_device(db: TestDb) {
     assert_eq!(left, 0, "no protocol rows left");
 }
 
+async fn a_tenant_with_its_own_store_keeps_its_device_there(db: TestDb) {
+    let own = TestDb::sqlite().await;
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(PHONE).await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    let res = app
+        .admin(reqwest::Method::POST, "/admin/tenants")
+        .json(&json!({ "name": "apart", "store_dsn": own.dsn() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let apart = Tenant {
+        id: body["id"].as_str().unwrap().to_owned(),
+        key: body["api_key"].as_str().unwrap().to_owned(),
+    };
+    apart.pair(&app, &sandbox, PHONE).await;
+
+    let devices = |store: wago::store::Store| async move {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wa_devices")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(
+        devices(app.store.clone()).await,
+        0,
+        "nothing in the main database"
+    );
+    assert_eq!(devices(own.store().await).await, 1, "the device in its own");
+
+    app.stop().await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    apart.wait_state(&app, "connected").await;
+    assert_eq!(
+        sandbox.phone(PHONE).await.devices,
+        vec![0, 1],
+        "no new pairing"
+    );
+
+    let (status, _) = app
+        .admin_json(
+            reqwest::Method::DELETE,
+            &format!("/admin/tenants/{}", apart.id),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        devices(own.store().await).await,
+        0,
+        "its own store is emptied"
+    );
+}
+
 db_tests!(
+    a_tenant_with_its_own_store_keeps_its_device_there,
     deleting_a_tenant_unlinks_its_device,
     pairs_by_qr_and_reports_the_session,
     qr_codes_come_in_every_format,

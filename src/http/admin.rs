@@ -134,6 +134,10 @@ async fn delete_tenant(
         }
     }
     state.sessions.stop(&tenant).await;
+    // A tenant with its own protocol database: its rows there go too.
+    if let Err(e) = state.sessions.forget(&tenant).await {
+        tracing::warn!(tenant_id = %id, error = %e, "cannot delete the tenant's protocol rows");
+    }
     if !state.store.delete_tenant(&tenant).await? {
         return Err(ApiError::not_found("tenant"));
     }

@@ -16,6 +16,7 @@ mod inbound;
 mod pace;
 mod phone;
 mod send;
+mod stores;
 mod task;
 
 use std::collections::HashMap;
@@ -209,6 +210,7 @@ impl std::fmt::Debug for Supervisor {
 
 struct Inner {
     store: Store,
+    protocol: Arc<stores::ProtocolStores>,
     node: NodeId,
     settings: SessionSettings,
     shutdown: CancellationToken,
@@ -230,6 +232,7 @@ impl Supervisor {
     ) -> Self {
         Supervisor {
             inner: Arc::new(Inner {
+                protocol: Arc::new(stores::ProtocolStores::new(store.clone())),
                 store,
                 node,
                 settings,
@@ -251,7 +254,17 @@ impl Supervisor {
         let mut started = 0;
         for tenant in known {
             let id = tenant.tenant_id();
-            if paired.iter().any(|s| s.as_str() == id.as_str()) {
+            let is_paired = match tenant.store_dsn {
+                None => paired.iter().any(|s| s.as_str() == id.as_str()),
+                Some(_) => match self.inner.protocol.is_paired(&id).await {
+                    Ok(paired) => paired,
+                    Err(e) => {
+                        tracing::error!(tenant_id = %id, error = %e, "cannot open the tenant's own store");
+                        false
+                    }
+                },
+            };
+            if is_paired {
                 self.ensure_running(&id);
                 started += 1;
             }
@@ -285,6 +298,7 @@ impl Supervisor {
         let ctx = task::Ctx {
             tenant: tenant.clone(),
             store: self.inner.store.clone(),
+            protocol: self.inner.protocol.clone(),
             node: self.inner.node.clone(),
             settings: self.inner.settings.clone(),
             status: status_tx,
@@ -372,10 +386,7 @@ impl Supervisor {
             .is_err()
         {
             // Nothing runs: forget the device all the same.
-            self.inner
-                .store
-                .delete_protocol_rows(&tenant.into())
-                .await?;
+            self.inner.protocol.forget(tenant).await?;
             self.ended()
                 .insert(tenant.clone(), SessionStatus::new(SessionState::LoggedOut));
             return Ok(());
@@ -396,6 +407,12 @@ impl Supervisor {
     ) -> Result<(), SessionError> {
         self.command(tenant, Command::Send { message_id, reply })
             .await
+    }
+
+    /// Deletes the tenant's protocol rows where they live (the tenant is
+    /// being deleted; stop its session first).
+    pub async fn forget(&self, tenant: &TenantId) -> Result<(), SessionError> {
+        Ok(self.inner.protocol.forget(tenant).await?)
     }
 
     /// Stops a tenant's session without unlinking (the tenant is deleted,

@@ -22,6 +22,7 @@ use whatsapp_rust::pair_code::PairCodeOptions;
 use super::client::{self, Forward};
 use super::inbound::Inbound;
 use super::send::{SendQueue, Waiter};
+use super::stores::ProtocolStores;
 use super::{Command, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
 use crate::store::Store;
@@ -31,7 +32,10 @@ use crate::tenants::TenantId;
 
 pub(super) struct Ctx {
     pub tenant: TenantId,
+    /// The main database: messages, events, leases.
     pub store: Store,
+    /// Where the tenant's protocol rows live.
+    pub protocol: Arc<ProtocolStores>,
     pub node: NodeId,
     pub settings: SessionSettings,
     pub status: watch::Sender<SessionStatus>,
@@ -66,10 +70,9 @@ pub(super) async fn run(mut ctx: Ctx) -> SessionStatus {
                 }
                 Ok(Ended::LoggedOut(reply)) => {
                     tracing::info!("session logged out; it waits for a new pairing");
-                    let _ = ctx
-                        .store
-                        .delete_protocol_rows(&SessionId::from(&ctx.tenant))
-                        .await;
+                    if let Err(e) = ctx.protocol.forget(&ctx.tenant).await {
+                        tracing::error!(error = %e, "cannot delete the logged-out device");
+                    }
                     ctx.set_state(SessionState::LoggedOut, Some("logged out"))
                         .await;
                     if let Some(reply) = reply {
@@ -118,12 +121,14 @@ async fn run_once(ctx: &mut Ctx) -> Result<Ended, SessionError> {
     let Some(mut lease) = acquire(ctx, &session).await else {
         return Ok(Ended::Stopped);
     };
-    let store = ctx.store.session_store(session);
-    let outcome = with_client(ctx, &store, &mut lease).await;
-    // A logout deletes the session's rows, the lease with them.
-    if !matches!(outcome, Ok(Ended::LoggedOut(_)))
-        && let Err(e) = ctx.store.release_session_lease(&lease).await
-    {
+    let outcome = match ctx.protocol.of(&ctx.tenant).await {
+        Ok(protocol) => {
+            let store = protocol.session_store(session);
+            with_client(ctx, &store, &mut lease).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = ctx.store.release_session_lease(&lease).await {
         tracing::warn!(error = %e, "cannot release the session lease; it will expire");
     }
     outcome
