@@ -183,7 +183,53 @@ impl EventHandler for Forward {
 pub struct Companion {
     handle: Option<BotHandle>,
     events: mpsc::UnboundedReceiver<Arc<Event>>,
+    /// Message, receipt and ack events no wait has taken yet: a test may
+    /// wait for a receipt while texts arrive, and look for those later.
+    stash: std::collections::VecDeque<Arc<Event>>,
     pub store: Arc<dyn Backend>,
+}
+
+/// A text the client received.
+#[derive(Debug, Clone)]
+pub struct Text {
+    pub id: String,
+    /// The sending device, as the client saw it.
+    pub sender: whatsapp_rust::Jid,
+    pub text: String,
+    pub offline: bool,
+}
+
+/// The texts in a `Messages` event, if it has any.
+pub fn texts_of(event: &Event) -> Option<Vec<Text>> {
+    let Event::Messages(batch) = event else {
+        return None;
+    };
+    let texts: Vec<Text> = batch
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let text = m.message.conversation.clone().or_else(|| {
+                m.message
+                    .extended_text_message
+                    .as_option()
+                    .and_then(|e| e.text.clone())
+            })?;
+            Some(Text {
+                id: m.info.id.to_string(),
+                sender: m.info.source.sender.clone(),
+                text,
+                offline: m.info.is_offline,
+            })
+        })
+        .collect();
+    (!texts.is_empty()).then_some(texts)
+}
+
+fn is_stashed(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Messages(_) | Event::Receipt(_) | Event::ServerAck(_)
+    )
 }
 
 impl Companion {
@@ -209,6 +255,7 @@ impl Companion {
         Self {
             handle: Some(bot.spawn()),
             events,
+            stash: Default::default(),
             store,
         }
     }
@@ -221,10 +268,19 @@ impl Companion {
         limit: Duration,
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> T {
+        if let Some(at) = self.stash.iter().position(|e| pick(e).is_some()) {
+            let event = self.stash.remove(at).expect("a stashed event");
+            return pick(&event).expect("picked before");
+        }
+        let stash = &mut self.stash;
+        let events = &mut self.events;
         let found = tokio::time::timeout(limit, async {
-            while let Some(event) = self.events.recv().await {
+            while let Some(event) = events.recv().await {
                 if let Some(found) = pick(&event) {
                     return Some(found);
+                }
+                if is_stashed(&event) {
+                    stash.push_back(event);
                 }
             }
             None
@@ -269,6 +325,39 @@ impl Companion {
             matches!(e, Event::LoggedOut(_)).then_some(())
         })
         .await
+    }
+
+    /// The next `n` texts, in the order the client got them.
+    pub async fn texts(&mut self, n: usize) -> Vec<Text> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let what = format!("text {} of {n}", out.len() + 1);
+            out.extend(self.wait_for(&what, STEP, texts_of).await);
+        }
+        out
+    }
+
+    /// Waits for a receipt of `kind` naming message `id`.
+    pub async fn receipt(
+        &mut self,
+        id: &str,
+        kind: wacore::types::presence::ReceiptType,
+    ) -> wacore::types::events::Receipt {
+        let what = format!("{kind:?} receipt for {id}");
+        self.wait_for(&what, STEP, |e| match e {
+            Event::Receipt(r) if r.r#type == kind && r.message_ids.iter().any(|m| m == id) => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends a text to a phone number; returns the message id.
+    pub async fn send_text(&self, to: &str, text: &str) -> String {
+        let to = whatsapp_rust::Jid::pn(to);
+        let sent = self.client().send_text(to, text).await;
+        sent.expect("the client sends").message_id
     }
 
     pub fn client(&self) -> Arc<whatsapp_rust::Client> {
