@@ -288,3 +288,69 @@ async fn unknown_numbers_get_a_clear_error() {
     }
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_never_confirmed_comes_again_at_the_next_login() {
+    let (sandbox, a, device) = start(A, B).await;
+    drained(&sandbox.inner, A, device).await;
+    let store = a.store.clone();
+    a.stop().await;
+
+    // The client gets the message but cannot commit it: no receipt.
+    let mut failing = Companion::start_with(&sandbox.ws_url(), store.clone(), Some(false)).await;
+    failing.logged_in().await;
+    let id = sandbox.inner.send_text(B, A, "simpan").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sandbox.inner.queued(A, device), Some(1));
+    failing.stop().await;
+
+    let mut again = Companion::start_with(&sandbox.ws_url(), store, Some(true)).await;
+    again.logged_in().await;
+    let got = again.texts(1).await;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str()),
+        (id.as_str(), "simpan")
+    );
+    drained(&sandbox.inner, A, device).await;
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_working_after_a_restart_with_state() {
+    let state = support_sandbox::TempState::new();
+    let config = support_sandbox::config().with_state_file(&state.0);
+    let first = Sandbox::start_with(config).await;
+    first.create_phone(A).await;
+    first.create_phone(B).await;
+    let (mut a, _) = pair(&first, A).await;
+    a.send_text(B, "sebelum").await;
+    inbox(&first.inner, B, 1).await;
+    first.inner.send_text(B, A, "balas sebelum").await.unwrap();
+    a.texts(1).await;
+    let addr = first.inner.addr();
+    first.inner.shutdown().await.expect("clean shutdown");
+
+    let mut config = support_sandbox::config().with_state_file(&state.0);
+    config.listen = addr;
+    let second = Sandbox::start_with(config).await;
+    a.logged_in().await;
+    // Both ways on the sessions from before: plain `msg`, nothing new.
+    second.inner.send_text(B, A, "sesudah").await.unwrap();
+    assert_eq!(a.texts(1).await[0].text, "sesudah");
+    a.send_text(B, "juga sesudah").await;
+    let items = inbox(&second.inner, B, 2).await;
+    assert_eq!(items[1].text, "juga sesudah");
+    let stats = second.inner.stats();
+    assert_eq!(
+        (stats.phone_sent_pkmsg, stats.phone_sent_msg),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.phone_received_pkmsg, stats.phone_received_msg),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.decrypt_failures, 0, "{stats:?}");
+    a.stop().await;
+}

@@ -179,6 +179,23 @@ impl EventHandler for Forward {
     }
 }
 
+/// An inbound durability hook that always commits, or always fails.
+struct Durability {
+    commits: bool,
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for Durability {
+    async fn on_messages(
+        &self,
+        _client: Arc<whatsapp_rust::Client>,
+        _batch: &[whatsapp_rust::types::durability_hook::InboundMessage],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(self.commits, "the test's store is down");
+        Ok(())
+    }
+}
+
 /// A real `whatsapp-rust` client talking to the sandbox.
 pub struct Companion {
     handle: Option<BotHandle>,
@@ -240,8 +257,19 @@ impl Companion {
 
     /// A client on an existing store (a paired one logs in).
     pub async fn start(ws_url: &str, store: Arc<dyn Backend>) -> Self {
+        Self::start_with(ws_url, store, None).await
+    }
+
+    /// A client whose inbound durability hook commits (`Some(true)`) or
+    /// fails (`Some(false)`) every message: a failing one never confirms a
+    /// message, as a crash before the commit would.
+    pub async fn start_with(ws_url: &str, store: Arc<dyn Backend>, commits: Option<bool>) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
-        let bot = Bot::builder()
+        let mut builder = Bot::builder();
+        if let Some(commits) = commits {
+            builder = builder.with_inbound_durability_hook(Durability { commits });
+        }
+        let bot = builder
             .with_backend_arc(store.clone())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
             .with_http_client(NoInternet)
