@@ -93,6 +93,7 @@ async fn texts_go_both_ways_and_the_second_is_a_signal_message() {
         (1, 1)
     );
     assert_eq!(stats.decrypt_failures, 0, "{stats:?}");
+    assert_eq!(stats.unimplemented_iqs, 0, "{stats:?}");
     a.stop().await;
 }
 
