@@ -3,11 +3,16 @@
 //! Prints (1) the time from starting one fresh client to its `Connected`,
 //! pairing by QR included, and its IK re-login; (2) pairings per second
 //! with 200 clients pairing at once; (3) the sandbox's memory per connected
-//! client. The sandbox runs in a child process (this binary, re-executed
-//! with `--sandbox-child`) so its RSS, which it reads from its own
-//! /proc/self/status, holds the sandbox alone and none of the clients.
+//! client; (4) messages per second through the sandbox with 100 connected
+//! clients, simulated phones to clients and clients to phones, each message
+//! end-to-end encrypted and decrypted; (5) p50/p99 from a phone's send (the
+//! control API call) to the client's message event. The sandbox runs in a
+//! child process (this binary, re-executed with `--sandbox-child`) so its
+//! RSS, which it reads from its own /proc/self/status, holds the sandbox
+//! alone and none of the clients.
 //!
-//! Environment: `BENCH_CLIENTS` (default 200).
+//! Environment: `BENCH_CLIENTS` (default 200), `BENCH_MESSAGING_CLIENTS`
+//! (default 100), `BENCH_MESSAGES` per client and direction (default 50).
 
 #[path = "../tests/support_sandbox/mod.rs"]
 mod support_sandbox;
@@ -16,6 +21,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support_sandbox::{Companion, Control, pair};
 
 const CHILD_FLAG: &str = "--sandbox-child";
@@ -131,10 +137,129 @@ async fn bench() {
          its 812 uploaded prekeys, connection task, WebSocket and Noise state and allocator \
          slack; the clients run in the benchmark's own process and are not counted)"
     );
-    for companion in pairing_took.1 {
+    let messaging: usize = env_or("BENCH_MESSAGING_CLIENTS", 100).min(clients);
+    let per_client: usize = env_or("BENCH_MESSAGES", 50);
+    let mut companions = pairing_took.1;
+    let rest = companions.split_off(messaging.min(companions.len()));
+    messages(&control, companions, per_client).await;
+    for companion in rest {
         companion.stop().await;
     }
     child.stop();
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Each companion's account gets a peer phone; messages go both ways.
+async fn messages(control: &std::sync::Arc<Control>, companions: Vec<Companion>, n: usize) {
+    let clients = companions.len();
+    let mut pairs = Vec::with_capacity(clients);
+    for (i, companion) in companions.into_iter().enumerate() {
+        let peer = format!("62816{i:07}");
+        control.create_phone(&peer).await;
+        let own = companion
+            .client()
+            .pn()
+            .map(|jid| jid.user.to_string())
+            .expect("a paired client knows its number");
+        pairs.push((companion, own, peer));
+    }
+    let total = (clients * n) as f64;
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut companion, own, peer) in pairs {
+        let control = control.clone();
+        tasks.spawn(async move {
+            let sends = (0..n).map(|k| phone_sends(&control, &peer, &own, k));
+            futures_util::future::join_all(sends).await;
+            companion.texts(n).await;
+            (companion, own, peer)
+        });
+    }
+    let pairs = tasks.join_all().await;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{clients} clients, phones -> clients: {} messages in {took:.2} s = {:.0} messages/s",
+        total,
+        total / took
+    );
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (companion, own, peer) in pairs {
+        let control = control.clone();
+        tasks.spawn(async move {
+            for k in 0..n {
+                companion.send_text(&peer, &format!("balas {k}")).await;
+            }
+            inbox_holds(&control, &peer, n).await;
+            (companion, own, peer)
+        });
+    }
+    let pairs = tasks.join_all().await;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{clients} clients, clients -> phones: {} messages in {took:.2} s = {:.0} messages/s",
+        total,
+        total / took
+    );
+    latency(control, pairs).await;
+}
+
+async fn phone_sends(control: &Control, from: &str, to: &str, k: usize) {
+    let body = json!({ "to": to, "text": format!("pesan {k}") });
+    let (status, answer) = control
+        .post(&format!("/phones/{from}/messages"), body)
+        .await;
+    assert_eq!(status, 200, "send: {answer}");
+}
+
+async fn inbox_holds(control: &Control, phone: &str, n: usize) {
+    loop {
+        let (_, items) = control.get(&format!("/phones/{phone}/messages")).await;
+        if items.as_array().is_some_and(|a| a.len() >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One message at a time per client, all clients at once: the time from
+/// the phone's send to the client's message event.
+async fn latency(control: &std::sync::Arc<Control>, pairs: Vec<(Companion, String, String)>) {
+    const ROUNDS: usize = 20;
+    let clients = pairs.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut companion, own, peer) in pairs {
+        let control = control.clone();
+        tasks.spawn(async move {
+            let mut times = Vec::with_capacity(ROUNDS);
+            for k in 0..ROUNDS {
+                let started = Instant::now();
+                phone_sends(&control, &peer, &own, k).await;
+                companion.texts(1).await;
+                times.push(started.elapsed());
+            }
+            companion.stop().await;
+            times
+        });
+    }
+    let mut times: Vec<Duration> = tasks.join_all().await.into_iter().flatten().collect();
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    println!(
+        "{clients} clients, phone send -> client message event ({} messages, one at a time \
+         per client): p50 {:.1} ms, p99 {:.1} ms",
+        times.len(),
+        at(0.5),
+        at(0.99)
+    );
 }
 
 /// One fresh client to `Connected` (QR pairing included), then its IK

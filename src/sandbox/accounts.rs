@@ -128,12 +128,31 @@ pub(crate) struct Device {
     pub outbox: Outbox,
 }
 
-/// A stanza queued for a device, kept until the device's receipt for it.
+/// What takes a queued stanza out of a device's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A message: the device's receipt for it (never a retry receipt).
+    Message,
+    /// A receipt forwarded to the device: the device's `<ack class="receipt">`.
+    Receipt,
+}
+
+/// A phone's message as it was before encryption, kept while it is queued
+/// so that a retry receipt can have it encrypted again.
+#[derive(Debug, Clone)]
+pub(crate) struct Resend {
+    pub from: Phone,
+    pub plaintext: Vec<u8>,
+}
+
+/// A stanza queued for a device, kept until what settles it arrives.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued {
     pub seq: u64,
     pub id: String,
+    pub kind: Kind,
     pub node: Node,
+    pub resend: Option<Arc<Resend>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,10 +162,21 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub fn push(&mut self, id: String, node: Node) {
+    /// Queues a stanza; a message replaces a queued message with its id
+    /// (a resend after a retry receipt), and goes out again.
+    pub fn push(&mut self, id: String, kind: Kind, node: Node, resend: Option<Arc<Resend>>) {
+        if kind == Kind::Message {
+            self.take(&id, Kind::Message);
+        }
         self.next_seq += 1;
         let seq = self.next_seq;
-        self.items.push_back(Queued { seq, id, node });
+        self.items.push_back(Queued {
+            seq,
+            id,
+            kind,
+            node,
+            resend,
+        });
     }
 
     /// Items queued after `seq` (0 for all of them).
@@ -154,13 +184,43 @@ impl Outbox {
         self.items.iter().filter(|q| q.seq > seq).cloned().collect()
     }
 
-    /// Drops the item with this message id; true if there was one.
-    pub fn settle(&mut self, id: &str) -> bool {
-        let before = self.items.len();
-        self.items.retain(|q| q.id != id);
-        self.items.len() != before
+    /// Removes the item of this kind and id, and returns it.
+    pub fn take(&mut self, id: &str, kind: Kind) -> Option<Queued> {
+        let at = self
+            .items
+            .iter()
+            .position(|q| q.id == id && q.kind == kind)?;
+        self.items.remove(at)
+    }
+
+    /// The queued message with this id.
+    pub fn message(&self, id: &str) -> Option<&Queued> {
+        self.items
+            .iter()
+            .find(|q| q.id == id && q.kind == Kind::Message)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 }
+
+/// A text a simulated phone received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Received {
+    pub id: String,
+    pub from: Phone,
+    /// The sending device: read receipts go back to it.
+    pub from_device: u16,
+    pub text: String,
+    /// Unix seconds.
+    pub at: u64,
+    #[serde(default)]
+    pub read: bool,
+}
+
+/// Texts kept per phone; older ones are dropped.
+const MAX_INBOX: usize = 10_000;
 
 /// An account's ADV key-index list, before it is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +242,9 @@ pub(crate) struct AccountState {
     /// When a device was last linked or removed: the key-index list's time.
     #[serde(default)]
     pub devices_changed_at: u64,
+    /// Texts the phone received, oldest first.
+    #[serde(default)]
+    pub inbox: VecDeque<Received>,
 }
 
 impl AccountState {
@@ -193,7 +256,25 @@ impl AccountState {
             devices: BTreeMap::new(),
             removed: BTreeSet::new(),
             devices_changed_at: created_at,
+            inbox: VecDeque::new(),
         }
+    }
+
+    /// Adds a text to the phone's inbox; false if it is there already (a
+    /// sender repeats a message whose receipt it missed).
+    pub fn receive(&mut self, text: Received) -> bool {
+        if self
+            .inbox
+            .iter()
+            .any(|r| r.id == text.id && r.from == text.from)
+        {
+            return false;
+        }
+        if self.inbox.len() >= MAX_INBOX {
+            self.inbox.pop_front();
+        }
+        self.inbox.push_back(text);
+        true
     }
 
     /// Reserves the id and key index of the next companion.
@@ -404,11 +485,17 @@ mod tests {
     #[test]
     fn outbox_keeps_items_until_settled() {
         let mut outbox = Outbox::default();
-        outbox.push("a".into(), Node::default());
-        outbox.push("b".into(), Node::default());
-        assert_eq!(outbox.after(1).len(), 1);
-        assert!(outbox.settle("a"));
-        assert!(!outbox.settle("a"));
-        assert_eq!(outbox.after(0).len(), 1);
+        outbox.push("a".into(), Kind::Message, Node::default(), None);
+        outbox.push("b".into(), Kind::Message, Node::default(), None);
+        outbox.push("a".into(), Kind::Receipt, Node::default(), None);
+        assert_eq!(outbox.after(1).len(), 2);
+        assert!(outbox.take("a", Kind::Message).is_some());
+        assert!(outbox.take("a", Kind::Message).is_none());
+        assert_eq!(outbox.after(0).len(), 2);
+        // A message queued again replaces the old copy and goes out anew.
+        outbox.push("b".into(), Kind::Message, Node::default(), None);
+        let left = outbox.after(0);
+        assert_eq!(left.len(), 2);
+        assert_eq!((left[1].id.as_str(), left[1].seq), ("b", 4));
     }
 }

@@ -1,10 +1,11 @@
 //! The control API (API.md, "Sandbox control API"): create simulated users,
-//! let their phones scan a QR or unlink companions, look at an account.
+//! let their phones scan a QR or unlink companions, look at an account,
+//! and have a phone send texts, list the texts it got, and read them.
 //! Every error is `{"error": "<code>", "message": "..."}` with the status
 //! API.md gives that code.
 //!
-//! Handlers parse input into sandbox types and call `pairing`; they own no
-//! protocol logic.
+//! Handlers parse input into sandbox types and call `pairing` or
+//! `messages`; they own no protocol logic.
 
 use std::sync::Arc;
 
@@ -14,10 +15,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::accounts::{AccountView, DirectoryError, Phone};
+use super::accounts::{AccountView, DirectoryError, Phone, Received};
+use super::messages::{self, SendError};
 use super::pairing::{self, LinkError, Linked};
 use super::server::Shared;
 
@@ -81,12 +83,57 @@ impl From<LinkError> for ApiError {
     }
 }
 
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        let message = e.to_string();
+        match e {
+            SendError::UnknownPhone(_) => ApiError::NotFound(message),
+            SendError::BadPhone(_) | SendError::EmptyText => ApiError::InvalidField(message),
+            SendError::Encrypt(_) => ApiError::Internal(message),
+        }
+    }
+}
+
+/// A text a simulated phone received, as `GET /phones/{phone}/messages`
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// The WhatsApp message id.
+    pub id: String,
+    /// The sender's phone number.
+    pub from: String,
+    pub text: String,
+    /// When the sandbox received it, RFC 3339 (UTC).
+    pub timestamp: String,
+}
+
+impl From<&Received> for InboxItem {
+    fn from(text: &Received) -> Self {
+        let at = time::OffsetDateTime::from_unix_timestamp(text.at as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let timestamp = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self {
+            id: text.id.clone(),
+            from: text.from.to_string(),
+            text: text.text.clone(),
+            timestamp,
+        }
+    }
+}
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/phones", post(post_phone))
         .route("/phones/{phone}", get(get_phone))
         .route("/phones/{phone}/link", post(post_link))
         .route("/phones/{phone}/unlink", post(post_unlink))
+        .route(
+            "/phones/{phone}/messages",
+            post(post_message).get(get_messages),
+        )
+        .route("/phones/{phone}/read", post(post_read))
         .route("/sandbox/health", get(health))
         .fallback(|| async { ApiError::NotFound("no such route in the sandbox".into()) })
 }
@@ -99,6 +146,17 @@ struct NewPhone {
 #[derive(Deserialize)]
 struct Scan {
     qr: String,
+}
+
+#[derive(Deserialize)]
+struct NewText {
+    to: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct ReadFrom {
+    from: String,
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -167,4 +225,56 @@ pub(crate) fn unlink_phone(shared: &Shared, phone: &str) -> Result<Vec<u16>, Api
 
 fn unknown(phone: &str) -> ApiError {
     ApiError::NotFound(format!("no account for phone {phone}"))
+}
+
+async fn post_message(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+    body: Result<Json<NewText>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let id = send_text(&shared, &phone, &body.to, &body.text).await?;
+    Ok(Json(json!({ "id": id })))
+}
+
+/// `POST /phones/{phone}/messages`: the new message's id.
+pub(crate) async fn send_text(
+    shared: &Shared,
+    phone: &str,
+    to: &str,
+    text: &str,
+) -> Result<String, ApiError> {
+    Ok(messages::send_text(shared, phone, to, text).await?)
+}
+
+async fn get_messages(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+) -> Result<Json<Vec<InboxItem>>, ApiError> {
+    Ok(Json(inbox(&shared, &phone)?))
+}
+
+/// `GET /phones/{phone}/messages`: the phone's texts, oldest first.
+pub(crate) fn inbox(shared: &Shared, phone: &str) -> Result<Vec<InboxItem>, ApiError> {
+    let account = Phone::parse(phone)
+        .ok()
+        .and_then(|p| shared.directory.get(p))
+        .ok_or_else(|| unknown(phone))?;
+    let state = account.lock();
+    Ok(state.inbox.iter().map(InboxItem::from).collect())
+}
+
+async fn post_read(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+    body: Result<Json<ReadFrom>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let read = read(&shared, &phone, &body.from)?;
+    Ok(Json(json!({ "read": read })))
+}
+
+/// `POST /phones/{phone}/read`: how many texts were read.
+pub(crate) fn read(shared: &Shared, phone: &str, from: &str) -> Result<usize, ApiError> {
+    Ok(messages::read(shared, phone, from)?)
 }

@@ -1,31 +1,44 @@
 //! Delivery to devices. A stanza for a device goes into that device's
-//! outbox, where it stays until the device's receipt for it; the device's
+//! outbox, where it stays until what settles it arrives (the device's
+//! receipt for a message, its ack for a forwarded receipt); the device's
 //! connection, if it has one, is nudged to send what it has not sent yet.
 //! A device that is offline gets its outbox at its next login, before the
-//! `<ib><offline>` marker. (Message relay between devices builds on this.)
+//! `<ib><offline>` marker; one whose connection died before it answered
+//! gets the same stanzas again.
+//!
+//! `Routes` remembers which device sent each message, so that receipts for
+//! it find their way back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use rand::RngExt as _;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
-use super::accounts::Account;
-use super::jid::{DeviceAddr, pn_jid};
+use super::accounts::{Account, Kind, Resend};
+use super::jid::{DeviceAddr, lid_jid, pn_jid};
 use super::online::Command;
 use super::phone::Sealed;
 use super::server::Shared;
 
-/// Queues `node` (message id `id`) for a companion; false if there is no
-/// such device.
+/// Message ids remembered for routing receipts; the oldest are forgotten.
+const MAX_ROUTES: usize = 200_000;
+
+/// Queues `node` (id `id`) for a companion; false if there is no such
+/// device.
 pub(crate) fn queue(
     shared: &Shared,
     account: &Account,
     device: u16,
+    kind: Kind,
     id: String,
     node: Node,
+    resend: Option<Arc<Resend>>,
 ) -> bool {
     let queued = match account.lock().devices.get_mut(&device) {
         Some(d) => {
-            d.outbox.push(id, node);
+            d.outbox.push(id, kind, node, resend);
             true
         }
         None => false,
@@ -40,36 +53,91 @@ pub(crate) fn queue(
 
 /// Queues an encrypted message from the account's phone to one of its
 /// companions (a "peer" message, as the phone's own protocol traffic is).
-pub(crate) fn from_phone(
-    shared: &Shared,
-    account: &Account,
-    device: u16,
-    sealed: super::phone::Sealed,
-) {
+pub(crate) fn from_phone(shared: &Shared, account: &Account, device: u16, sealed: Sealed) {
     let id = message_id();
-    let node = peer_message(shared, account, &id, sealed);
-    if !queue(shared, account, device, id, node) {
+    let node = NodeBuilder::new("message")
+        .attr("from", pn_jid(account.phone, 0))
+        .attr("id", id.as_str())
+        .attr("type", "text")
+        .attr("category", "peer")
+        .attr("t", shared.now().to_string())
+        .children([enc_node(sealed, None)])
+        .build();
+    if !queue(shared, account, device, Kind::Message, id, node, None) {
         tracing::debug!(device, "companion gone before the phone's message");
     }
 }
 
-fn peer_message(shared: &Shared, account: &Account, id: &str, sealed: Sealed) -> Node {
+/// A phone's text to a device of another account, as that device gets it.
+pub(crate) fn phone_text(shared: &Shared, from: &Account, id: &str, sealed: Sealed) -> Node {
     NodeBuilder::new("message")
-        .attr("from", pn_jid(account.phone, 0))
+        .attr("from", pn_jid(from.phone, 0))
         .attr("id", id)
         .attr("type", "text")
-        .attr("category", "peer")
         .attr("t", shared.now().to_string())
-        .children([NodeBuilder::new("enc")
-            .attr("v", "2")
-            .attr("type", sealed.enc_type)
-            .bytes(sealed.ciphertext)
-            .build()])
+        .attr("sender_lid", lid_jid(from.lid, 0))
+        .attr("notify", from.phone.to_string())
+        .children([enc_node(sealed, None)])
         .build()
+}
+
+/// `<enc v="2" type=..>`, with the retry count on a resend.
+pub(crate) fn enc_node(sealed: Sealed, count: Option<&str>) -> Node {
+    let mut enc = NodeBuilder::new("enc")
+        .attr("v", "2")
+        .attr("type", sealed.enc_type);
+    if let Some(count) = count {
+        enc = enc.attr("count", count);
+    }
+    enc.bytes(sealed.ciphertext).build()
+}
+
+/// A receipt from `from` about message `id`, for the device that sent it;
+/// `kind` is the receipt's `type` (none for delivery).
+pub(crate) fn receipt(shared: &Shared, from: DeviceAddr, id: &str, kind: Option<&str>) -> Node {
+    let mut node = NodeBuilder::new("receipt")
+        .attr("from", pn_jid(from.phone, from.device))
+        .attr("id", id)
+        .attr("t", shared.now().to_string());
+    if let Some(kind) = kind {
+        node = node.attr("type", kind);
+    }
+    node.build()
 }
 
 /// A message id in WhatsApp's shape: `3EB0` and 16 upper-case hex digits.
 pub(crate) fn message_id() -> String {
     let bytes: [u8; 8] = rand::rng().random();
     format!("3EB0{}", hex::encode_upper(bytes))
+}
+
+/// Which device sent each recent message.
+#[derive(Default)]
+pub(crate) struct Routes {
+    inner: Mutex<RoutesInner>,
+}
+
+#[derive(Default)]
+struct RoutesInner {
+    by_id: HashMap<String, DeviceAddr>,
+    order: VecDeque<String>,
+}
+
+impl Routes {
+    pub fn record(&self, id: &str, sender: DeviceAddr) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.by_id.insert(id.to_owned(), sender).is_none() {
+            inner.order.push_back(id.to_owned());
+        }
+        while inner.order.len() > MAX_ROUTES {
+            if let Some(old) = inner.order.pop_front() {
+                inner.by_id.remove(&old);
+            }
+        }
+    }
+
+    pub fn sender(&self, id: &str) -> Option<DeviceAddr> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_id.get(id).copied()
+    }
 }

@@ -14,12 +14,13 @@ use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 use waproto::whatsapp::ClientPayload;
 
-use super::accounts::{Account, Phone};
+use super::accounts::{Account, Kind, Phone};
 use super::conn::{ConnError, NodeChannel, attr};
 use super::iq::{self, Asker};
-use super::jid::{DeviceAddr, lid_jid, server_jid};
+use super::jid::{DeviceAddr, lid_jid};
 use super::online::{Command, CommandRx};
 use super::server::Shared;
+use super::{messages, receipts};
 
 /// Why a login is refused; the client is told `<failure reason="401">`.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,7 @@ fn replaced() -> Node {
 
 struct Session<'a> {
     shared: &'a Shared,
-    account: &'a Account,
+    account: &'a Arc<Account>,
     device: u16,
     /// Outbox sequence number sent on this connection so far.
     delivered: u64,
@@ -180,17 +181,18 @@ impl Session<'_> {
                 Ok(())
             }
             "receipt" => {
-                self.settle(node);
-                channel.send(&ack(node, "receipt")).await
-            }
-            "message" => {
-                // Relaying between devices is not built yet: say so.
-                tracing::warn!(id = ?attr(node, "id"), "message relay not implemented");
-                let mut answer = ack(node, "message");
-                answer.attrs.insert("error", "501");
+                let answer = receipts::handle(self.shared, self.account, self.device, node).await;
                 channel.send(&answer).await
             }
-            "ack" | "ib" | "presence" | "chatstate" => {
+            "message" => {
+                let answer = messages::relay(self.shared, self.account, self.device, node).await;
+                channel.send(&answer).await
+            }
+            "ack" => {
+                self.settle_ack(node);
+                Ok(())
+            }
+            "ib" | "presence" | "chatstate" => {
                 tracing::debug!(tag = %node.tag, "noted");
                 Ok(())
             }
@@ -231,20 +233,18 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// A receipt from this device settles the queued stanzas it names.
-    fn settle(&self, receipt: &Node) {
-        let listed = receipt
-            .get_optional_child("list")
-            .map(|l| l.get_children_by_tag("item").collect::<Vec<_>>())
-            .unwrap_or_default();
-        let ids = attr(receipt, "id")
-            .into_iter()
-            .chain(listed.into_iter().filter_map(|i| attr(i, "id")));
+    /// The device's ack of a forwarded receipt takes it out of its queue.
+    /// (Acks of messages settle nothing: only a receipt confirms those.)
+    fn settle_ack(&self, ack: &Node) {
+        if attr(ack, "class").as_deref() != Some("receipt") {
+            return;
+        }
+        let Some(id) = attr(ack, "id") else {
+            return;
+        };
         let mut state = self.account.lock();
         if let Some(device) = state.devices.get_mut(&self.device) {
-            for id in ids {
-                device.outbox.settle(&id);
-            }
+            device.outbox.take(&id, Kind::Receipt);
         }
     }
 }
@@ -253,19 +253,4 @@ impl Session<'_> {
 /// mode and is ready for its offline queue.
 fn is_going_active(iq: &Node) -> bool {
     attr(iq, "xmlns").as_deref() == Some("passive") && iq.get_optional_child("active").is_some()
-}
-
-/// The server's `<ack>` of a client stanza.
-fn ack(node: &Node, class: &'static str) -> Node {
-    let mut ack = NodeBuilder::new("ack")
-        .attr("class", class)
-        .attr("id", attr(node, "id").unwrap_or_default());
-    ack = match node.attrs.get("to") {
-        Some(to) => ack.attr("from", to.clone()),
-        None => ack.attr("from", server_jid()),
-    };
-    if let Some(kind) = attr(node, "type") {
-        ack = ack.attr("type", kind);
-    }
-    ack.build()
 }

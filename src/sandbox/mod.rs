@@ -1,6 +1,6 @@
 //! The sandbox: a simulated WhatsApp server that the unmodified
-//! `whatsapp-rust` client pairs with, logs in to and (later) messages
-//! through. See `design/SANDBOX.md` for the protocol it follows.
+//! `whatsapp-rust` client pairs with, logs in to and messages through,
+//! with real end-to-end encryption. See `design/SANDBOX.md` for the protocol it follows.
 //!
 //! It owns the server side only: the WebSocket and Noise responder, the
 //! accounts with their simulated phones (device 0) and companion devices,
@@ -12,6 +12,8 @@
 //! chain from `cert`) over `frame`, then either `pairing` (QR flow, and
 //! unlinking) or `login` (stanzas, answered by `iq`). `accounts` is the
 //! state and `state` its file; `phone` is the simulated primary device;
+//! `signal` holds the phones' Signal stores; `messages` relays companions'
+//! messages and has phones send and read texts, `receipts` routes receipts;
 //! `online` reaches logged-in connections and `deliver` queues stanzas for
 //! devices; `jid` spells addresses; `control` is the HTTP API.
 
@@ -24,11 +26,14 @@ mod frame;
 mod iq;
 mod jid;
 mod login;
+mod messages;
 mod noise;
 mod online;
 mod pairing;
 mod phone;
+mod receipts;
 mod server;
+mod signal;
 mod state;
 
 use std::net::SocketAddr;
@@ -37,6 +42,7 @@ use std::time::Duration;
 
 pub use accounts::{AccountView, Phone, PhoneError};
 pub use control::ApiError;
+pub use control::InboxItem;
 pub use pairing::Linked;
 pub use server::{RunningSandbox, SandboxError, SandboxStats, start};
 pub use state::StateError;

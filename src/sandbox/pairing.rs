@@ -510,13 +510,14 @@ async fn queue_key_share(
         registration_id: registration.registration_id,
         identity: registration.identity,
         signed_prekey: registration.signed_prekey.clone(),
+        one_time: None,
     };
     let key_indexes = account.lock().key_indexes();
     let sealed = account
         .sim
         .app_state_key_share(
-            &account.phone.to_string(),
-            &companion,
+            DeviceAddr::new(account.phone, device),
+            companion,
             &key_indexes,
             shared.now_millis() as i64,
         )

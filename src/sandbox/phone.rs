@@ -7,20 +7,20 @@
 //! Long-term keys are `PhoneKeys` (persisted); Signal sessions with the
 //! companions live in memory behind an async lock, never held by callers.
 
-use std::collections::HashMap;
-
 use buffa::Message as _;
 use hmac::{KeyInit as _, Mac as _};
 use rand::RngExt as _;
 use serde::{Deserialize, Serialize};
 use wacore_libsignal::protocol::{
-    self as signal, CiphertextMessage, DeviceId, Direction, IdentityChange, IdentityKey,
-    IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PrivateKey, ProtocolAddress,
-    PublicKey, SessionRecord, SessionStore, SignalProtocolError, UsePQRatchet,
+    self as signal, CiphertextMessage, DeviceId, IdentityKey, IdentityKeyPair, KeyPair,
+    PreKeyBundle, PreKeySignalMessage, PrivateKey, ProtocolAddress, PublicKey, SignalMessage,
+    SignalProtocolError, UsePQRatchet,
 };
 use waproto::whatsapp::{self as wa, message as msg};
 
-use super::accounts::{KeyIndexes, SignedPreKey, b64};
+use super::accounts::{KeyIndexes, PreKey, SignedPreKey, b64};
+use super::jid::DeviceAddr;
+use super::signal::{self as stores, SharedPool, SignalState, Stores};
 
 const ADV_ACCOUNT_SIGNATURE: [u8; 2] = [6, 0];
 const ADV_DEVICE_SIGNATURE: [u8; 2] = [6, 1];
@@ -40,6 +40,8 @@ pub(crate) enum PhoneError {
     BadSignature,
     #[error("the companion signed other details than the phone did")]
     DetailsMismatch,
+    #[error("unknown <enc> type {0:?}")]
+    EncType(String),
 }
 
 /// The phone's long-term secrets, as kept in the state file.
@@ -61,13 +63,21 @@ pub(crate) struct PhoneKeys {
     pub app_state_key: [u8; 32],
 }
 
-/// What the phone learnt of a companion at pairing: enough for X3DH.
+/// A companion's keys for X3DH: registered at pairing or uploaded since,
+/// with one of its one-time prekeys when it has any left.
 #[derive(Debug, Clone)]
 pub(crate) struct CompanionBundle {
     pub device: u16,
     pub registration_id: u32,
     pub identity: [u8; 32],
     pub signed_prekey: SignedPreKey,
+    pub one_time: Option<PreKey>,
+}
+
+/// What a decryption yields: the padded plaintext and the `<enc>` type.
+pub(crate) struct Opened {
+    pub plaintext: Vec<u8>,
+    pub prekey_message: bool,
 }
 
 /// An encrypted message from the phone: `<enc type=..>` and its bytes.
@@ -81,7 +91,8 @@ pub(crate) struct SimPhone {
     identity: KeyPair,
     identity_public: [u8; 32],
     signed_prekey_public: [u8; 32],
-    signal: tokio::sync::Mutex<PhoneSignal>,
+    pool: SharedPool,
+    signal: tokio::sync::Mutex<Stores>,
 }
 
 impl SimPhone {
@@ -104,32 +115,46 @@ impl SimPhone {
             app_state_key_id: rng.random::<[u8; 6]>().to_vec(),
             app_state_key: rng.random(),
         };
-        Self::new(keys, identity, &signed)
+        Self::new(keys, identity, &signed, &SignalState::default())
     }
 
-    /// The phone of a state file.
-    pub fn from_keys(keys: PhoneKeys) -> Result<Self, PhoneError> {
+    /// The phone of a state file, with its Signal state when it was kept.
+    pub fn from_keys(keys: PhoneKeys, signal: &SignalState) -> Result<Self, PhoneError> {
         let identity = key_pair(&keys.identity)?;
         let signed = key_pair(&keys.signed_prekey)?;
-        Ok(Self::new(keys, identity, &signed))
+        Ok(Self::new(keys, identity, &signed, signal))
     }
 
-    fn new(keys: PhoneKeys, identity: KeyPair, signed: &KeyPair) -> Self {
-        let signal = PhoneSignal {
-            identity: PhoneIdentity {
-                pair: IdentityKeyPair::from(identity.clone()),
-                registration_id: keys.registration_id,
-                known: HashMap::new(),
-            },
-            sessions: PhoneSessions::default(),
-        };
+    fn new(keys: PhoneKeys, identity: KeyPair, signed: &KeyPair, state: &SignalState) -> Self {
+        let pool = SharedPool::new(state.prekeys.clone());
+        let record =
+            stores::signed_record(keys.signed_prekey_id, signed, &keys.signed_prekey_signature);
+        let mut signal = Stores::new(
+            IdentityKeyPair::from(identity.clone()),
+            keys.registration_id,
+            record,
+            pool.clone(),
+        );
+        signal.restore(state);
         Self {
             identity_public: public_bytes(&identity.public_key),
             signed_prekey_public: public_bytes(&signed.public_key),
             identity,
             keys,
+            pool,
             signal: tokio::sync::Mutex::new(signal),
         }
+    }
+
+    /// The Signal state to keep in the state file.
+    pub async fn signal_state(&self) -> SignalState {
+        self.signal.lock().await.snapshot()
+    }
+
+    /// A one-time prekey for the phone's bundle, handed out once.
+    pub fn offer_prekey(&self) -> Result<PreKey, PhoneError> {
+        let (id, public) = self.pool.lock().offer()?;
+        Ok(PreKey { id, public })
     }
 
     pub fn keys(&self) -> &PhoneKeys {
@@ -238,14 +263,14 @@ impl SimPhone {
     /// phone does right after pairing, encrypted to that companion.
     pub async fn app_state_key_share(
         &self,
-        account: &str,
-        companion: &CompanionBundle,
+        to: DeviceAddr,
+        companion: CompanionBundle,
         key_indexes: &KeyIndexes,
         now_ms: i64,
     ) -> Result<Sealed, PhoneError> {
         let share = self.key_share_message(key_indexes, now_ms);
         let padded = wacore::messages::MessageUtils::pad_message_v2(share.encode_to_vec());
-        self.encrypt_to(account, companion, &padded).await
+        self.encrypt_to(to, || Some(companion), &padded).await
     }
 
     fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {
@@ -275,19 +300,23 @@ impl SimPhone {
         }
     }
 
-    /// Signal-encrypts `plaintext` to a companion, starting a session from
-    /// its registered bundle when there is none yet.
-    async fn encrypt_to(
+    /// Signal-encrypts `plaintext` to a device, starting a session from the
+    /// bundle `bundle` gives when there is none yet (it is called only then,
+    /// so no one-time prekey is taken for nothing).
+    pub async fn encrypt_to(
         &self,
-        account: &str,
-        companion: &CompanionBundle,
+        to: DeviceAddr,
+        bundle: impl FnOnce() -> Option<CompanionBundle>,
         plaintext: &[u8],
     ) -> Result<Sealed, PhoneError> {
-        let address = ProtocolAddress::new(account, DeviceId::from(u32::from(companion.device)));
+        let address = signal_address(to);
         let mut signal = self.signal.lock().await;
-        let PhoneSignal { identity, sessions } = &mut *signal;
+        let Stores {
+            identity, sessions, ..
+        } = &mut *signal;
         if !sessions.0.contains_key(address.as_str()) {
-            let bundle = prekey_bundle(companion)?;
+            let bundle = bundle().ok_or(SignalProtocolError::SessionNotFound(address.clone()))?;
+            let bundle = prekey_bundle(&bundle)?;
             let mut rng = rand::make_rng::<rand::rngs::StdRng>();
             signal::process_prekey_bundle(
                 &address,
@@ -310,6 +339,56 @@ impl SimPhone {
         })
     }
 
+    /// Decrypts what a device sent to this phone (`<enc type>` and bytes).
+    pub async fn decrypt_from(
+        &self,
+        from: DeviceAddr,
+        enc_type: &str,
+        ciphertext: &[u8],
+    ) -> Result<Opened, PhoneError> {
+        let message = match enc_type {
+            "pkmsg" => {
+                CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(ciphertext)?)
+            }
+            "msg" => CiphertextMessage::SignalMessage(SignalMessage::try_from(ciphertext)?),
+            other => return Err(PhoneError::EncType(other.to_owned())),
+        };
+        let address = signal_address(from);
+        let mut signal = self.signal.lock().await;
+        let Stores {
+            identity,
+            sessions,
+            prekeys,
+            signed,
+        } = &mut *signal;
+        let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+        let opened = signal::message_decrypt(
+            &message,
+            &address,
+            sessions,
+            identity,
+            prekeys,
+            signed,
+            &mut rng,
+            UsePQRatchet::No,
+        )
+        .await?;
+        if let Some(id) = opened.consumed_prekey_id {
+            self.pool.lock().consume(u32::from(id));
+        }
+        Ok(Opened {
+            plaintext: opened.plaintext,
+            prekey_message: enc_type == "pkmsg",
+        })
+    }
+
+    /// Drops the session with a device, so the next message starts afresh
+    /// (the answer to its retry receipt).
+    pub async fn forget_session(&self, with: DeviceAddr) {
+        let address = signal_address(with);
+        self.signal.lock().await.sessions.0.remove(address.as_str());
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PhoneError> {
         let signature = self
             .identity
@@ -320,14 +399,27 @@ impl SimPhone {
     }
 }
 
+/// The phone's Signal name for a device: one per device, whichever JID
+/// form (phone number or LID) the device's messages were addressed with.
+fn signal_address(device: DeviceAddr) -> ProtocolAddress {
+    ProtocolAddress::new(
+        &device.phone.to_string(),
+        DeviceId::from(u32::from(device.device)),
+    )
+}
+
 fn prekey_bundle(companion: &CompanionBundle) -> Result<PreKeyBundle, PhoneError> {
     let djb = |bytes: &[u8]| {
         PublicKey::from_djb_public_key_bytes(bytes).map_err(|e| PhoneError::BadKey(e.to_string()))
     };
+    let one_time = match &companion.one_time {
+        Some(key) => Some((key.id.into(), djb(&key.public)?)),
+        None => None,
+    };
     Ok(PreKeyBundle::new(
         companion.registration_id,
         DeviceId::from(u32::from(companion.device)),
-        None,
+        one_time,
         companion.signed_prekey.id.into(),
         djb(&companion.signed_prekey.public)?,
         companion.signed_prekey.signature.clone(),
@@ -345,83 +437,6 @@ fn public_bytes(key: &PublicKey) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(key.public_key_bytes());
     out
-}
-
-/// The phone's Signal state: two stores, borrowed separately by libsignal.
-struct PhoneSignal {
-    identity: PhoneIdentity,
-    sessions: PhoneSessions,
-}
-
-#[derive(Default)]
-struct PhoneSessions(HashMap<String, SessionRecord>);
-
-#[async_trait::async_trait]
-impl SessionStore for PhoneSessions {
-    async fn load_session(
-        &self,
-        address: &ProtocolAddress,
-    ) -> Result<Option<SessionRecord>, SignalProtocolError> {
-        Ok(self.0.get(address.as_str()).cloned())
-    }
-
-    async fn has_session(&self, address: &ProtocolAddress) -> Result<bool, SignalProtocolError> {
-        Ok(self.0.contains_key(address.as_str()))
-    }
-
-    async fn store_session(
-        &mut self,
-        address: &ProtocolAddress,
-        record: SessionRecord,
-    ) -> Result<(), SignalProtocolError> {
-        self.0.insert(address.as_str().to_owned(), record);
-        Ok(())
-    }
-}
-
-struct PhoneIdentity {
-    pair: IdentityKeyPair,
-    registration_id: u32,
-    known: HashMap<String, IdentityKey>,
-}
-
-#[async_trait::async_trait]
-impl IdentityKeyStore for PhoneIdentity {
-    async fn get_identity_key_pair(&self) -> Result<IdentityKeyPair, SignalProtocolError> {
-        Ok(self.pair.clone())
-    }
-
-    async fn get_local_registration_id(&self) -> Result<u32, SignalProtocolError> {
-        Ok(self.registration_id)
-    }
-
-    async fn save_identity(
-        &mut self,
-        address: &ProtocolAddress,
-        identity: &IdentityKey,
-    ) -> Result<IdentityChange, SignalProtocolError> {
-        let previous = self.known.insert(address.as_str().to_owned(), *identity);
-        Ok(IdentityChange::from_changed(
-            previous.is_some_and(|p| p != *identity),
-        ))
-    }
-
-    // The phone trusts its own companions: it just signed their identities.
-    async fn is_trusted_identity(
-        &self,
-        _address: &ProtocolAddress,
-        _identity: &IdentityKey,
-        _direction: Direction,
-    ) -> Result<bool, SignalProtocolError> {
-        Ok(true)
-    }
-
-    async fn get_identity(
-        &self,
-        address: &ProtocolAddress,
-    ) -> Result<Option<IdentityKey>, SignalProtocolError> {
-        Ok(self.known.get(address.as_str()).copied())
-    }
 }
 
 #[cfg(test)]
@@ -480,7 +495,8 @@ mod tests {
     fn keys_survive_a_round_trip_through_json() {
         let phone = SimPhone::generate();
         let json = serde_json::to_string(phone.keys()).unwrap();
-        let again = SimPhone::from_keys(serde_json::from_str(&json).unwrap()).unwrap();
+        let again =
+            SimPhone::from_keys(serde_json::from_str(&json).unwrap(), &Default::default()).unwrap();
         assert_eq!(again.identity_public(), phone.identity_public());
     }
 }

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::accounts::{AccountView, Directory, Phone};
+use super::control::InboxItem;
+use super::deliver::Routes;
 use super::noise::ServerKey;
 use super::online::Online;
 use super::pairing::{self, Linked, PairingDesk};
@@ -54,6 +56,16 @@ pub(crate) struct Counters {
     pub unimplemented: AtomicU64,
     /// Connection tasks alive now (a gauge).
     pub open: AtomicU64,
+    /// Messages from other accounts' companions that phones decrypted.
+    pub phone_received_pkmsg: AtomicU64,
+    pub phone_received_msg: AtomicU64,
+    /// Messages phones encrypted to companions, by `<enc>` type.
+    pub phone_sent_pkmsg: AtomicU64,
+    pub phone_sent_msg: AtomicU64,
+    /// Copies of companions' messages queued for other companions.
+    pub relayed: AtomicU64,
+    /// Copies a phone could not decrypt (answered with a retry receipt).
+    pub decrypt_failures: AtomicU64,
 }
 
 /// A snapshot of the sandbox's counters.
@@ -71,6 +83,17 @@ pub struct SandboxStats {
     pub open_connections: u64,
     /// Devices logged in now.
     pub online_devices: usize,
+    /// Messages from other accounts' companions that the simulated phones
+    /// decrypted: `pkmsg` starts a session, `msg` continues one.
+    pub phone_received_pkmsg: u64,
+    pub phone_received_msg: u64,
+    /// Messages the simulated phones encrypted to companions.
+    pub phone_sent_pkmsg: u64,
+    pub phone_sent_msg: u64,
+    /// Copies of companions' messages queued for other companions.
+    pub relayed: u64,
+    /// Copies a phone could not decrypt.
+    pub decrypt_failures: u64,
 }
 
 /// What every connection and handler of one sandbox shares.
@@ -83,6 +106,7 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
     pub counters: Counters,
+    pub routes: Routes,
     saves: tokio::sync::Notify,
     conn_seq: AtomicU64,
 }
@@ -162,6 +186,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         cancel: CancellationToken::new(),
         tasks: TaskTracker::new(),
         counters: Counters::default(),
+        routes: Routes::default(),
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
     });
@@ -236,7 +261,42 @@ impl RunningSandbox {
             unimplemented_iqs: get(&c.unimplemented),
             open_connections: get(&c.open),
             online_devices: self.shared.online.count(),
+            phone_received_pkmsg: get(&c.phone_received_pkmsg),
+            phone_received_msg: get(&c.phone_received_msg),
+            phone_sent_pkmsg: get(&c.phone_sent_pkmsg),
+            phone_sent_msg: get(&c.phone_sent_msg),
+            relayed: get(&c.relayed),
+            decrypt_failures: get(&c.decrypt_failures),
         }
+    }
+
+    /// The phone of `from_phone` sends `text` to `to` (as `POST
+    /// /phones/{phone}/messages`); returns the message id.
+    pub async fn send_text(
+        &self,
+        from_phone: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<String, control::ApiError> {
+        control::send_text(&self.shared, from_phone, to, text).await
+    }
+
+    /// The texts that phone received (as `GET /phones/{phone}/messages`).
+    pub async fn inbox(&self, phone: &str) -> Result<Vec<InboxItem>, control::ApiError> {
+        control::inbox(&self.shared, phone)
+    }
+
+    /// That phone reads every text from `from` (as `POST
+    /// /phones/{phone}/read`); returns how many texts were read.
+    pub async fn read(&self, phone: &str, from: &str) -> Result<usize, control::ApiError> {
+        control::read(&self.shared, phone, from)
+    }
+
+    /// Stanzas queued for a device and not yet settled.
+    pub fn queued(&self, phone: &str, device: u16) -> Option<usize> {
+        let account = self.shared.directory.get(Phone::parse(phone).ok()?)?;
+        let state = account.lock();
+        state.devices.get(&device).map(|d| d.outbox.len())
     }
 
     /// One-time prekeys the sandbox holds for a device.

@@ -1,9 +1,11 @@
 //! The `--state` file: the server's Noise key and every account, device and
-//! uploaded prekey, as JSON, so clients log in again after a restart.
+//! uploaded prekey, each phone's Signal sessions, identities and prekeys and
+//! the texts it received, as JSON, so clients log in again after a restart
+//! and their sessions with the phones keep working.
 //!
 //! Written whole, to a temporary file that is synced and then renamed over
 //! the old one, so a crash leaves the old state or the new, never half.
-//! Outbound queues and Signal sessions are not kept: they are in flight.
+//! Outbound queues are not kept: they are in flight.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use super::accounts::{Account, AccountState, Directory, Lid, Phone, b64};
 use super::noise::ServerKey;
 use super::phone::{PhoneKeys, SimPhone};
 use super::server::Shared;
+use super::signal::SignalState;
 
 const VERSION: u32 = 1;
 
@@ -44,6 +47,8 @@ struct AccountRecord {
     phone_keys: PhoneKeys,
     // Not flattened: serde's flatten cannot read integer map keys back.
     state: AccountState,
+    #[serde(default)]
+    signal: SignalState,
 }
 
 /// Reads the state file; a missing file is a fresh start (`true`).
@@ -62,8 +67,8 @@ pub(crate) async fn load(path: &Path) -> Result<(ServerKey, Directory, bool), St
     let key = ServerKey::from_private(&file.server_key).map_err(StateError::Key)?;
     let directory = Directory::new();
     for record in file.accounts {
-        let sim =
-            SimPhone::from_keys(record.phone_keys).map_err(|e| StateError::Key(e.to_string()))?;
+        let sim = SimPhone::from_keys(record.phone_keys, &record.signal)
+            .map_err(|e| StateError::Key(e.to_string()))?;
         directory.restore(Account::new(record.phone, record.lid, sim, record.state));
     }
     directory.set_next_lid(file.next_lid);
@@ -75,24 +80,25 @@ pub(crate) async fn save(shared: &Shared) -> Result<(), StateError> {
     let Some(path) = shared.config.state_file.clone() else {
         return Ok(());
     };
-    let file = snapshot(shared);
+    let file = snapshot(shared).await;
     tokio::task::spawn_blocking(move || write_atomically(&path, &file))
         .await
         .map_err(|e| StateError::Io(std::io::Error::other(e)))?
 }
 
-fn snapshot(shared: &Shared) -> StateFile {
-    let mut accounts: Vec<AccountRecord> = shared
-        .directory
-        .all()
-        .iter()
-        .map(|account| AccountRecord {
+async fn snapshot(shared: &Shared) -> StateFile {
+    let mut accounts = Vec::new();
+    for account in shared.directory.all() {
+        // The lock is std's: taken and released before the await.
+        let state = account.lock().clone();
+        accounts.push(AccountRecord {
             phone: account.phone,
             lid: account.lid,
             phone_keys: account.sim.keys().clone(),
-            state: account.lock().clone(),
-        })
-        .collect();
+            state,
+            signal: account.sim.signal_state().await,
+        });
+    }
     accounts.sort_by_key(|a| a.phone);
     StateFile {
         version: VERSION,
@@ -163,6 +169,7 @@ mod tests {
             lid: Lid(100_000_000_000_001),
             phone_keys: SimPhone::generate().keys().clone(),
             state,
+            signal: SignalState::default(),
         };
         let text = serde_json::to_string(&record).unwrap();
         let back: AccountRecord = serde_json::from_str(&text).unwrap();

@@ -179,11 +179,74 @@ impl EventHandler for Forward {
     }
 }
 
+/// An inbound durability hook that always commits, or always fails.
+struct Durability {
+    commits: bool,
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for Durability {
+    async fn on_messages(
+        &self,
+        _client: Arc<whatsapp_rust::Client>,
+        _batch: &[whatsapp_rust::types::durability_hook::InboundMessage],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(self.commits, "the test's store is down");
+        Ok(())
+    }
+}
+
 /// A real `whatsapp-rust` client talking to the sandbox.
 pub struct Companion {
     handle: Option<BotHandle>,
     events: mpsc::UnboundedReceiver<Arc<Event>>,
+    /// Message, receipt and ack events no wait has taken yet: a test may
+    /// wait for a receipt while texts arrive, and look for those later.
+    stash: std::collections::VecDeque<Arc<Event>>,
     pub store: Arc<dyn Backend>,
+}
+
+/// A text the client received.
+#[derive(Debug, Clone)]
+pub struct Text {
+    pub id: String,
+    /// The sending device, as the client saw it.
+    pub sender: whatsapp_rust::Jid,
+    pub text: String,
+    pub offline: bool,
+}
+
+/// The texts in a `Messages` event, if it has any.
+pub fn texts_of(event: &Event) -> Option<Vec<Text>> {
+    let Event::Messages(batch) = event else {
+        return None;
+    };
+    let texts: Vec<Text> = batch
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let text = m.message.conversation.clone().or_else(|| {
+                m.message
+                    .extended_text_message
+                    .as_option()
+                    .and_then(|e| e.text.clone())
+            })?;
+            Some(Text {
+                id: m.info.id.to_string(),
+                sender: m.info.source.sender.clone(),
+                text,
+                offline: m.info.is_offline,
+            })
+        })
+        .collect();
+    (!texts.is_empty()).then_some(texts)
+}
+
+fn is_stashed(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Messages(_) | Event::Receipt(_) | Event::ServerAck(_)
+    )
 }
 
 impl Companion {
@@ -194,8 +257,19 @@ impl Companion {
 
     /// A client on an existing store (a paired one logs in).
     pub async fn start(ws_url: &str, store: Arc<dyn Backend>) -> Self {
+        Self::start_with(ws_url, store, None).await
+    }
+
+    /// A client whose inbound durability hook commits (`Some(true)`) or
+    /// fails (`Some(false)`) every message: a failing one never confirms a
+    /// message, as a crash before the commit would.
+    pub async fn start_with(ws_url: &str, store: Arc<dyn Backend>, commits: Option<bool>) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
-        let bot = Bot::builder()
+        let mut builder = Bot::builder();
+        if let Some(commits) = commits {
+            builder = builder.with_inbound_durability_hook(Durability { commits });
+        }
+        let bot = builder
             .with_backend_arc(store.clone())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
             .with_http_client(NoInternet)
@@ -209,6 +283,7 @@ impl Companion {
         Self {
             handle: Some(bot.spawn()),
             events,
+            stash: Default::default(),
             store,
         }
     }
@@ -221,10 +296,19 @@ impl Companion {
         limit: Duration,
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> T {
+        if let Some(at) = self.stash.iter().position(|e| pick(e).is_some()) {
+            let event = self.stash.remove(at).expect("a stashed event");
+            return pick(&event).expect("picked before");
+        }
+        let stash = &mut self.stash;
+        let events = &mut self.events;
         let found = tokio::time::timeout(limit, async {
-            while let Some(event) = self.events.recv().await {
+            while let Some(event) = events.recv().await {
                 if let Some(found) = pick(&event) {
                     return Some(found);
+                }
+                if is_stashed(&event) {
+                    stash.push_back(event);
                 }
             }
             None
@@ -269,6 +353,39 @@ impl Companion {
             matches!(e, Event::LoggedOut(_)).then_some(())
         })
         .await
+    }
+
+    /// The next `n` texts, in the order the client got them.
+    pub async fn texts(&mut self, n: usize) -> Vec<Text> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let what = format!("text {} of {n}", out.len() + 1);
+            out.extend(self.wait_for(&what, STEP, texts_of).await);
+        }
+        out
+    }
+
+    /// Waits for a receipt of `kind` naming message `id`.
+    pub async fn receipt(
+        &mut self,
+        id: &str,
+        kind: wacore::types::presence::ReceiptType,
+    ) -> wacore::types::events::Receipt {
+        let what = format!("{kind:?} receipt for {id}");
+        self.wait_for(&what, STEP, |e| match e {
+            Event::Receipt(r) if r.r#type == kind && r.message_ids.iter().any(|m| m == id) => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends a text to a phone number; returns the message id.
+    pub async fn send_text(&self, to: &str, text: &str) -> String {
+        let to = whatsapp_rust::Jid::pn(to);
+        let sent = self.client().send_text(to, text).await;
+        sent.expect("the client sends").message_id
     }
 
     pub fn client(&self) -> Arc<whatsapp_rust::Client> {

@@ -127,6 +127,8 @@ pub(super) fn bundles(asker: &Asker<'_>, iq: &Node) -> Answer {
             return Err(IqError::BadRequest("user jid"));
         };
         let bundle = bundle_for(asker, &jid);
+        // A handed-out prekey must not be handed out again after a restart.
+        asker.shared.state_changed();
         list.push(bundle.unwrap_or_else(|| {
             NodeBuilder::new("user")
                 .attr("jid", jid)
@@ -150,7 +152,11 @@ fn bundle_for(asker: &Asker<'_>, jid: &Jid) -> Option<Node> {
             registration_id: phone.keys().registration_id,
             identity_key: phone.identity_public().to_vec(),
             signed_pre_key: skey(&phone.signed_prekey()),
-            one_time_pre_key: None,
+            one_time_pre_key: phone
+                .offer_prekey()
+                .inspect_err(|e| tracing::warn!(error = %e, "phone has no prekey to offer"))
+                .ok()
+                .map(|k| OneTimePreKeyNode::new(k.id, k.public.to_vec())),
             device_identity: None,
         }
     } else {

@@ -83,6 +83,9 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("abt", "get", "props") => Ok(vec![props()]),
         ("blocklist", "get", _) => Ok(vec![NodeBuilder::new("list").build()]),
         ("privacy", "get", "privacy") => Ok(vec![privacy()]),
+        // Privacy tokens a sender issues to its contacts: taken, not kept
+        // (no account in the sandbox asks for one).
+        ("privacy", "set", "tokens") => Ok(vec![]),
         ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
         ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
         _ => Err(IqError::NotImplemented),

@@ -1,0 +1,410 @@
+//! Messages (SANDBOX.md, "Verified: messages between companions, receipts,
+//! offline queue"), both ways.
+//!
+//! A companion's `<message>` names each recipient device in
+//! `<participants><to jid><enc/></to>`. The copy for a device 0 is the
+//! simulated phone's: it decrypts it with its own Signal sessions, keeps
+//! the text in its inbox and sends a delivery receipt back at once. Copies
+//! for companions (of the recipient, and the sender's own other devices)
+//! are queued for them as `<message from="PN:D@s.whatsapp.net"><enc/>`.
+//!
+//! The other way, `send_text` has a phone encrypt a text to every companion
+//! of the recipient account; the recipient's own phone gets it directly.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use buffa::Message as _;
+use wacore::messages::MessageUtils;
+use wacore_binary::builder::NodeBuilder;
+use wacore_binary::{Jid, Node};
+use waproto::whatsapp as wa;
+
+use super::accounts::{Account, Kind, Phone, Received, Resend};
+use super::conn::{attr, bytes};
+use super::deliver::{self, message_id};
+use super::jid::{DeviceAddr, UserRef, lid_jid, pn_jid};
+use super::phone::{CompanionBundle, PhoneError};
+use super::server::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("no account for phone {0}")]
+    UnknownPhone(String),
+    #[error("{0}")]
+    BadPhone(String),
+    #[error("the text is empty")]
+    EmptyText,
+    #[error("the phone could not encrypt: {0}")]
+    Encrypt(#[from] PhoneError),
+}
+
+/// A companion's message: routes every copy and returns the server's ack
+/// (with `error="404"` when the recipient has no account).
+pub(crate) async fn relay(
+    shared: &Shared,
+    sender: &Arc<Account>,
+    device: u16,
+    node: &Node,
+) -> Node {
+    let id = attr(node, "id").unwrap_or_default();
+    let to = node.attrs.get("to").and_then(|v| v.to_jid());
+    let recipient = to
+        .as_ref()
+        .and_then(UserRef::from_jid)
+        .and_then(|u| shared.directory.resolve(u));
+    let (Some(to), Some(recipient)) = (to, recipient) else {
+        tracing::info!(%id, to = ?attr(node, "to"), "message to an unknown number");
+        return message_ack(shared, node, Some("404"));
+    };
+    let from = DeviceAddr::new(sender.phone, device);
+    shared.routes.record(&id, from);
+    for (target, encs) in copies(node, &to) {
+        let Some(user) = UserRef::from_jid(&target) else {
+            continue;
+        };
+        let Some(account) = shared.directory.resolve(user) else {
+            continue;
+        };
+        let at = DeviceAddr::new(account.phone, user.device());
+        if at == from {
+            continue;
+        }
+        let copy = Outgoing {
+            node,
+            id: &id,
+            from,
+            sender,
+            recipient: &recipient,
+        };
+        if at.device == 0 {
+            to_phone(shared, &copy, &account, &encs).await;
+        } else {
+            to_companion(shared, &copy, &account, at.device, encs);
+        }
+    }
+    message_ack(shared, node, None)
+}
+
+/// `(device JID, its <enc> nodes)` for each addressed device; a bare
+/// `<enc>` at the top is for the `to` device itself.
+fn copies(node: &Node, to: &Jid) -> Vec<(Jid, Vec<Node>)> {
+    let mut out = Vec::new();
+    if let Some(participants) = node.get_optional_child("participants") {
+        for target in participants.get_children_by_tag("to") {
+            let jid = target.attrs.get("jid").and_then(|v| v.to_jid());
+            let encs: Vec<Node> = target.get_children_by_tag("enc").cloned().collect();
+            if let Some(jid) = jid {
+                out.push((jid, encs));
+            }
+        }
+    }
+    let direct: Vec<Node> = node.get_children_by_tag("enc").cloned().collect();
+    if !direct.is_empty() {
+        out.push((to.clone(), direct));
+    }
+    out
+}
+
+/// One copy of a companion's message on its way.
+struct Outgoing<'a> {
+    node: &'a Node,
+    id: &'a str,
+    from: DeviceAddr,
+    sender: &'a Account,
+    recipient: &'a Account,
+}
+
+fn to_companion(
+    shared: &Shared,
+    copy: &Outgoing<'_>,
+    account: &Account,
+    device: u16,
+    encs: Vec<Node>,
+) {
+    let push_name = copy
+        .sender
+        .lock()
+        .devices
+        .get(&copy.from.device)
+        .map(|d| d.push_name.clone())
+        .unwrap_or_default();
+    let mut out = NodeBuilder::new("message")
+        .attr("id", copy.id)
+        .attr("from", pn_jid(copy.from.phone, copy.from.device))
+        .attr("t", shared.now().to_string())
+        .attr("sender_lid", lid_jid(copy.sender.lid, 0));
+    for key in ["type", "edit", "category"] {
+        if let Some(value) = attr(copy.node, key) {
+            out = out.attr(key, value);
+        }
+    }
+    if account.phone == copy.sender.phone {
+        // The sender's own other device: which chat it was sent to.
+        out = out.attr("recipient", pn_jid(copy.recipient.phone, 0));
+    }
+    if !push_name.is_empty() {
+        out = out.attr("notify", push_name);
+    }
+    let node = out.children(encs).build();
+    let id = copy.id.to_owned();
+    if deliver::queue(shared, account, device, Kind::Message, id, node, None) {
+        shared.counters.relayed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tracing::debug!(device, "message for a device the account does not have");
+    }
+}
+
+/// The phone decrypts its copy; a text for it lands in its inbox and a
+/// delivery receipt goes back. What it cannot decrypt gets a retry receipt,
+/// so the sender starts a new session.
+async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &[Node]) {
+    let Some(enc) = encs.first() else {
+        return;
+    };
+    let enc_type = attr(enc, "type").unwrap_or_default();
+    let ciphertext = bytes(enc).unwrap_or_default();
+    let me = DeviceAddr::new(phone.phone, 0);
+    let opened = match phone
+        .sim
+        .decrypt_from(copy.from, &enc_type, ciphertext)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(e) => {
+            shared
+                .counters
+                .decrypt_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(id = copy.id, from = %copy.from, error = %e, "phone could not decrypt");
+            let retry = retry_receipt(shared, phone, copy.id);
+            queue_receipt(shared, copy.from, copy.id, retry);
+            return;
+        }
+    };
+    if phone.phone == copy.sender.phone {
+        return; // the phone's copy of its own companion's message
+    }
+    let counter = match opened.prekey_message {
+        true => &shared.counters.phone_received_pkmsg,
+        false => &shared.counters.phone_received_msg,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let version = attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let text = MessageUtils::unpad_message_ref(&opened.plaintext, version)
+        .ok()
+        .and_then(|plain| wa::Message::decode_from_slice(plain).ok())
+        .and_then(|m| text_of(&m));
+    if let Some(text) = text {
+        let received = Received {
+            id: copy.id.to_owned(),
+            from: copy.from.phone,
+            from_device: copy.from.device,
+            text,
+            at: shared.now(),
+            read: false,
+        };
+        if phone.lock().receive(received) {
+            shared.state_changed();
+        }
+    }
+    let receipt = deliver::receipt(shared, me, copy.id, None);
+    queue_receipt(shared, copy.from, copy.id, receipt);
+}
+
+/// The text of a message: a plain conversation or an extended text.
+fn text_of(message: &wa::Message) -> Option<String> {
+    if let Some(text) = &message.conversation {
+        return Some(text.clone());
+    }
+    message
+        .extended_text_message
+        .as_option()
+        .and_then(|m| m.text.clone())
+}
+
+/// `<receipt type="retry">` from a phone that could not decrypt.
+fn retry_receipt(shared: &Shared, phone: &Account, id: &str) -> Node {
+    let registration = phone.sim.keys().registration_id.to_be_bytes().to_vec();
+    NodeBuilder::new("receipt")
+        .attr("from", pn_jid(phone.phone, 0))
+        .attr("id", id)
+        .attr("type", "retry")
+        .attr("t", shared.now().to_string())
+        .children([
+            NodeBuilder::new("retry")
+                .attr("v", "1")
+                .attr("count", "1")
+                .attr("id", id)
+                .attr("t", shared.now().to_string())
+                .build(),
+            NodeBuilder::new("registration").bytes(registration).build(),
+        ])
+        .build()
+}
+
+/// Queues a receipt for a device (the phone has no queue: it needs none).
+pub(crate) fn queue_receipt(shared: &Shared, to: DeviceAddr, id: &str, receipt: Node) {
+    if to.device == 0 {
+        return;
+    }
+    if let Some(account) = shared.directory.get(to.phone) {
+        let id = id.to_owned();
+        deliver::queue(
+            shared,
+            &account,
+            to.device,
+            Kind::Receipt,
+            id,
+            receipt,
+            None,
+        );
+    }
+}
+
+fn message_ack(shared: &Shared, node: &Node, error: Option<&str>) -> Node {
+    let mut ack = NodeBuilder::new("ack")
+        .attr("class", "message")
+        .attr("id", attr(node, "id").unwrap_or_default())
+        .attr("t", shared.now().to_string());
+    if let Some(to) = node.attrs.get("to") {
+        ack = ack.attr("from", to.clone());
+    }
+    if let Some(error) = error {
+        ack = ack.attr("error", error);
+    }
+    ack.build()
+}
+
+/// `POST /phones/{phone}/messages`: the phone of `from` sends `text` to
+/// `to`, encrypted to each of the recipient's companions; the recipient's
+/// phone gets it directly. Returns the message id.
+pub(crate) async fn send_text(
+    shared: &Shared,
+    from: &str,
+    to: &str,
+    text: &str,
+) -> Result<String, SendError> {
+    let sender = find(shared, from)?;
+    let recipient = find(shared, to)?;
+    if text.is_empty() {
+        return Err(SendError::EmptyText);
+    }
+    let id = message_id();
+    shared.routes.record(&id, DeviceAddr::new(sender.phone, 0));
+    let received = Received {
+        id: id.clone(),
+        from: sender.phone,
+        from_device: 0,
+        text: text.to_owned(),
+        at: shared.now(),
+        read: false,
+    };
+    recipient.lock().receive(received);
+    let message = wa::Message {
+        conversation: Some(text.to_owned()),
+        ..Default::default()
+    };
+    let plaintext = MessageUtils::pad_message_v2(message.encode_to_vec());
+    let resend = Arc::new(Resend {
+        from: sender.phone,
+        plaintext,
+    });
+    let devices: Vec<u16> = recipient.lock().devices.keys().copied().collect();
+    for device in devices {
+        let sealed = seal(shared, &sender, &recipient, device, &resend.plaintext).await?;
+        let node = deliver::phone_text(shared, &sender, &id, sealed);
+        let resend = Some(resend.clone());
+        deliver::queue(
+            shared,
+            &recipient,
+            device,
+            Kind::Message,
+            id.clone(),
+            node,
+            resend,
+        );
+    }
+    shared.state_changed();
+    Ok(id)
+}
+
+fn find(shared: &Shared, phone: &str) -> Result<Arc<Account>, SendError> {
+    let parsed = Phone::parse(phone).map_err(|e| SendError::BadPhone(format!("{phone}: {e}")))?;
+    shared
+        .directory
+        .get(parsed)
+        .ok_or_else(|| SendError::UnknownPhone(parsed.to_string()))
+}
+
+/// Encrypts from `sender`'s phone to one companion of `recipient`, taking
+/// one of the companion's one-time prekeys if a session must be started.
+pub(crate) async fn seal(
+    shared: &Shared,
+    sender: &Account,
+    recipient: &Account,
+    device: u16,
+    plaintext: &[u8],
+) -> Result<super::phone::Sealed, PhoneError> {
+    let to = DeviceAddr::new(recipient.phone, device);
+    let bundle = || companion_bundle(recipient, device);
+    let sealed = sender.sim.encrypt_to(to, bundle, plaintext).await?;
+    let counter = match sealed.enc_type {
+        "pkmsg" => &shared.counters.phone_sent_pkmsg,
+        _ => &shared.counters.phone_sent_msg,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    Ok(sealed)
+}
+
+/// A companion's bundle from its uploads, taking one one-time prekey.
+pub(crate) fn companion_bundle(account: &Account, device: u16) -> Option<CompanionBundle> {
+    let mut state = account.lock();
+    let record = state.devices.get_mut(&device)?;
+    Some(CompanionBundle {
+        device,
+        registration_id: record.registration_id,
+        identity: record.identity,
+        signed_prekey: record.signed_prekey.clone(),
+        one_time: record.prekeys.pop_front(),
+    })
+}
+
+/// `POST /phones/{phone}/read`: the phone reads every unread text from
+/// `from`; each sending companion gets one read receipt for all of its
+/// messages. Returns how many texts were read.
+pub(crate) fn read(shared: &Shared, phone: &str, from: &str) -> Result<usize, SendError> {
+    let reader = find(shared, phone)?;
+    let from = Phone::parse(from).map_err(|e| SendError::BadPhone(format!("{from}: {e}")))?;
+    let mut by_device: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    {
+        let mut state = reader.lock();
+        for text in state.inbox.iter_mut().filter(|t| t.from == from && !t.read) {
+            text.read = true;
+            by_device
+                .entry(text.from_device)
+                .or_default()
+                .push(text.id.clone());
+        }
+    }
+    let count = by_device.values().map(Vec::len).sum();
+    let me = DeviceAddr::new(reader.phone, 0);
+    for (device, ids) in by_device {
+        let Some((first, rest)) = ids.split_first() else {
+            continue;
+        };
+        let mut receipt = deliver::receipt(shared, me, first, Some("read"));
+        if !rest.is_empty() {
+            let items = rest
+                .iter()
+                .map(|id| NodeBuilder::new("item").attr("id", id.as_str()).build());
+            let list = NodeBuilder::new("list").children(items).build();
+            receipt.content = Some(wacore_binary::NodeContent::Nodes(vec![list]));
+        }
+        queue_receipt(shared, DeviceAddr::new(from, device), first, receipt);
+    }
+    if count > 0 {
+        shared.state_changed();
+    }
+    Ok(count)
+}
