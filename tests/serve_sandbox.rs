@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support_sandbox::{Control, STEP};
 
 const KEY: &str = "legacy-single-tenant-key";
@@ -85,6 +85,18 @@ impl Served {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.api))
+            .header("X-API-Key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn wait_connected(&self) {
         let start = Instant::now();
         loop {
@@ -129,6 +141,22 @@ async fn serve_with_an_embedded_sandbox_pairs_and_survives_kill_9() {
         .await;
     assert_eq!(status, 200, "{linked}");
     served.wait_connected().await;
+
+    // The first message, as the README shows it.
+    served.sandbox.create_phone("62812000602").await;
+    let (status, sent) = served
+        .post("/send-text", json!({ "to": "62812000602", "text": "halo" }))
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let asked = Instant::now();
+    loop {
+        let (_, inbox) = served.sandbox.get("/phones/62812000602/messages").await;
+        if inbox[0]["text"] == "halo" {
+            break;
+        }
+        assert!(asked.elapsed() < STEP, "the phone never got it: {inbox}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The sandbox writes its state file shortly after a change.
     tokio::time::sleep(Duration::from_secs(1)).await;
 

@@ -282,15 +282,7 @@ async fn deleting_a_tenant_unlinks_its_device(db: TestDb) {
     let app = spawn(&db, &sandbox, &[]).await;
     let acme = Tenant::create(&app, "acme").await;
     let hook = common::receiver::Receiver::start().await;
-    let put = app
-        .http
-        .put(app.url("/webhook"))
-        .header("X-API-Key", &acme.key)
-        .json(&json!({ "url": hook.url(), "events": ["session.status"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    acme.webhook(&app, &hook.url(), &["session.status"]).await;
     acme.pair(&app, &sandbox, PHONE).await;
     let start = std::time::Instant::now();
     loop {

@@ -76,6 +76,19 @@ impl Tenant {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `PUT /webhook` to `url` for `events`, which must succeed.
+    pub async fn webhook(&self, app: &TestApp, url: &str, events: &[&str]) {
+        let response = app
+            .http
+            .put(app.url("/webhook"))
+            .header("X-API-Key", &self.key)
+            .json(&json!({ "url": url, "events": events }))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), 200, "PUT /webhook");
+    }
+
     pub async fn state(&self, app: &TestApp) -> String {
         let (status, body) = self.get(app, "/session").await;
         assert_eq!(status, 200, "GET /session: {body}");
