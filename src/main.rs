@@ -239,7 +239,11 @@ async fn pair(config: Config) -> anyhow::Result<()> {
                 .render::<qrcode::render::unicode::Dense1x2>()
                 .quiet_zone(true)
                 .build();
-            eprintln!("{art}\nScan this in WhatsApp > Linked devices > Link a device.\n");
+            eprintln!(
+                "{art}\nScan this in WhatsApp > Linked devices > Link a device.\n\
+                 The code as text (for a sandbox's /link): {}\n",
+                qr.code
+            );
             shown = qr.code;
         }
         if status.changed().await.is_err() {

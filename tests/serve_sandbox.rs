@@ -173,3 +173,53 @@ async fn serve_with_an_embedded_sandbox_pairs_and_survives_kill_9() {
     let exit = served.exit().await;
     assert!(exit.success(), "{exit:?}");
 }
+
+/// `wago pair` shows the `default` tenant's QR code in the terminal (and
+/// as text), and exits once a phone has scanned it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wago_pair_pairs_the_default_tenant_from_a_terminal() {
+    let sandbox = support_sandbox::Sandbox::start().await;
+    sandbox.create_phone("62811000701").await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wago"))
+        .arg("pair")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("API_KEY", KEY)
+        .env("ADMIN_TOKEN", "an-admin-token-for-tests")
+        .env("WA_SERVER_URL", sandbox.ws_url())
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wago pair starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let marker = "The code as text (for a sandbox's /link): ";
+    let qr = loop {
+        let line = rx.recv_timeout(STEP).expect("wago pair shows a QR code");
+        if let Some(code) = line.strip_prefix(marker) {
+            break code.trim().to_owned();
+        }
+    };
+    let (status, linked) = sandbox.link("62811000701", &qr).await;
+    assert_eq!(status, 200, "{linked}");
+
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let exit = tokio::time::timeout(STEP, exited)
+        .await
+        .expect("exits once paired")
+        .expect("waiter")
+        .expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("paired 62811000701")),
+        "{said:?}"
+    );
+    assert_eq!(sandbox.phone("62811000701").await.devices, vec![0, 1]);
+}

@@ -115,3 +115,37 @@ pub(super) fn kind_of(m: &wa::Message) -> Option<&'static str> {
         None => Some("unknown"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_after_their_fields() {
+        let text = wa::Message {
+            conversation: Some("halo".into()),
+            ..Default::default()
+        };
+        assert_eq!(kind_of(&text), Some("conversation"));
+        let extended = wa::Message {
+            extended_text_message: buffa::MessageField::some(wa::message::ExtendedTextMessage {
+                text: Some("see https://example.com".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(kind_of(&extended), Some("extendedTextMessage"));
+        assert_eq!(extended.text_content(), Some("see https://example.com"));
+        let image = wa::Message {
+            image_message: buffa::MessageField::some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(kind_of(&image), Some("imageMessage"));
+        assert_eq!(kind_of(&wa::Message::default()), Some("unknown"));
+        let protocol = wa::Message {
+            protocol_message: buffa::MessageField::some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(kind_of(&protocol), None, "not a user's message");
+    }
+}
