@@ -384,8 +384,28 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
 }
 
 db_tests!(
+    a_send_to_a_number_not_on_whatsapp_fails,
     texts_and_otps_reach_the_phone_with_receipts,
     what_the_phone_sends_is_stored_and_paged,
     two_tenants_talk_and_never_mix,
     a_crash_loses_neither_accepted_sends_nor_received_messages,
 );
+
+/// A number WhatsApp does not know: the send goes out, the server refuses
+/// it, and the message becomes `failed` with the reason.
+async fn a_send_to_a_number_not_on_whatsapp_fails(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ACME).await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, ACME).await;
+
+    let (status, body) = acme
+        .post(&app, "/send-text", text_to("62899999999", "anyone?"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["message_id"].as_str().unwrap();
+    status_until(&app, &acme, id, "failed").await;
+    let (_, row) = acme.get(&app, &format!("/messages/{id}")).await;
+    assert!(row["error"].as_str().unwrap().contains("refused"), "{row}");
+}

@@ -344,6 +344,7 @@ impl Ctx {
             WaEvent::LoggedOut(_) => return Flow::End(Ended::LoggedOut(None)),
             WaEvent::PairingQrCodesExhausted(_) => return Flow::End(Ended::Unpaired),
             WaEvent::Receipt(receipt) => self.on_receipt(receipt).await,
+            WaEvent::ServerAck(ack) => self.on_nack(ack).await,
             _ => {}
         }
         Flow::Go
@@ -363,6 +364,24 @@ impl Ctx {
             {
                 tracing::warn!(message_id = %id, error = %e, "cannot record a receipt");
             }
+        }
+    }
+
+    /// A message the server refused (a number not on WhatsApp, say) was
+    /// sent but will never arrive: it becomes `failed`.
+    async fn on_nack(&self, ack: &wacore::types::events::ServerAck) {
+        let (Some("message"), Some(code)) = (ack.class.as_deref(), ack.error.as_deref()) else {
+            return;
+        };
+        let error = format!("WhatsApp refused the message (error {code})");
+        match self
+            .store
+            .advance_outbound(&self.tenant, &ack.id, "failed", Some(&error))
+            .await
+        {
+            Ok(true) => tracing::warn!(message_id = %ack.id, code, "message refused"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(message_id = %ack.id, error = %e, "cannot record a refusal"),
         }
     }
 

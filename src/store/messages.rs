@@ -119,7 +119,7 @@ pub enum Accepted {
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Outbound statuses in the order they may move; `failed` only follows
-/// `queued`.
+/// `queued` (never sent) or `sent` (refused by the server).
 pub const OUTBOUND_STATUSES: [&str; 5] = ["queued", "sent", "delivered", "read", "failed"];
 
 const OUTBOUND_COLUMNS: &str = "id, message_id, chat_id, kind, text, status, error, created_at";
@@ -286,7 +286,8 @@ impl Store {
             return Ok(false);
         };
         let moves = match (previous.as_str(), status) {
-            ("queued", "failed") => true,
+            // A send that never went out, or that the server refused.
+            ("queued" | "sent", "failed") => true,
             (_, "failed") | ("failed", _) => false,
             (from, _) => rank(from).is_some_and(|r| r < new_rank),
         };
