@@ -419,11 +419,11 @@ impl Supervisor {
     /// or its task must end here).
     pub async fn stop(&self, tenant: &TenantId) {
         let handle = self.sessions().remove(tenant);
-        self.ended().remove(tenant);
         if let Some(handle) = handle {
             handle.stop.cancel();
             let _ = handle.task.await;
         }
+        self.ended().remove(tenant);
     }
 
     /// Waits for every session task to end (after the shutdown token).
