@@ -355,3 +355,24 @@ async fn sessions_keep_working_after_a_restart_with_state() {
     assert_eq!(stats.decrypt_failures, 0, "{stats:?}");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_other_companion_gets_its_copy() {
+    let (sandbox, a1, _) = start(A, B).await;
+    let (mut a2, _) = pair(&sandbox, A).await;
+    // The first companion has taken the sandbox's word of the new device.
+    drained(&sandbox.inner, A, 1).await;
+    let id = a1.send_text(B, "dari perangkat satu").await;
+    let got = a2.texts(1).await;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str()),
+        (id.as_str(), "dari perangkat satu")
+    );
+    assert_eq!((got[0].sender.user.as_str(), got[0].sender.device), (A, 1));
+    assert_eq!(
+        inbox(&sandbox.inner, B, 1).await[0].text,
+        "dari perangkat satu"
+    );
+    a1.stop().await;
+    a2.stop().await;
+}

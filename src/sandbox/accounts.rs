@@ -133,8 +133,8 @@ pub(crate) struct Device {
 pub(crate) enum Kind {
     /// A message: the device's receipt for it (never a retry receipt).
     Message,
-    /// A receipt forwarded to the device: the device's `<ack class="receipt">`.
-    Receipt,
+    /// A forwarded receipt or a notification: the device's `<ack>` of it.
+    Acked,
 }
 
 /// A phone's message as it was before encryption, kept while it is queued
@@ -487,7 +487,7 @@ mod tests {
         let mut outbox = Outbox::default();
         outbox.push("a".into(), Kind::Message, Node::default(), None);
         outbox.push("b".into(), Kind::Message, Node::default(), None);
-        outbox.push("a".into(), Kind::Receipt, Node::default(), None);
+        outbox.push("a".into(), Kind::Acked, Node::default(), None);
         assert_eq!(outbox.after(1).len(), 2);
         assert!(outbox.take("a", Kind::Message).is_some());
         assert!(outbox.take("a", Kind::Message).is_none());

@@ -105,6 +105,60 @@ pub(crate) fn receipt(shared: &Shared, from: DeviceAddr, id: &str, kind: Option<
     node.build()
 }
 
+/// Tells the account's companions (all but `device` itself) that `device`
+/// was linked (`"add"`) or removed (`"remove"`), with the account's new
+/// signed key-index list, so they encrypt for the account's current devices.
+pub(crate) fn devices_changed(
+    shared: &Shared,
+    account: &Account,
+    change: &'static str,
+    device: u16,
+) {
+    let (others, key_index, indexes, at) = {
+        let state = account.lock();
+        let others: Vec<u16> = state
+            .devices
+            .keys()
+            .copied()
+            .filter(|d| *d != device)
+            .collect();
+        let key_index = state.devices.get(&device).map(|d| d.key_index);
+        (
+            others,
+            key_index,
+            state.key_indexes(),
+            state.devices_changed_at,
+        )
+    };
+    let signed = match account.sim.key_index_list(&indexes, at) {
+        Ok(signed) => signed,
+        Err(e) => return tracing::warn!(error = %e, "could not sign the key-index list"),
+    };
+    let mut changed = NodeBuilder::new("device").attr("jid", pn_jid(account.phone, device));
+    if let Some(key_index) = key_index {
+        changed = changed.attr("key-index", key_index.to_string());
+    }
+    let list = NodeBuilder::new("key-index-list")
+        .attr("ts", at.to_string())
+        .bytes(signed)
+        .build();
+    let body = NodeBuilder::new(change)
+        .children([changed.build(), list])
+        .build();
+    for other in others {
+        let id = message_id();
+        let node = NodeBuilder::new("notification")
+            .attr("from", pn_jid(account.phone, 0))
+            .attr("lid", lid_jid(account.lid, 0))
+            .attr("id", id.as_str())
+            .attr("t", shared.now().to_string())
+            .attr("type", "devices")
+            .children([body.clone()])
+            .build();
+        queue(shared, account, other, Kind::Acked, id, node, None);
+    }
+}
+
 /// A message id in WhatsApp's shape: `3EB0` and 16 upper-case hex digits.
 pub(crate) fn message_id() -> String {
     let bytes: [u8; 8] = rand::rng().random();

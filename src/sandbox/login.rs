@@ -233,10 +233,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// The device's ack of a forwarded receipt takes it out of its queue.
-    /// (Acks of messages settle nothing: only a receipt confirms those.)
+    /// The device's ack of a forwarded receipt or a notification takes it
+    /// out of its queue. (Acks of messages settle nothing: only a receipt
+    /// confirms those.)
     fn settle_ack(&self, ack: &Node) {
-        if attr(ack, "class").as_deref() != Some("receipt") {
+        if attr(ack, "class").as_deref() == Some("message") {
             return;
         }
         let Some(id) = attr(ack, "id") else {
@@ -244,7 +245,7 @@ impl Session<'_> {
         };
         let mut state = self.account.lock();
         if let Some(device) = state.devices.get_mut(&self.device) {
-            device.outbox.take(&id, Kind::Receipt);
+            device.outbox.take(&id, Kind::Acked);
         }
     }
 }

@@ -250,15 +250,7 @@ pub(crate) fn queue_receipt(shared: &Shared, to: DeviceAddr, id: &str, receipt: 
     }
     if let Some(account) = shared.directory.get(to.phone) {
         let id = id.to_owned();
-        deliver::queue(
-            shared,
-            &account,
-            to.device,
-            Kind::Receipt,
-            id,
-            receipt,
-            None,
-        );
+        deliver::queue(shared, &account, to.device, Kind::Acked, id, receipt, None);
     }
 }
 
