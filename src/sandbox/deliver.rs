@@ -47,6 +47,7 @@ pub(crate) fn queue(
         shared
             .online
             .send(DeviceAddr::new(account.phone, device), Command::Flush);
+        shared.state_changed();
     }
     queued
 }

@@ -247,6 +247,7 @@ impl Session<'_> {
         if let Some(device) = state.devices.get_mut(&self.device) {
             device.outbox.take(&id, Kind::Acked);
         }
+        self.shared.state_changed();
     }
 }
 
