@@ -54,8 +54,19 @@ pub(crate) fn queue(
 
 /// Queues an encrypted message from the account's phone to one of its
 /// companions (a "peer" message, as the phone's own protocol traffic is).
-pub(crate) fn from_phone(shared: &Shared, account: &Account, device: u16, sealed: Sealed) {
+pub(crate) fn from_phone(
+    shared: &Shared,
+    account: &Account,
+    device: u16,
+    sealed: Sealed,
+    plaintext: Vec<u8>,
+) {
     let id = message_id();
+    shared.routes.record(&id, DeviceAddr::new(account.phone, 0));
+    let resend = Arc::new(Resend {
+        from: account.phone,
+        plaintext,
+    });
     let node = NodeBuilder::new("message")
         .attr("from", pn_jid(account.phone, 0))
         .attr("id", id.as_str())
@@ -64,7 +75,15 @@ pub(crate) fn from_phone(shared: &Shared, account: &Account, device: u16, sealed
         .attr("t", shared.now().to_string())
         .children([enc_node(sealed, None)])
         .build();
-    if !queue(shared, account, device, Kind::Message, id, node, None) {
+    if !queue(
+        shared,
+        account,
+        device,
+        Kind::Message,
+        id,
+        node,
+        Some(resend),
+    ) {
         tracing::debug!(device, "companion gone before the phone's message");
     }
 }

@@ -525,7 +525,7 @@ async fn queue_key_share(
         )
         .await;
     match sealed {
-        Ok(sealed) => deliver::from_phone(shared, account, device, sealed),
+        Ok((sealed, plaintext)) => deliver::from_phone(shared, account, device, sealed, plaintext),
         Err(e) => tracing::warn!(error = %e, "could not encrypt the app-state key share"),
     }
 }

@@ -260,17 +260,19 @@ impl SimPhone {
     }
 
     /// The account's app-state sync key, shared with a new companion as the
-    /// phone does right after pairing, encrypted to that companion.
+    /// phone does right after pairing, encrypted to that companion; with the
+    /// padded plaintext, kept in case the companion asks for it again.
     pub async fn app_state_key_share(
         &self,
         to: DeviceAddr,
         companion: CompanionBundle,
         key_indexes: &KeyIndexes,
         now_ms: i64,
-    ) -> Result<Sealed, PhoneError> {
+    ) -> Result<(Sealed, Vec<u8>), PhoneError> {
         let share = self.key_share_message(key_indexes, now_ms);
         let padded = wacore::messages::MessageUtils::pad_message_v2(share.encode_to_vec());
-        self.encrypt_to(to, || Some(companion), &padded).await
+        let sealed = self.encrypt_to(to, || Some(companion), &padded).await?;
+        Ok((sealed, padded))
     }
 
     fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {
