@@ -362,10 +362,13 @@ async fn sessions_keep_working_after_a_restart_with_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_senders_other_companion_gets_its_copy() {
-    let (sandbox, a1, _) = start(A, B).await;
+    let (sandbox, mut a1, _) = start(A, B).await;
     let (mut a2, _) = pair(&sandbox, A).await;
-    // The first companion has taken the sandbox's word of the new device.
-    drained(&sandbox.inner, A, 1).await;
+    // The first companion takes the sandbox's word of the new device.
+    a1.wait_for("the device list update", STEP, |e| {
+        matches!(e, Event::DeviceListUpdate(_)).then_some(())
+    })
+    .await;
     let id = a1.send_text(B, "dari perangkat satu").await;
     let got = a2.texts(1).await;
     assert_eq!(
