@@ -2,10 +2,12 @@
 //! Signal identity. It signs each companion's ADV device identity when it
 //! scans a QR, signs the account's key-index list, checks the companion's
 //! counter-signature, and sends the companion the app-state key share (an
-//! end-to-end encrypted message, so the client need not wait for it).
+//! end-to-end encrypted message, so the client need not wait for it). It
+//! encrypts to and decrypts from any device, its own companions' or other
+//! accounts', with one Signal session per remote device.
 //!
-//! Long-term keys are `PhoneKeys` (persisted); Signal sessions with the
-//! companions live in memory behind an async lock, never held by callers.
+//! Long-term keys are `PhoneKeys`; the Signal stores (`signal`) live behind
+//! an async lock, never held by callers. Both are kept in the state file.
 
 use buffa::Message as _;
 use hmac::{KeyInit as _, Mac as _};
