@@ -5,6 +5,10 @@
 //! device's LID; the client's passive/active iq is answered; the device's
 //! outbox is delivered with `offline="1"`; `<ib><offline count=N/>` closes
 //! that. After it, the outbox is delivered live as it fills.
+//!
+//! In the loop, iqs go to `iq`, messages to `messages`, receipts to
+//! `receipts`; the device's acks settle the receipts and notifications
+//! queued for it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
