@@ -230,32 +230,51 @@ async fn inbox_holds(control: &Control, phone: &str, n: usize) {
     }
 }
 
-/// One message at a time per client, all clients at once: the time from
-/// the phone's send to the client's message event.
-async fn latency(control: &std::sync::Arc<Control>, pairs: Vec<(Companion, String, String)>) {
+/// The time from a phone's send to the client's message event, one
+/// message at a time per client: first one client alone, then all at once.
+async fn latency(control: &std::sync::Arc<Control>, mut pairs: Vec<(Companion, String, String)>) {
     const ROUNDS: usize = 20;
+    if let Some((companion, own, peer)) = pairs.first_mut() {
+        let alone = round_trips(control, companion, own, peer, 100).await;
+        print_latency("1 client alone", alone);
+    }
     let clients = pairs.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (mut companion, own, peer) in pairs {
         let control = control.clone();
         tasks.spawn(async move {
-            let mut times = Vec::with_capacity(ROUNDS);
-            for k in 0..ROUNDS {
-                let started = Instant::now();
-                phone_sends(&control, &peer, &own, k).await;
-                companion.texts(1).await;
-                times.push(started.elapsed());
-            }
+            let times = round_trips(&control, &mut companion, &own, &peer, ROUNDS).await;
             companion.stop().await;
             times
         });
     }
-    let mut times: Vec<Duration> = tasks.join_all().await.into_iter().flatten().collect();
+    let times = tasks.join_all().await.into_iter().flatten().collect();
+    print_latency(&format!("{clients} clients at once"), times);
+}
+
+async fn round_trips(
+    control: &Control,
+    companion: &mut Companion,
+    own: &str,
+    peer: &str,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(rounds);
+    for k in 0..rounds {
+        let started = Instant::now();
+        phone_sends(control, peer, own, k).await;
+        companion.texts(1).await;
+        times.push(started.elapsed());
+    }
+    times
+}
+
+fn print_latency(who: &str, mut times: Vec<Duration>) {
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     println!(
-        "{clients} clients, phone send -> client message event ({} messages, one at a time \
-         per client): p50 {:.1} ms, p99 {:.1} ms",
+        "phone send -> client message event, {who} ({} messages, one at a time per \
+         client): p50 {:.1} ms, p99 {:.1} ms",
         times.len(),
         at(0.5),
         at(0.99)

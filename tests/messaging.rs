@@ -295,15 +295,17 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
     let sandbox = Sandbox::start().await;
     sandbox.create_phone(ACME).await;
     sandbox.create_phone(BOB).await;
-    // Ten sends a second, so the crash finds some still queued.
-    let paced = [("SEND_RATE_PER_MINUTE", "600"), ("SEND_BURST", "1")];
+    // A hundred sends a second, so the crash finds some still queued.
+    let paced = [("SEND_RATE_PER_MINUTE", "6000"), ("SEND_BURST", "1")];
     let app = spawn(&db, &sandbox, &paced).await;
     let acme = Tenant::create(&app, "acme").await;
     acme.pair(&app, &sandbox, ACME).await;
 
-    const SENDS: usize = 30;
-    const RECEIVED: usize = 30;
-    let mut accepted = Vec::new();
+    const SENDS: usize = 200;
+    const RECEIVED: usize = 200;
+    // Each answered send's id, as the client learns it.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut requests = Vec::new();
     for i in 0..SENDS {
         let body = json!({ "to": BOB, "text": format!("send {i}"), "queue": true });
         let request = app
@@ -311,29 +313,48 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
             .post(app.url("/send-text"))
             .header("X-API-Key", &acme.key)
             .json(&body);
-        accepted.push(tokio::spawn(request.send()));
+        let answered = answered.clone();
+        requests.push(tokio::spawn(async move {
+            let response = request.send().await.ok()?;
+            let body: Value = response.json().await.ok()?;
+            let id = body["message_id"].as_str()?.to_owned();
+            answered.lock().unwrap().push(id);
+            Some(())
+        }));
     }
-    // Bob keeps writing through the crash: some messages arrive live, some
-    // while the server dies, the rest queue for the next login.
+    // Bob writes half his messages while the server runs (the crash cuts
+    // into them) and the other half while it is down (they wait in the
+    // offline queue for the next login).
     let bob = Control::new(sandbox.addr);
-    let writing = tokio::spawn(async move {
-        for i in 0..RECEIVED {
+    let first_half = tokio::spawn(async move {
+        for i in 0..RECEIVED / 2 {
             phone_sends(&bob, BOB, ACME, &format!("recv {i}")).await;
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    app.crash();
-    writing.await.expect("bob wrote everything");
-    let mut ids = Vec::new();
-    for request in accepted {
-        if let Ok(Ok(response)) = request.await
-            && response.status().is_success()
-        {
-            let body: Value = response.json().await.unwrap();
-            ids.push(body["message_id"].as_str().unwrap().to_owned());
+    // Kill the server once a quarter of the sends were answered and some
+    // of Bob's messages stored.
+    let start = Instant::now();
+    loop {
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = 'in'")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        if answered.lock().unwrap().len() >= SENDS / 4 && stored >= 10 {
+            break;
         }
+        assert!(start.elapsed() < STEP, "sends or receives are not going on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    app.crash();
+    for request in requests {
+        request.abort();
+    }
+    first_half.await.expect("bob wrote the first half");
+    for i in RECEIVED / 2..RECEIVED {
+        phone_sends(&sandbox, BOB, ACME, &format!("recv {i}")).await;
+    }
+    let ids = answered.lock().unwrap().clone();
     assert!(!ids.is_empty(), "no send was accepted before the crash");
     // The crash came mid-stream: some accepted sends had not gone out yet.
     let store = db.store().await;

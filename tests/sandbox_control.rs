@@ -28,6 +28,12 @@ async fn health_and_accounts() {
     );
 }
 
+/// `POST /phones/{from}/messages`.
+async fn text(sandbox: &Sandbox, from: &str, to: &str, text: &str) -> (u16, serde_json::Value) {
+    let path = format!("/phones/{from}/messages");
+    sandbox.post(&path, json!({ "to": to, "text": text })).await
+}
+
 #[tokio::test]
 async fn errors_are_json_with_the_documented_codes() {
     let sandbox = Sandbox::start().await;
@@ -63,6 +69,54 @@ async fn errors_are_json_with_the_documented_codes() {
             "bad_request",
         ),
         (sandbox.get("/no/such/route").await, 404, "not_found"),
+        // Messages: unknown sender or recipient, bad number, empty text,
+        // a body without the fields.
+        (
+            text(&sandbox, "62811000399", "62811000303", "x").await,
+            404,
+            "not_found",
+        ),
+        (
+            text(&sandbox, "62811000303", "62811000399", "x").await,
+            404,
+            "not_found",
+        ),
+        (
+            text(&sandbox, "62811000303", "62-abc", "x").await,
+            422,
+            "invalid_field",
+        ),
+        (
+            text(&sandbox, "62811000303", "62811000303", "").await,
+            422,
+            "invalid_field",
+        ),
+        (
+            sandbox
+                .post("/phones/62811000303/messages", json!({ "text": "x" }))
+                .await,
+            400,
+            "bad_request",
+        ),
+        (
+            sandbox.get("/phones/62811000399/messages").await,
+            404,
+            "not_found",
+        ),
+        (
+            sandbox
+                .post("/phones/62811000399/read", json!({ "from": "62811000303" }))
+                .await,
+            404,
+            "not_found",
+        ),
+        (
+            sandbox
+                .post("/phones/62811000303/read", json!({ "from": "x" }))
+                .await,
+            422,
+            "invalid_field",
+        ),
     ];
     for ((status, body), want_status, want_code) in cases {
         assert_eq!(status, want_status, "{body}");

@@ -9,7 +9,7 @@ mod support_sandbox;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support_sandbox::{Companion, STEP, Sandbox, pair};
+use support_sandbox::{Companion, STEP, Sandbox, TempState, config, pair};
 use wacore::types::events::Event;
 use wacore::types::presence::ReceiptType;
 use wago::sandbox::{InboxItem, RunningSandbox};
@@ -25,6 +25,24 @@ async fn start(first: &str, second: &str) -> (Sandbox, Companion, u16) {
     sandbox.create_phone(second).await;
     let (companion, device) = pair(&sandbox, first).await;
     (sandbox, companion, device)
+}
+
+/// [`start`], with a state file.
+async fn start_kept(state: &TempState) -> (Sandbox, Companion, u16) {
+    let sandbox = Sandbox::start_with(config().with_state_file(&state.0)).await;
+    sandbox.create_phone(A).await;
+    sandbox.create_phone(B).await;
+    let (companion, device) = pair(&sandbox, A).await;
+    (sandbox, companion, device)
+}
+
+/// Stops a sandbox and starts it again on its port and state file.
+async fn restart(sandbox: Sandbox, state: &TempState) -> Sandbox {
+    let addr = sandbox.inner.addr();
+    sandbox.inner.shutdown().await.expect("clean shutdown");
+    let mut config = config().with_state_file(&state.0);
+    config.listen = addr;
+    Sandbox::start_with(config).await
 }
 
 /// Polls the phone's inbox until it holds `n` texts.
@@ -272,21 +290,16 @@ async fn unknown_numbers_get_a_clear_error() {
         .await;
     assert_eq!(status, 422);
 
-    // The client: the server refuses the message with a 404 nack.
-    let to = whatsapp_rust::Jid::pn("62899000001");
-    match a.client().send_text(to, "halo?").await {
-        Err(e) => tracing::info!(error = %e, "the client refused to send"),
-        Ok(sent) => {
-            let id = sent.message_id;
-            let error = a
-                .wait_for("a nack", STEP, |e| match e {
-                    Event::ServerAck(ack) if ack.id == id => Some(ack.error.clone()),
-                    _ => None,
-                })
-                .await;
-            assert_eq!(error.as_deref(), Some("404"));
-        }
-    }
+    // The client: the usync finds no devices, and the server refuses the
+    // message (which still carries the copy for the sender's own phone).
+    let id = a.send_text("62899000001", "halo?").await;
+    let error = a
+        .wait_for("a nack", STEP, |e| match e {
+            Event::ServerAck(ack) if ack.id == id => Some(ack.error.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(error.as_deref(), Some("404"));
     a.stop().await;
 }
 
@@ -318,22 +331,13 @@ async fn a_message_never_confirmed_comes_again_at_the_next_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_keep_working_after_a_restart_with_state() {
-    let state = support_sandbox::TempState::new();
-    let config = support_sandbox::config().with_state_file(&state.0);
-    let first = Sandbox::start_with(config).await;
-    first.create_phone(A).await;
-    first.create_phone(B).await;
-    let (mut a, _) = pair(&first, A).await;
+    let state = TempState::new();
+    let (first, mut a, _) = start_kept(&state).await;
     a.send_text(B, "sebelum").await;
     inbox(&first.inner, B, 1).await;
     first.inner.send_text(B, A, "balas sebelum").await.unwrap();
     a.texts(1).await;
-    let addr = first.inner.addr();
-    first.inner.shutdown().await.expect("clean shutdown");
-
-    let mut config = support_sandbox::config().with_state_file(&state.0);
-    config.listen = addr;
-    let second = Sandbox::start_with(config).await;
+    let second = restart(first, &state).await;
     a.logged_in().await;
     // Both ways on the sessions from before: plain `msg`, nothing new.
     second.inner.send_text(B, A, "sesudah").await.unwrap();
@@ -354,4 +358,49 @@ async fn sessions_keep_working_after_a_restart_with_state() {
     );
     assert_eq!(stats.decrypt_failures, 0, "{stats:?}");
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_other_companion_gets_its_copy() {
+    let (sandbox, mut a1, _) = start(A, B).await;
+    let (mut a2, _) = pair(&sandbox, A).await;
+    // The first companion takes the sandbox's word of the new device.
+    a1.wait_for("the device list update", STEP, |e| {
+        matches!(e, Event::DeviceListUpdate(_)).then_some(())
+    })
+    .await;
+    let id = a1.send_text(B, "dari perangkat satu").await;
+    let got = a2.texts(1).await;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str()),
+        (id.as_str(), "dari perangkat satu")
+    );
+    assert_eq!((got[0].sender.user.as_str(), got[0].sender.device), (A, 1));
+    assert_eq!(
+        inbox(&sandbox.inner, B, 1).await[0].text,
+        "dari perangkat satu"
+    );
+    a1.stop().await;
+    a2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_survive_a_restart_with_state() {
+    let state = TempState::new();
+    let (first, a, device) = start_kept(&state).await;
+    drained(&first.inner, A, device).await;
+    let store = a.store.clone();
+    a.stop().await;
+    let id = first.inner.send_text(B, A, "menunggu").await.unwrap();
+    let second = restart(first, &state).await;
+    assert_eq!(second.inner.queued(A, device), Some(1));
+    let mut again = Companion::start(&second.ws_url(), store).await;
+    again.logged_in().await;
+    let got = again.texts(1).await;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].text.as_str()),
+        (id.as_str(), "menunggu")
+    );
+    drained(&second.inner, A, device).await;
+    again.stop().await;
 }

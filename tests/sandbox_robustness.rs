@@ -1,6 +1,7 @@
 //! Misbehaving peers end their own connection and nothing else: garbage,
 //! a client that stops mid-handshake, an unknown stanza. Unknown queries
-//! get an error answer. The sandbox keeps serving real clients throughout.
+//! get an error answer; malformed messages a nack or a retry receipt, and
+//! the connection stays. The sandbox keeps serving real clients throughout.
 #![cfg(feature = "sandbox")]
 
 mod support_sandbox;
@@ -193,5 +194,60 @@ async fn unknown_queries_get_501_and_unknown_stanzas_end_the_connection() {
     sandbox
         .phone_until("62811000403", "back online", |v| v.online == [1])
         .await;
+    companion.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_refused_and_the_connection_stays() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone("62811000404").await;
+    sandbox.create_phone("62811000405").await;
+    let (mut companion, _) = pair(&sandbox, "62811000404").await;
+    let client = companion.client();
+    let logins = sandbox.inner.stats().logins;
+    let to = Jid::pn("62811000405");
+
+    // No id; then a copy for the phone that is not a Signal message.
+    let no_id = NodeBuilder::new("message")
+        .attr("to", to.clone())
+        .children([NodeBuilder::new("participants").build()])
+        .build();
+    client.send_node(no_id).await.expect("sent");
+    let enc = NodeBuilder::new("enc")
+        .attr("v", "2")
+        .attr("type", "pkmsg")
+        .bytes(vec![1, 2, 3])
+        .build();
+    let garbage = NodeBuilder::new("message")
+        .attr("to", to.clone())
+        .attr("id", "BAD00001")
+        .attr("type", "text")
+        .children([NodeBuilder::new("participants")
+            .children([NodeBuilder::new("to")
+                .attr("jid", to.clone())
+                .children([enc])
+                .build()])
+            .build()])
+        .build();
+    client.send_node(garbage).await.expect("sent");
+    let error = companion
+        .wait_for("the ack", support_sandbox::STEP, |e| match e {
+            wacore::types::events::Event::ServerAck(ack) if ack.id == "BAD00001" => {
+                Some(ack.error.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(error, None, "accepted; the phone asks for it again");
+    assert_eq!(sandbox.inner.stats().decrypt_failures, 1);
+
+    // The same connection still carries real messages.
+    companion.send_text("62811000405", "masih hidup").await;
+    let start = Instant::now();
+    while sandbox.inner.inbox("62811000405").await.unwrap().is_empty() {
+        assert!(start.elapsed() < support_sandbox::STEP, "no text arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sandbox.inner.stats().logins, logins);
     companion.stop().await;
 }

@@ -123,25 +123,27 @@ pub(crate) struct Device {
     pub adv_identity: Vec<u8>,
     pub push_name: String,
     pub paired_at: u64,
-    /// Stanzas waiting for this device; not persisted.
-    #[serde(skip)]
+    /// Stanzas waiting for this device.
+    #[serde(default)]
     pub outbox: Outbox,
 }
 
 /// What takes a queued stanza out of a device's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Kind {
     /// A message: the device's receipt for it (never a retry receipt).
     Message,
-    /// A receipt forwarded to the device: the device's `<ack class="receipt">`.
-    Receipt,
+    /// A forwarded receipt or a notification: the device's `<ack>` of it.
+    Acked,
 }
 
 /// A phone's message as it was before encryption, kept while it is queued
 /// so that a retry receipt can have it encrypted again.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Resend {
     pub from: Phone,
+    #[serde(with = "b64")]
     pub plaintext: Vec<u8>,
 }
 
@@ -155,7 +157,10 @@ pub(crate) struct Queued {
     pub resend: Option<Arc<Resend>>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// A device's queue; in the state file its stanzas are kept in their
+/// binary wire form.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(into = "stored::Outbox", try_from = "stored::Outbox")]
 pub(crate) struct Outbox {
     items: VecDeque<Queued>,
     next_seq: u64,
@@ -202,6 +207,76 @@ impl Outbox {
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+}
+
+/// The state file's form of an outbox.
+mod stored {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{Kind, Queued, Resend, b64};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Outbox {
+        next_seq: u64,
+        items: Vec<Item>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Item {
+        seq: u64,
+        id: String,
+        kind: Kind,
+        #[serde(with = "b64")]
+        node: Vec<u8>,
+        resend: Option<Resend>,
+    }
+
+    impl From<super::Outbox> for Outbox {
+        fn from(outbox: super::Outbox) -> Self {
+            let items = outbox.items.into_iter().filter_map(|q| {
+                let node = wacore_binary::marshal::marshal(&q.node)
+                    .inspect_err(|e| tracing::warn!(error = %e, "a queued stanza is not kept"))
+                    .ok()?;
+                let resend = q.resend.map(|r| (*r).clone());
+                Some(Item {
+                    seq: q.seq,
+                    id: q.id,
+                    kind: q.kind,
+                    node,
+                    resend,
+                })
+            });
+            Self {
+                next_seq: outbox.next_seq,
+                items: items.collect(),
+            }
+        }
+    }
+
+    impl TryFrom<Outbox> for super::Outbox {
+        type Error = wacore_binary::BinaryError;
+
+        fn try_from(stored: Outbox) -> Result<Self, Self::Error> {
+            let mut items = std::collections::VecDeque::new();
+            for item in stored.items {
+                let unpacked = wacore_binary::util::unpack(&item.node)?;
+                let node = wacore_binary::marshal::unmarshal_ref(&unpacked)?.to_owned();
+                items.push_back(Queued {
+                    seq: item.seq,
+                    id: item.id,
+                    kind: item.kind,
+                    node,
+                    resend: item.resend.map(Arc::new),
+                });
+            }
+            Ok(Self {
+                items,
+                next_seq: stored.next_seq,
+            })
+        }
     }
 }
 
@@ -487,7 +562,7 @@ mod tests {
         let mut outbox = Outbox::default();
         outbox.push("a".into(), Kind::Message, Node::default(), None);
         outbox.push("b".into(), Kind::Message, Node::default(), None);
-        outbox.push("a".into(), Kind::Receipt, Node::default(), None);
+        outbox.push("a".into(), Kind::Acked, Node::default(), None);
         assert_eq!(outbox.after(1).len(), 2);
         assert!(outbox.take("a", Kind::Message).is_some());
         assert!(outbox.take("a", Kind::Message).is_none());
@@ -497,5 +572,32 @@ mod tests {
         let left = outbox.after(0);
         assert_eq!(left.len(), 2);
         assert_eq!((left[1].id.as_str(), left[1].seq), ("b", 4));
+    }
+
+    #[test]
+    fn an_outbox_reads_back_from_json_as_written() {
+        let mut outbox = Outbox::default();
+        let node = wacore_binary::builder::NodeBuilder::new("message")
+            .attr("id", "x")
+            .children([wacore_binary::builder::NodeBuilder::new("enc")
+                .bytes(vec![1, 2, 3])
+                .build()])
+            .build();
+        let resend = Resend {
+            from: Phone::parse("62811000001").unwrap(),
+            plaintext: vec![4, 5],
+        };
+        outbox.push(
+            "x".into(),
+            Kind::Message,
+            node.clone(),
+            Some(Arc::new(resend)),
+        );
+        let json = serde_json::to_string(&outbox).unwrap();
+        let back: Outbox = serde_json::from_str(&json).unwrap();
+        let item = back.message("x").unwrap();
+        assert_eq!(item.node, node);
+        assert_eq!(item.resend.as_ref().unwrap().plaintext, [4, 5]);
+        assert_eq!(back.next_seq, 1);
     }
 }

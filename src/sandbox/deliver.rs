@@ -47,14 +47,26 @@ pub(crate) fn queue(
         shared
             .online
             .send(DeviceAddr::new(account.phone, device), Command::Flush);
+        shared.state_changed();
     }
     queued
 }
 
 /// Queues an encrypted message from the account's phone to one of its
 /// companions (a "peer" message, as the phone's own protocol traffic is).
-pub(crate) fn from_phone(shared: &Shared, account: &Account, device: u16, sealed: Sealed) {
+pub(crate) fn from_phone(
+    shared: &Shared,
+    account: &Account,
+    device: u16,
+    sealed: Sealed,
+    plaintext: Vec<u8>,
+) {
     let id = message_id();
+    shared.routes.record(&id, DeviceAddr::new(account.phone, 0));
+    let resend = Arc::new(Resend {
+        from: account.phone,
+        plaintext,
+    });
     let node = NodeBuilder::new("message")
         .attr("from", pn_jid(account.phone, 0))
         .attr("id", id.as_str())
@@ -63,7 +75,15 @@ pub(crate) fn from_phone(shared: &Shared, account: &Account, device: u16, sealed
         .attr("t", shared.now().to_string())
         .children([enc_node(sealed, None)])
         .build();
-    if !queue(shared, account, device, Kind::Message, id, node, None) {
+    if !queue(
+        shared,
+        account,
+        device,
+        Kind::Message,
+        id,
+        node,
+        Some(resend),
+    ) {
         tracing::debug!(device, "companion gone before the phone's message");
     }
 }
@@ -103,6 +123,60 @@ pub(crate) fn receipt(shared: &Shared, from: DeviceAddr, id: &str, kind: Option<
         node = node.attr("type", kind);
     }
     node.build()
+}
+
+/// Tells the account's companions (all but `device` itself) that `device`
+/// was linked (`"add"`) or removed (`"remove"`), with the account's new
+/// signed key-index list, so they encrypt for the account's current devices.
+pub(crate) fn devices_changed(
+    shared: &Shared,
+    account: &Account,
+    change: &'static str,
+    device: u16,
+) {
+    let (others, key_index, indexes, at) = {
+        let state = account.lock();
+        let others: Vec<u16> = state
+            .devices
+            .keys()
+            .copied()
+            .filter(|d| *d != device)
+            .collect();
+        let key_index = state.devices.get(&device).map(|d| d.key_index);
+        (
+            others,
+            key_index,
+            state.key_indexes(),
+            state.devices_changed_at,
+        )
+    };
+    let signed = match account.sim.key_index_list(&indexes, at) {
+        Ok(signed) => signed,
+        Err(e) => return tracing::warn!(error = %e, "could not sign the key-index list"),
+    };
+    let mut changed = NodeBuilder::new("device").attr("jid", pn_jid(account.phone, device));
+    if let Some(key_index) = key_index {
+        changed = changed.attr("key-index", key_index.to_string());
+    }
+    let list = NodeBuilder::new("key-index-list")
+        .attr("ts", at.to_string())
+        .bytes(signed)
+        .build();
+    let body = NodeBuilder::new(change)
+        .children([changed.build(), list])
+        .build();
+    for other in others {
+        let id = message_id();
+        let node = NodeBuilder::new("notification")
+            .attr("from", pn_jid(account.phone, 0))
+            .attr("lid", lid_jid(account.lid, 0))
+            .attr("id", id.as_str())
+            .attr("t", shared.now().to_string())
+            .attr("type", "devices")
+            .children([body.clone()])
+            .build();
+        queue(shared, account, other, Kind::Acked, id, node, None);
+    }
 }
 
 /// A message id in WhatsApp's shape: `3EB0` and 16 upper-case hex digits.

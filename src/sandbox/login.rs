@@ -5,6 +5,10 @@
 //! device's LID; the client's passive/active iq is answered; the device's
 //! outbox is delivered with `offline="1"`; `<ib><offline count=N/>` closes
 //! that. After it, the outbox is delivered live as it fills.
+//!
+//! In the loop, iqs go to `iq`, messages to `messages`, receipts to
+//! `receipts`; the device's acks settle the receipts and notifications
+//! queued for it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -233,10 +237,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// The device's ack of a forwarded receipt takes it out of its queue.
-    /// (Acks of messages settle nothing: only a receipt confirms those.)
+    /// The device's ack of a forwarded receipt or a notification takes it
+    /// out of its queue. (Acks of messages settle nothing: only a receipt
+    /// confirms those.)
     fn settle_ack(&self, ack: &Node) {
-        if attr(ack, "class").as_deref() != Some("receipt") {
+        if attr(ack, "class").as_deref() == Some("message") {
             return;
         }
         let Some(id) = attr(ack, "id") else {
@@ -244,8 +249,9 @@ impl Session<'_> {
         };
         let mut state = self.account.lock();
         if let Some(device) = state.devices.get_mut(&self.device) {
-            device.outbox.take(&id, Kind::Receipt);
+            device.outbox.take(&id, Kind::Acked);
         }
+        self.shared.state_changed();
     }
 }
 

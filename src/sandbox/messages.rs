@@ -40,14 +40,17 @@ pub(crate) enum SendError {
 }
 
 /// A companion's message: routes every copy and returns the server's ack
-/// (with `error="404"` when the recipient has no account).
+/// (a nack with `error="400"` without an id, `"404"` when the recipient
+/// has no account).
 pub(crate) async fn relay(
     shared: &Shared,
     sender: &Arc<Account>,
     device: u16,
     node: &Node,
 ) -> Node {
-    let id = attr(node, "id").unwrap_or_default();
+    let Some(id) = attr(node, "id").filter(|id| !id.is_empty()) else {
+        return message_ack(shared, node, Some("400"));
+    };
     let to = node.attrs.get("to").and_then(|v| v.to_jid());
     let recipient = to
         .as_ref()
@@ -250,15 +253,7 @@ pub(crate) fn queue_receipt(shared: &Shared, to: DeviceAddr, id: &str, receipt: 
     }
     if let Some(account) = shared.directory.get(to.phone) {
         let id = id.to_owned();
-        deliver::queue(
-            shared,
-            &account,
-            to.device,
-            Kind::Receipt,
-            id,
-            receipt,
-            None,
-        );
+        deliver::queue(shared, &account, to.device, Kind::Acked, id, receipt, None);
     }
 }
 

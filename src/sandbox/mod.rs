@@ -1,6 +1,7 @@
 //! The sandbox: a simulated WhatsApp server that the unmodified
 //! `whatsapp-rust` client pairs with, logs in to and messages through,
-//! with real end-to-end encryption. See `design/SANDBOX.md` for the protocol it follows.
+//! with real end-to-end encryption. See `design/SANDBOX.md` for the
+//! protocol it follows.
 //!
 //! It owns the server side only: the WebSocket and Noise responder, the
 //! accounts with their simulated phones (device 0) and companion devices,

@@ -209,6 +209,7 @@ pub(crate) fn remove_devices(
     for &device in &removed {
         let addr = DeviceAddr::new(account.phone, device);
         shared.online.send(addr, Command::Close(device_removed()));
+        deliver::devices_changed(shared, account, "remove", device);
     }
     shared.state_changed();
     removed
@@ -430,6 +431,7 @@ async fn exchange(
     }
     shared.state_changed();
     tracing::info!(phone = %account.phone, device, "companion linked");
+    deliver::devices_changed(shared, account, "add", device);
     queue_key_share(shared, account, device, registration).await;
     Ok(Linked {
         phone: account.phone.to_string(),
@@ -523,7 +525,7 @@ async fn queue_key_share(
         )
         .await;
     match sealed {
-        Ok(sealed) => deliver::from_phone(shared, account, device, sealed),
+        Ok((sealed, plaintext)) => deliver::from_phone(shared, account, device, sealed, plaintext),
         Err(e) => tracing::warn!(error = %e, "could not encrypt the app-state key share"),
     }
 }

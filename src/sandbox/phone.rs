@@ -2,10 +2,12 @@
 //! Signal identity. It signs each companion's ADV device identity when it
 //! scans a QR, signs the account's key-index list, checks the companion's
 //! counter-signature, and sends the companion the app-state key share (an
-//! end-to-end encrypted message, so the client need not wait for it).
+//! end-to-end encrypted message, so the client need not wait for it). It
+//! encrypts to and decrypts from any device, its own companions' or other
+//! accounts', with one Signal session per remote device.
 //!
-//! Long-term keys are `PhoneKeys` (persisted); Signal sessions with the
-//! companions live in memory behind an async lock, never held by callers.
+//! Long-term keys are `PhoneKeys`; the Signal stores (`signal`) live behind
+//! an async lock, never held by callers. Both are kept in the state file.
 
 use buffa::Message as _;
 use hmac::{KeyInit as _, Mac as _};
@@ -260,17 +262,19 @@ impl SimPhone {
     }
 
     /// The account's app-state sync key, shared with a new companion as the
-    /// phone does right after pairing, encrypted to that companion.
+    /// phone does right after pairing, encrypted to that companion; with the
+    /// padded plaintext, kept in case the companion asks for it again.
     pub async fn app_state_key_share(
         &self,
         to: DeviceAddr,
         companion: CompanionBundle,
         key_indexes: &KeyIndexes,
         now_ms: i64,
-    ) -> Result<Sealed, PhoneError> {
+    ) -> Result<(Sealed, Vec<u8>), PhoneError> {
         let share = self.key_share_message(key_indexes, now_ms);
         let padded = wacore::messages::MessageUtils::pad_message_v2(share.encode_to_vec());
-        self.encrypt_to(to, || Some(companion), &padded).await
+        let sealed = self.encrypt_to(to, || Some(companion), &padded).await?;
+        Ok((sealed, padded))
     }
 
     fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {

@@ -34,6 +34,7 @@ pub(crate) async fn handle(
     let me = DeviceAddr::new(account.phone, device);
     if !is_retry {
         settle(account, device, &ids);
+        shared.state_changed();
     }
     let sender = ids
         .first()

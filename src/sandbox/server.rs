@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -203,6 +204,13 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     shared.tasks.spawn(save_loop(shared.clone()));
     let app = router(shared.clone());
     let stop = shared.cancel.clone();
+    // Stanzas are small writes answered at once: without TCP_NODELAY each
+    // waits out the peer's delayed ACK (about 40 ms a message).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

@@ -1,11 +1,12 @@
 //! The `--state` file: the server's Noise key and every account, device and
-//! uploaded prekey, each phone's Signal sessions, identities and prekeys and
-//! the texts it received, as JSON, so clients log in again after a restart
-//! and their sessions with the phones keep working.
+//! uploaded prekey, each device's queue, each phone's Signal sessions,
+//! identities and prekeys and the texts it received, as JSON, so clients
+//! log in again after a restart, get what was queued for them, and their
+//! sessions with the phones keep working.
 //!
 //! Written whole, to a temporary file that is synced and then renamed over
 //! the old one, so a crash leaves the old state or the new, never half.
-//! Outbound queues are not kept: they are in flight.
+//! Which device sent which message (for routing receipts) is not kept.
 
 use std::path::{Path, PathBuf};
 
