@@ -175,6 +175,7 @@ fn session_settings(config: &Config) -> SessionSettings {
         settings.version = Some(SANDBOX_WA_VERSION);
     }
     settings.pace = config.send_pace;
+    settings.lease_ttl = config.session_lease_ttl;
     settings
 }
 

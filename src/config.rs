@@ -136,6 +136,10 @@ pub struct Config {
     /// waiting for their leases to expire. Unset: `local` on SQLite (one
     /// process per database), a fresh name per process on Postgres.
     pub node_id: Option<String>,
+    /// How long a session's lease lasts without renewal
+    /// (`SESSION_LEASE_TTL`): how soon another node takes over the
+    /// sessions of a node that died. Renewed every third of it.
+    pub session_lease_ttl: Duration,
 }
 
 /// The tenant API's rate limit per key.
@@ -273,6 +277,18 @@ impl Config {
         let allow_private = get("WEBHOOK_ALLOW_PRIVATE").map_or(Ok(false), |v| parse_bool(&v));
         let allow_private = errors.check("WEBHOOK_ALLOW_PRIVATE", allow_private);
 
+        let lease_ttl = get("SESSION_LEASE_TTL").map_or(Ok(Duration::from_secs(30)), |v| {
+            parse_duration(&v).and_then(|d| {
+                if d < Duration::from_secs(1) {
+                    Err("must be at least 1s".to_owned())
+                } else {
+                    Ok(d)
+                }
+            })
+        });
+        let session_lease_ttl = errors
+            .check("SESSION_LEASE_TTL", lease_ttl)
+            .unwrap_or(Duration::from_secs(30));
         let wa_version = get("WA_VERSION").map(|v| parse_version(&v));
         let wa_version = wa_version.and_then(|r| errors.check("WA_VERSION", r));
         let count = |name: &str, default: u32, errors: &mut Errors| {
@@ -332,6 +348,7 @@ impl Config {
                 send_pace,
                 api_rate,
                 node_id: get("NODE_ID").map(|v| v.trim().to_owned()),
+                session_lease_ttl,
             }),
             _ => Err(ConfigError(errors.0)),
         }
@@ -431,6 +448,44 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.body_limit, 64 * 1024);
         assert!(c.api_key.is_none() && c.admin_token.is_none());
+    }
+
+    #[test]
+    fn session_settings_parse_and_bad_ones_are_named() {
+        let c = config(&[
+            ("WA_VERSION", "2.3000.1023456789"),
+            ("SEND_RATE_PER_MINUTE", "0"),
+            ("API_RATE_LIMIT", "5"),
+            ("SESSION_LEASE_TTL", "10s"),
+        ])
+        .unwrap();
+        assert_eq!(c.wa_version, Some((2, 3000, 1_023_456_789)));
+        assert_eq!(c.send_pace.per_minute, 0);
+        assert_eq!(c.send_pace.burst, 10, "the default stays");
+        assert_eq!(
+            c.api_rate,
+            ApiRate {
+                per_second: 5,
+                burst: 50
+            }
+        );
+        assert_eq!(c.session_lease_ttl, Duration::from_secs(10));
+        let err = config(&[
+            ("WA_VERSION", "2.3000"),
+            ("SEND_BURST", "-1"),
+            ("API_RATE_BURST", "many"),
+            ("SESSION_LEASE_TTL", "10ms"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for name in [
+            "WA_VERSION",
+            "SEND_BURST",
+            "API_RATE_BURST",
+            "SESSION_LEASE_TTL",
+        ] {
+            assert!(err.contains(&format!("- {name}:")), "{name} in {err}");
+        }
     }
 
     #[test]

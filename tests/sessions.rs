@@ -373,7 +373,47 @@ async fn a_tenant_with_its_own_store_keeps_its_device_there(db: TestDb) {
     );
 }
 
+/// When another node takes the session's lease over, this node stops its
+/// client at once (two processes never drive one session), and takes the
+/// session back once the lease is free again.
+async fn a_lost_lease_stops_the_client_until_the_lease_is_free(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(PHONE).await;
+    let app = spawn(&db, &sandbox, &[("SESSION_LEASE_TTL", "2s")]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, PHONE).await;
+
+    sqlx::query(
+        "UPDATE session_leases
+            SET owner_node = 'intruder', token = token + 1, expires_at = 9000000000000
+          WHERE session_id = $1",
+    )
+    .bind(&acme.id)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    acme.wait_state(&app, "disconnected").await;
+    sandbox
+        .phone_until(PHONE, "the client stopped", |a| a.online.is_empty())
+        .await;
+
+    sqlx::query("UPDATE session_leases SET expires_at = 0 WHERE session_id = $1")
+        .bind(&acme.id)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    acme.wait_state(&app, "connected").await;
+    let holder: String =
+        sqlx::query_scalar("SELECT owner_node FROM session_leases WHERE session_id = $1")
+            .bind(&acme.id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(holder, "test-node");
+}
+
 db_tests!(
+    a_lost_lease_stops_the_client_until_the_lease_is_free,
     a_tenant_with_its_own_store_keeps_its_device_there,
     deleting_a_tenant_unlinks_its_device,
     pairs_by_qr_and_reports_the_session,
