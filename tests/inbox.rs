@@ -1,11 +1,15 @@
-//! `GET /messages`: the persisted inbox, filtered and paged, per tenant.
+//! `GET /messages`: the persisted inbox, filtered and paged, per tenant;
+//! and how outbound statuses move.
 
 mod common;
 
 use common::{TestApp, TestDb};
 use serde_json::Value;
 
-db_tests!(inbox_pages_filters_and_isolates_tenants);
+db_tests!(
+    inbox_pages_filters_and_isolates_tenants,
+    outbound_statuses_only_move_forward_and_report_every_step,
+);
 
 async fn insert_inbound(app: &TestApp, tenant: &str, n: i64, chat: &str, text: &str) {
     sqlx::query(
@@ -73,4 +77,112 @@ async fn inbox_pages_filters_and_isolates_tenants(db: TestDb) {
     assert_eq!(status, 422);
     assert!(err["message"].as_str().unwrap().starts_with("chat"));
     app.stop().await;
+}
+
+/// A delivery receipt can overtake the send's own result: the row ends
+/// `delivered`, not `sent`, and the webhook still sees every step once and
+/// in order. Concurrent moves of one row never lose one another.
+async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
+    use wago::store::messages::{Accepted, NewOutbound};
+    use wago::store::webhooks::SecretUpdate;
+    use wago::tenants::TenantId;
+
+    let app = TestApp::spawn(&db, &[]).await;
+    let (id, _) = app.create_tenant("a").await;
+    let tenant = TenantId::from_raw(id.as_str());
+    let events = ["message.status".to_owned()];
+    app.store
+        .put_webhook(
+            &tenant,
+            "https://example.com/h",
+            SecretUpdate::Remove,
+            &events,
+            true,
+        )
+        .await
+        .unwrap();
+    let send = |message_id: &'static str| NewOutbound {
+        message_id,
+        chat_id: "62812000001@s.whatsapp.net",
+        kind: "conversation",
+        text: "hi",
+        idempotency_key: None,
+    };
+    let store = &app.store;
+    assert!(matches!(
+        store
+            .accept_outbound(&tenant, "", &send("3EB0A"))
+            .await
+            .unwrap(),
+        Accepted::New(_)
+    ));
+
+    // The receipt first, then the send's result, then a late duplicate.
+    assert!(
+        store
+            .advance_outbound(&tenant, "3EB0A", "delivered", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_outbound(&tenant, "3EB0A", "sent", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_outbound(&tenant, "3EB0A", "delivered", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_outbound(&tenant, "3EB0A", "failed", Some("late"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .advance_outbound(&tenant, "3EB0A", "read", None)
+            .await
+            .unwrap()
+    );
+    let row = store.get_message(&tenant, "3EB0A").await.unwrap().unwrap();
+    assert_eq!(row.status, "read");
+    let payloads: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM webhook_outbox ORDER BY sequence")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let statuses: Vec<String> = payloads
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p).unwrap()["status"].to_string())
+        .collect();
+    assert_eq!(statuses, ["\"sent\"", "\"delivered\"", "\"read\""]);
+
+    // Many concurrent moves of one row: it ends at the furthest.
+    assert!(matches!(
+        store
+            .accept_outbound(&tenant, "", &send("3EB0B"))
+            .await
+            .unwrap(),
+        Accepted::New(_)
+    ));
+    let mut moves = Vec::new();
+    for status in ["sent", "delivered", "read", "sent", "delivered"] {
+        let store = store.clone();
+        let tenant = tenant.clone();
+        moves.push(tokio::spawn(async move {
+            store
+                .advance_outbound(&tenant, "3EB0B", status, None)
+                .await
+                .unwrap()
+        }));
+    }
+    for m in moves {
+        m.await.unwrap();
+    }
+    let row = store.get_message(&tenant, "3EB0B").await.unwrap().unwrap();
+    assert_eq!(row.status, "read");
 }

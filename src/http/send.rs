@@ -232,16 +232,18 @@ async fn refreshed(
     )
 }
 
-/// 202 while a send waits in the queue, 200 once it went out.
+/// 202 while a send waits in the queue, 200 once it went out. The answer
+/// reports the send itself (a repeat gets the first answer): receipts that
+/// moved it further are for `GET /messages/{id}` and the webhook to tell.
 fn answer(row: &OutboundMessage) -> (StatusCode, Json<Value>) {
-    let code = if row.status == "queued" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
+    let (code, status) = match row.status.as_str() {
+        "queued" => (StatusCode::ACCEPTED, "queued"),
+        "failed" => (StatusCode::OK, "failed"),
+        _ => (StatusCode::OK, "sent"),
     };
     (
         code,
-        Json(json!({ "message_id": row.message_id, "status": row.status })),
+        Json(json!({ "message_id": row.message_id, "status": status })),
     )
 }
 

@@ -1,9 +1,11 @@
 //! The send queue of one session: outbound rows in the database, drained in
 //! order while the session is connected, at the number's pace.
 //!
-//! Each row already carries its WhatsApp message id (fixed when the API
-//! accepted it), so a row sent just before a crash and sent again after it
-//! reaches the recipient with the same id, and is recognised as a repeat.
+//! A row is `sent` only when WhatsApp's server acknowledges it: a message
+//! the client wrote to a socket that died (or a process killed) before the
+//! server took it stays `queued` and goes again. Each row carries its
+//! WhatsApp message id from the moment the API accepted it, so a resend
+//! reaches the recipient with the same id and is recognised as a repeat.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wacore_binary::jid::Jid;
 use waproto::whatsapp as wa;
@@ -23,10 +26,20 @@ use crate::store::Store;
 use crate::store::messages::OutboundMessage;
 use crate::tenants::TenantId;
 
+type Reply = oneshot::Sender<Result<(), SessionError>>;
+
+/// What the session task tells its queue.
+pub(super) enum Signal {
+    /// Rows are waiting; `Some` when someone waits for one send's outcome.
+    Wake(Option<Waiter>),
+    /// The server's answer to a sent message: `error` is its nack code.
+    Acked { id: String, error: Option<String> },
+}
+
 /// Someone waiting for one send's outcome.
 pub(super) struct Waiter {
     pub message_id: String,
-    pub reply: oneshot::Sender<Result<(), SessionError>>,
+    pub reply: Reply,
 }
 
 pub(super) struct SendQueue {
@@ -34,38 +47,47 @@ pub(super) struct SendQueue {
     pub store: Store,
     pub client: Arc<Client>,
     pub status: watch::Receiver<SessionStatus>,
-    pub wake: mpsc::UnboundedReceiver<Option<Waiter>>,
+    pub signals: mpsc::UnboundedReceiver<Signal>,
     pub pace: SendPace,
     pub stop: CancellationToken,
 }
 
 /// Rows read per round; the pace, not this, limits the rate.
 const BATCH: i64 = 50;
-/// How often the queue is looked at without a wake-up (sends accepted by
+/// How often the queue is looked at without a signal (sends accepted by
 /// another node, or left by a crash).
 const POLL: Duration = Duration::from_secs(2);
+/// A sent message the server has not acknowledged by then goes again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The queue's memory between rounds.
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<String, Reply>,
+    /// Written to the server, not yet acknowledged: since when.
+    in_flight: HashMap<String, Instant>,
+}
 
 impl SendQueue {
     pub async fn run(mut self) {
-        let mut bucket = Bucket::new(self.pace, tokio::time::Instant::now());
-        let mut waiters: HashMap<String, oneshot::Sender<Result<(), SessionError>>> =
-            HashMap::new();
+        let mut bucket = Bucket::new(self.pace, Instant::now());
+        let mut pending = Pending::default();
         loop {
             if self.stop.is_cancelled() {
                 return;
             }
             if !self.connected() {
-                fail_all(&mut waiters, || SessionError::NotConnected);
-                tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    changed = self.status.changed() => if changed.is_err() { return },
-                    woken = self.wake.recv() => match woken {
-                        None => return,
-                        Some(w) => self.register(&mut waiters, w).await,
-                    },
+                // Unacknowledged sends go again after the reconnect.
+                pending.in_flight.clear();
+                fail_all(&mut pending.waiters);
+                if !self.idle(&mut pending, None).await {
+                    return;
                 }
                 continue;
             }
+            pending
+                .in_flight
+                .retain(|_, since| since.elapsed() < ACK_WAIT);
             let rows = match self.store.queued_outbound(&self.tenant, BATCH).await {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -73,42 +95,45 @@ impl SendQueue {
                     Vec::new()
                 }
             };
+            let rows: Vec<OutboundMessage> = rows
+                .into_iter()
+                .filter(|r| !pending.in_flight.contains_key(&r.message_id))
+                .collect();
             if rows.is_empty() {
-                tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    _ = self.status.changed() => {}
-                    woken = self.wake.recv() => match woken {
-                        None => return,
-                        Some(w) => self.register(&mut waiters, w).await,
-                    },
-                    _ = tokio::time::sleep(POLL) => {}
+                if !self.idle(&mut pending, Some(POLL)).await {
+                    return;
                 }
                 continue;
             }
             for row in rows {
-                while let Ok(w) = self.wake.try_recv() {
-                    self.register(&mut waiters, w).await;
+                while let Ok(signal) = self.signals.try_recv() {
+                    self.handle(&mut pending, signal).await;
                 }
-                let wait = bucket.take(tokio::time::Instant::now());
+                let wait = bucket.take(Instant::now());
                 if !wait.is_zero() {
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    bucket.take(tokio::time::Instant::now());
+                    bucket.take(Instant::now());
                 }
                 if !self.connected() {
                     break;
                 }
-                let outcome = self.send_one(&row).await;
-                let failed = outcome.is_err();
-                if let Some(reply) = waiters.remove(&row.message_id) {
-                    let _ = reply.send(outcome);
-                }
-                if failed {
-                    // Left queued: tried again after a pause.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    break;
+                match self.send_one(&row).await {
+                    Ok(()) => {
+                        pending
+                            .in_flight
+                            .insert(row.message_id.clone(), Instant::now());
+                    }
+                    Err(e) => {
+                        if let Some(reply) = pending.waiters.remove(&row.message_id) {
+                            let _ = reply.send(Err(e));
+                        }
+                        // Left queued: tried again after a pause.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
                 }
             }
         }
@@ -118,20 +143,73 @@ impl SendQueue {
         self.status.borrow().state == SessionState::Connected
     }
 
+    /// Waits for a signal, a state change or `timeout`; false when the
+    /// queue must end.
+    async fn idle(&mut self, pending: &mut Pending, timeout: Option<Duration>) -> bool {
+        let timeout = timeout.unwrap_or(Duration::MAX);
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            changed = self.status.changed() => changed.is_ok(),
+            signal = self.signals.recv() => match signal {
+                None => false,
+                Some(signal) => {
+                    self.handle(pending, signal).await;
+                    true
+                }
+            },
+            _ = tokio::time::sleep(timeout) => true,
+        }
+    }
+
+    async fn handle(&self, pending: &mut Pending, signal: Signal) {
+        match signal {
+            Signal::Wake(None) => {}
+            Signal::Wake(Some(waiter)) => self.register(pending, waiter).await,
+            Signal::Acked { id, error } => {
+                // Settled even when no longer in flight (its ack came after
+                // a reconnect): a row already moved on is left as it is.
+                pending.in_flight.remove(&id);
+                let outcome = self.settle(&id, error.as_deref()).await;
+                if let Some(reply) = pending.waiters.remove(&id) {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Records the server's answer: `sent`, or `failed` with its reason.
+    async fn settle(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
+        match error {
+            None => {
+                self.store
+                    .advance_outbound(&self.tenant, id, "sent", None)
+                    .await?;
+                tracing::debug!(message_id = %id, "sent");
+                Ok(())
+            }
+            Some(code) => {
+                let reason = format!("WhatsApp refused the message (error {code})");
+                if self
+                    .store
+                    .advance_outbound(&self.tenant, id, "failed", Some(&reason))
+                    .await?
+                {
+                    tracing::warn!(message_id = %id, code, "message refused");
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Keeps a waiter, unless its row was settled already.
-    async fn register(
-        &self,
-        waiters: &mut HashMap<String, oneshot::Sender<Result<(), SessionError>>>,
-        waiter: Option<Waiter>,
-    ) {
-        let Some(waiter) = waiter else { return };
+    async fn register(&self, pending: &mut Pending, waiter: Waiter) {
         match self
             .store
             .get_message(&self.tenant, &waiter.message_id)
             .await
         {
             Ok(Some(row)) if row.status == "queued" => {
-                waiters.insert(waiter.message_id, waiter.reply);
+                pending.waiters.insert(waiter.message_id, waiter.reply);
             }
             Ok(Some(row)) if row.status == "failed" => {
                 let error = row.error.unwrap_or_default();
@@ -146,8 +224,8 @@ impl SendQueue {
         }
     }
 
-    /// Sends one row and records the outcome. A recipient that cannot be a
-    /// JID fails the row for good; anything else leaves it queued.
+    /// Writes one row to the server. A recipient that cannot be a JID fails
+    /// the row for good; anything else leaves it queued.
     async fn send_one(&self, row: &OutboundMessage) -> Result<(), SessionError> {
         let to = match Jid::from_str(&row.chat_id) {
             Ok(jid) => jid,
@@ -169,13 +247,7 @@ impl SendQueue {
             .send_message_with_options(to, message, options)
             .await
         {
-            Ok(_) => {
-                self.store
-                    .advance_outbound(&self.tenant, &row.message_id, "sent", None)
-                    .await?;
-                tracing::debug!(message_id = %row.message_id, "sent");
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(message_id = %row.message_id, error = %e, "send failed; will retry");
                 Err(SessionError::Client(e.to_string()))
@@ -184,11 +256,8 @@ impl SendQueue {
     }
 }
 
-fn fail_all(
-    waiters: &mut HashMap<String, oneshot::Sender<Result<(), SessionError>>>,
-    error: impl Fn() -> SessionError,
-) {
+fn fail_all(waiters: &mut HashMap<String, Reply>) {
     for (_, reply) in waiters.drain() {
-        let _ = reply.send(Err(error()));
+        let _ = reply.send(Err(SessionError::NotConnected));
     }
 }

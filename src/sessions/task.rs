@@ -21,7 +21,7 @@ use whatsapp_rust::pair_code::PairCodeOptions;
 
 use super::client::{self, Forward};
 use super::inbound::Inbound;
-use super::send::{SendQueue, Waiter};
+use super::send::{SendQueue, Signal, Waiter};
 use super::stores::ProtocolStores;
 use super::{Command, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
@@ -196,14 +196,14 @@ async fn with_client(
     let client = handle.client();
 
     let queue_stop = ctx.stop.child_token();
-    let (wake, wake_rx) = mpsc::unbounded_channel();
+    let (signals, signals_rx) = mpsc::unbounded_channel();
     let queue = tokio::spawn(
         SendQueue {
             tenant: ctx.tenant.clone(),
             store: ctx.store.clone(),
             client: client.clone(),
             status: ctx.status.subscribe(),
-            wake: wake_rx,
+            signals: signals_rx,
             pace: ctx.settings.pace,
             stop: queue_stop.clone(),
         }
@@ -220,6 +220,14 @@ async fn with_client(
                 let Some(event) = event else {
                     break Err(SessionError::Client("the client stopped".into()));
                 };
+                if let WaEvent::ServerAck(ack) = event.as_ref()
+                    && ack.class.as_deref() == Some("message")
+                {
+                    let _ = signals.send(Signal::Acked {
+                        id: ack.id.clone(),
+                        error: ack.error.clone(),
+                    });
+                }
                 if let Flow::End(ended) = ctx.on_event(&client, &event).await {
                     break Ok(ended);
                 }
@@ -228,7 +236,7 @@ async fn with_client(
                 None => break Ok(Ended::Stopped),
                 Some(Command::Send { message_id, reply }) => {
                     let waiter = reply.map(|reply| Waiter { message_id, reply });
-                    let _ = wake.send(waiter);
+                    let _ = signals.send(Signal::Wake(waiter));
                 }
                 Some(Command::PairCode { phone, reply }) => pair_code(&client, phone, reply),
                 Some(Command::Logout { reply }) => {
@@ -344,7 +352,6 @@ impl Ctx {
             WaEvent::LoggedOut(_) => return Flow::End(Ended::LoggedOut(None)),
             WaEvent::PairingQrCodesExhausted(_) => return Flow::End(Ended::Unpaired),
             WaEvent::Receipt(receipt) => self.on_receipt(receipt).await,
-            WaEvent::ServerAck(ack) => self.on_nack(ack).await,
             _ => {}
         }
         Flow::Go
@@ -364,24 +371,6 @@ impl Ctx {
             {
                 tracing::warn!(message_id = %id, error = %e, "cannot record a receipt");
             }
-        }
-    }
-
-    /// A message the server refused (a number not on WhatsApp, say) was
-    /// sent but will never arrive: it becomes `failed`.
-    async fn on_nack(&self, ack: &wacore::types::events::ServerAck) {
-        let (Some("message"), Some(code)) = (ack.class.as_deref(), ack.error.as_deref()) else {
-            return;
-        };
-        let error = format!("WhatsApp refused the message (error {code})");
-        match self
-            .store
-            .advance_outbound(&self.tenant, &ack.id, "failed", Some(&error))
-            .await
-        {
-            Ok(true) => tracing::warn!(message_id = %ack.id, code, "message refused"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(message_id = %ack.id, error = %e, "cannot record a refusal"),
         }
     }
 

@@ -274,10 +274,17 @@ impl Store {
             return Ok(false);
         };
         let mut tx = self.begin_write().await?;
-        let current: Option<(String, String)> = sqlx::query_as(
+        // Receipts and the send's own result race: lock the row so that
+        // neither overwrites the other (SQLite's write transaction already
+        // holds the whole database).
+        let lock = match self.kind() {
+            super::DbKind::Postgres => " FOR UPDATE",
+            super::DbKind::Sqlite => "",
+        };
+        let current: Option<(String, String)> = sqlx::query_as(&format!(
             "SELECT status, chat_id FROM messages
-             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2",
-        )
+             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2{lock}"
+        ))
         .bind(tenant.as_str())
         .bind(message_id)
         .fetch_optional(&mut *tx)
@@ -285,13 +292,18 @@ impl Store {
         let Some((previous, chat_id)) = current else {
             return Ok(false);
         };
-        let moves = match (previous.as_str(), status) {
+        let steps: Vec<&str> = match (previous.as_str(), status) {
             // A send that never went out, or that the server refused.
-            ("queued" | "sent", "failed") => true,
-            (_, "failed") | ("failed", _) => false,
-            (from, _) => rank(from).is_some_and(|r| r < new_rank),
+            ("queued" | "sent", "failed") => vec!["failed"],
+            (_, "failed") | ("failed", _) => Vec::new(),
+            // A receipt can overtake the send's own result: the statuses it
+            // skipped are reported too, so a webhook sees every step.
+            (from, _) => match rank(from) {
+                Some(from) if from < new_rank => OUTBOUND_STATUSES[from + 1..=new_rank].to_vec(),
+                _ => Vec::new(),
+            },
         };
-        if !moves {
+        if steps.is_empty() {
             return Ok(false);
         }
         sqlx::query(
@@ -305,14 +317,18 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        let event = Event::MessageStatus {
-            message_id: message_id.to_owned(),
-            chat_id,
-            status: status.to_owned(),
-            previous_status: Some(previous),
-            error: error.map(str::to_owned),
-        };
-        enqueue_event(&mut tx, tenant, &event).await?;
+        let mut before = previous;
+        for step in steps {
+            let event = Event::MessageStatus {
+                message_id: message_id.to_owned(),
+                chat_id: chat_id.clone(),
+                status: step.to_owned(),
+                previous_status: Some(before),
+                error: error.filter(|_| step == "failed").map(str::to_owned),
+            };
+            enqueue_event(&mut tx, tenant, &event).await?;
+            before = step.to_owned();
+        }
         tx.commit().await?;
         Ok(true)
     }
