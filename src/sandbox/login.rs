@@ -24,7 +24,7 @@ use super::iq::{self, Asker};
 use super::jid::{DeviceAddr, lid_jid};
 use super::online::{Command, CommandRx};
 use super::server::Shared;
-use super::{messages, receipts};
+use super::{messages, presence, receipts};
 
 /// Why a login is refused; the client is told `<failure reason="401">`.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,7 @@ impl Session<'_> {
                 }
                 command = commands.recv() => match command {
                     Some(Command::Flush) => self.flush(channel, false).await?,
+                    Some(Command::Send(node)) => channel.send(&node).await?,
                     Some(Command::Close(last)) => {
                         channel.send_last(&last).await;
                         return Ok(());
@@ -196,7 +197,15 @@ impl Session<'_> {
                 self.settle_ack(node);
                 Ok(())
             }
-            "ib" | "presence" | "chatstate" => {
+            "presence" => {
+                presence::handle_presence(self.shared, self.account, self.device, node);
+                Ok(())
+            }
+            "chatstate" => {
+                presence::handle_chatstate(self.shared, self.account, self.device, node);
+                Ok(())
+            }
+            "ib" => {
                 tracing::debug!(tag = %node.tag, "noted");
                 Ok(())
             }
@@ -226,6 +235,10 @@ impl Session<'_> {
             self.delivered = item.seq;
         }
         if offline {
+            let addr = DeviceAddr::new(self.account.phone, self.device);
+            for node in self.shared.presence.take_waiting(addr) {
+                channel.send(&node).await?;
+            }
             self.offline_done = true;
             let marker = NodeBuilder::new("offline")
                 .attr("count", pending.len().to_string())

@@ -18,6 +18,8 @@ pub(crate) enum Command {
     Flush,
     /// Send this stanza (a `<stream:error>`, say), then close.
     Close(Node),
+    /// Send this stanza now; it is not queued (presence, typing).
+    Send(Node),
 }
 
 pub(crate) type CommandTx = mpsc::UnboundedSender<Command>;

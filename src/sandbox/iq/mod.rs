@@ -106,6 +106,16 @@ pub(crate) fn answer_unregistered(shared: &Shared, iq: &Node) -> Option<Node> {
     Some(reply(shared, iq, answer))
 }
 
+/// An empty result for `iq`.
+pub(crate) fn empty_result(iq: &Node) -> Node {
+    result(&attr(iq, "id").unwrap_or_default(), vec![])
+}
+
+/// A `400 bad-request` answer to `iq`; `what` names the bad part.
+pub(crate) fn bad_request(shared: &Shared, iq: &Node, what: &'static str) -> Node {
+    reply(shared, iq, Err(IqError::BadRequest(what)))
+}
+
 fn reply(shared: &Shared, iq: &Node, answer: Answer) -> Node {
     let id = attr(iq, "id").unwrap_or_default();
     match answer {

@@ -1,0 +1,150 @@
+//! Presence and typing, the stanzas that are never queued for long.
+//!
+//! `<presence type="available|unavailable">` records whether an account is
+//! online and tells the devices subscribed to it; `<presence
+//! type="subscribe" to>` subscribes a device and answers at once with the
+//! account's current presence. `<chatstate to><composing/></chatstate>`
+//! goes on to the recipient's devices as `<chatstate from>`; one that is
+//! offline gets it at its next login only if it is still fresh: a typing
+//! state lives `chatstate_ttl` (`CHATSTATE_TTL_SECS`).
+//!
+//! Nothing here is kept in the state file.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+
+use super::accounts::{Account, Phone};
+use super::conn::attr;
+use super::jid::{DeviceAddr, UserRef, pn_jid};
+use super::online::Command;
+use super::server::Shared;
+
+/// Presence state, subscriptions and typing states waiting for devices.
+#[derive(Default)]
+pub(crate) struct Presence {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    available: HashMap<Phone, bool>,
+    subscribers: HashMap<Phone, BTreeSet<DeviceAddr>>,
+    /// Typing states for devices that were offline, with their expiry.
+    waiting: HashMap<DeviceAddr, Vec<(Instant, Node)>>,
+}
+
+impl Presence {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Typing states still fresh for a device that logs in; stale ones go.
+    pub fn take_waiting(&self, device: DeviceAddr) -> Vec<Node> {
+        let now = Instant::now();
+        let waiting = self.inner().waiting.remove(&device).unwrap_or_default();
+        waiting
+            .into_iter()
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, node)| node)
+            .collect()
+    }
+}
+
+/// A `<presence>` from a device of `account`.
+pub(crate) fn handle_presence(shared: &Shared, account: &Account, device: u16, node: &Node) {
+    match attr(node, "type").as_deref() {
+        Some("subscribe") => subscribe(shared, account, device, node),
+        Some("unsubscribe") => {
+            if let Some(target) = target_account(shared, node) {
+                let me = DeviceAddr::new(account.phone, device);
+                let mut inner = shared.presence.inner();
+                if let Some(set) = inner.subscribers.get_mut(&target) {
+                    set.remove(&me);
+                }
+            }
+        }
+        Some("unavailable") => set_available(shared, account.phone, false),
+        // A bare `<presence name=..>` is "available" as well.
+        _ => set_available(shared, account.phone, true),
+    }
+}
+
+fn target_account(shared: &Shared, node: &Node) -> Option<Phone> {
+    let jid = node.attrs.get("to").and_then(|v| v.to_jid())?;
+    let account = shared.directory.resolve(UserRef::from_jid(&jid)?)?;
+    Some(account.phone)
+}
+
+fn set_available(shared: &Shared, phone: Phone, available: bool) {
+    let subscribers: Vec<DeviceAddr> = {
+        let mut inner = shared.presence.inner();
+        inner.available.insert(phone, available);
+        let set = inner.subscribers.get(&phone);
+        set.map(|s| s.iter().copied().collect()).unwrap_or_default()
+    };
+    for subscriber in subscribers {
+        let stanza = presence_of(shared, phone, available);
+        shared.online.send(subscriber, Command::Send(stanza));
+    }
+}
+
+fn subscribe(shared: &Shared, account: &Account, device: u16, node: &Node) {
+    let Some(target) = target_account(shared, node) else {
+        return;
+    };
+    let me = DeviceAddr::new(account.phone, device);
+    let available = {
+        let mut inner = shared.presence.inner();
+        inner.subscribers.entry(target).or_default().insert(me);
+        inner.available.get(&target).copied().unwrap_or(false)
+    };
+    let stanza = presence_of(shared, target, available);
+    shared.online.send(me, Command::Send(stanza));
+}
+
+/// `<presence from="PN@s.whatsapp.net" [type="unavailable" last=..]/>`.
+fn presence_of(shared: &Shared, phone: Phone, available: bool) -> Node {
+    let mut node = NodeBuilder::new("presence").attr("from", pn_jid(phone, 0));
+    if !available {
+        node = node
+            .attr("type", "unavailable")
+            .attr("last", shared.now().to_string());
+    }
+    node.build()
+}
+
+/// A `<chatstate to>` from a device of `account`: on to every other device
+/// of the recipient, now or (while fresh) at its next login.
+pub(crate) fn handle_chatstate(shared: &Shared, account: &Account, device: u16, node: &Node) {
+    let Some(recipient) = target_account(shared, node) else {
+        tracing::debug!(to = ?attr(node, "to"), "chatstate for no known account");
+        return;
+    };
+    let Some(recipient) = shared.directory.get(recipient) else {
+        return;
+    };
+    let stanza = NodeBuilder::new("chatstate")
+        .attr("from", pn_jid(account.phone, 0))
+        .children(node.children().map(<[Node]>::to_vec).unwrap_or_default())
+        .build();
+    let expires = Instant::now() + shared.config.chatstate_ttl;
+    let me = DeviceAddr::new(account.phone, device);
+    let devices: Vec<u16> = recipient.lock().devices.keys().copied().collect();
+    for d in devices {
+        let to = DeviceAddr::new(recipient.phone, d);
+        if to == me {
+            continue;
+        }
+        if !shared.online.send(to, Command::Send(stanza.clone())) {
+            let mut inner = shared.presence.inner();
+            let waiting = inner.waiting.entry(to).or_default();
+            // Only the latest state matters: it replaces what was waiting.
+            waiting.clear();
+            waiting.push((expires, stanza.clone()));
+        }
+    }
+}
