@@ -327,6 +327,9 @@ pub(crate) struct AccountState {
     /// What the account's push name asks of the server.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// The id of its profile picture, if it has one.
+    #[serde(default)]
+    pub picture: Option<String>,
 }
 
 /// Server behaviours an account can be given (by its push name, see
@@ -363,6 +366,7 @@ impl AccountState {
             inbox: VecDeque::new(),
             push_name: None,
             behaviour: Behaviour::default(),
+            picture: None,
         }
     }
 

@@ -64,6 +64,11 @@ impl Online {
             .is_some_and(|l| l.tx.send(command).is_ok())
     }
 
+    /// Every connected device.
+    pub fn all(&self) -> Vec<DeviceAddr> {
+        self.links().keys().copied().collect()
+    }
+
     /// The connected device ids of one account, ascending.
     pub fn devices_of(&self, phone: Phone) -> Vec<u16> {
         let all = DeviceAddr::new(phone, 0)..=DeviceAddr::new(phone, u16::MAX);

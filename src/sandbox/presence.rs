@@ -8,6 +8,10 @@
 //! offline gets it at its next login only if it is still fresh: a typing
 //! state lives `chatstate_ttl` (`CHATSTATE_TTL_SECS`).
 //!
+//! An account's new about text (`<iq xmlns="status">`) goes to every
+//! connected device but the sender's as a `status` notification: the
+//! sandbox has no address books, so everyone is a contact.
+//!
 //! Nothing here is kept in the state file.
 
 use std::collections::{BTreeSet, HashMap};
@@ -145,6 +149,29 @@ pub(crate) fn handle_chatstate(shared: &Shared, account: &Account, device: u16, 
             // Only the latest state matters: it replaces what was waiting.
             waiting.clear();
             waiting.push((expires, stanza.clone()));
+        }
+    }
+}
+
+/// `<iq xmlns="status"><status>text</status>`: the account's about text,
+/// told to every other connected device.
+pub(crate) fn set_about(shared: &Shared, account: &Account, device: u16, iq: &Node) {
+    let text = iq
+        .get_optional_child("status")
+        .and_then(|s| s.content_as_string())
+        .unwrap_or_default()
+        .to_string();
+    let me = DeviceAddr::new(account.phone, device);
+    let notification = NodeBuilder::new("notification")
+        .attr("from", pn_jid(account.phone, 0))
+        .attr("type", "status")
+        .attr("id", super::deliver::message_id())
+        .attr("t", shared.now().to_string())
+        .children([NodeBuilder::new("set").string_content(text).build()])
+        .build();
+    for to in shared.online.all() {
+        if to != me {
+            shared.online.send(to, Command::Send(notification.clone()));
         }
     }
 }

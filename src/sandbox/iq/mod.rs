@@ -7,6 +7,7 @@
 //! here writes to a socket.
 
 mod keys;
+mod picture;
 mod usync;
 
 use std::sync::atomic::Ordering;
@@ -87,6 +88,12 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         // (no account in the sandbox asks for one).
         ("privacy", "set", "tokens") => Ok(vec![]),
         ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
+        ("w:profile:picture", "set", _) => picture::set(asker, iq),
+        ("w:profile:picture", "get", _) => picture::get(asker, iq),
+        ("status", "set", "status") => {
+            super::presence::set_about(asker.shared, asker.account, asker.device, iq);
+            Ok(vec![])
+        }
         ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
         _ => Err(IqError::NotImplemented),
     };
