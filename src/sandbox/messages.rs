@@ -60,6 +60,10 @@ pub(crate) async fn relay(
         tracing::info!(%id, to = ?attr(node, "to"), "message to an unknown number");
         return message_ack(shared, node, Some("404"));
     };
+    if !super::tokens::admits(shared, sender, &recipient, node) {
+        tracing::info!(%id, to = %recipient.phone, "first contact refused: no privacy token");
+        return message_ack(shared, node, Some("463"));
+    }
     let from = DeviceAddr::new(sender.phone, device);
     shared.routes.record(&id, from);
     for (target, encs) in copies(node, &to) {

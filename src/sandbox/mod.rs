@@ -16,7 +16,8 @@
 //! `signal` holds the phones' Signal stores; `messages` relays companions'
 //! messages and has phones send and read texts, `receipts` routes receipts;
 //! `online` reaches logged-in connections and `deliver` queues stanzas for
-//! devices; `presence` relays presence and typing; `jid` spells addresses; `control` is the HTTP API, and `mock`
+//! devices; `tokens` issues privacy tokens and guards restricted
+//! accounts; `presence` relays presence and typing; `jid` spells addresses; `control` is the HTTP API, and `mock`
 //! the mock-server contract of the client library's own e2e suite.
 
 mod accounts;
@@ -40,6 +41,7 @@ mod receipts;
 mod server;
 mod signal;
 mod state;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -32,6 +32,7 @@ use super::online::Online;
 use super::pairing::{self, Linked, PairingDesk};
 use super::presence::Presence;
 use super::state::{self, StateError};
+use super::tokens::Tokens;
 use super::{SandboxConfig, conn, control};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub routes: Routes,
     pub presence: Presence,
+    pub tokens: Tokens,
     saves: tokio::sync::Notify,
     conn_seq: AtomicU64,
 }
@@ -191,6 +193,7 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         counters: Counters::default(),
         routes: Routes::default(),
         presence: Presence::default(),
+        tokens: Tokens::default(),
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
     });

@@ -84,9 +84,9 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("abt", "get", "props") => Ok(vec![props()]),
         ("blocklist", "get", _) => Ok(vec![NodeBuilder::new("list").build()]),
         ("privacy", "get", "privacy") => Ok(vec![privacy()]),
-        // Privacy tokens a sender issues to its contacts: taken, not kept
-        // (no account in the sandbox asks for one).
-        ("privacy", "set", "tokens") => Ok(vec![]),
+        ("privacy", "set", "tokens") => {
+            Ok(vec![super::tokens::issue(asker.shared, asker.account, iq)])
+        }
         ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
         ("w:profile:picture", "set", _) => picture::set(asker, iq),
         ("w:profile:picture", "get", _) => picture::get(asker, iq),
@@ -183,11 +183,14 @@ pub(crate) fn request_id() -> String {
     format!("srv.{n:08x}")
 }
 
-/// A/B props: none set, refreshed daily.
+/// A/B props, refreshed daily. One is set: clients attach the privacy
+/// token they hold to every 1:1 message, as WhatsApp has them do.
 fn props() -> Node {
+    use wacore::iq::abprops::web::PRIVACY_TOKEN_SENDING_ON_ALL_1_ON_1_MESSAGES as TOKENS_ON_1_1;
     wacore::iq::props::PropsResponse {
         hash: Some("sandbox".into()),
         refresh: Some(86_400),
+        experiment_props: vec![(TOKENS_ON_1_1.code, "1".into())],
         ..Default::default()
     }
     .into_node()
