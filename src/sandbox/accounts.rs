@@ -330,7 +330,14 @@ pub(crate) struct AccountState {
     /// The id of its profile picture, if it has one.
     #[serde(default)]
     pub picture: Option<String>,
+    /// App-state patches by collection name; patch N is version N + 1.
+    #[serde(default)]
+    pub app_state: BTreeMap<String, Vec<Patch>>,
 }
+
+/// An app-state patch as its device uploaded it (encrypted), numbered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Patch(#[serde(with = "b64")] pub Vec<u8>);
 
 /// Server behaviours an account can be given (by its push name, see
 /// `mock`): whether strangers need a privacy token to write to it first,
@@ -367,6 +374,7 @@ impl AccountState {
             push_name: None,
             behaviour: Behaviour::default(),
             picture: None,
+            app_state: BTreeMap::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! Answers are computed synchronously under the account's lock; nothing
 //! here writes to a socket.
 
+mod app_state;
 mod keys;
 mod picture;
 mod usync;
@@ -87,7 +88,7 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("privacy", "set", "tokens") => {
             Ok(vec![super::tokens::issue(asker.shared, asker.account, iq)])
         }
-        ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
+        ("w:sync:app:state", "set", "sync") => Ok(vec![app_state::sync(asker, iq)]),
         ("w:profile:picture", "set", _) => picture::set(asker, iq),
         ("w:profile:picture", "get", _) => picture::get(asker, iq),
         ("status", "set", "status") => {
@@ -238,23 +239,4 @@ fn remove_companion(asker: &Asker<'_>, iq: &Node) -> Answer {
     pairing::remove_devices(asker.shared, asker.account, |d| d == asker.device);
     tracing::info!("companion logged itself out");
     Ok(vec![])
-}
-
-/// App state: every asked collection exists, empty, at version 0. Without a
-/// `<sync>` in the answer the client never reaches `Connected`.
-fn app_state(iq: &Node) -> Node {
-    let asked = iq
-        .get_optional_child("sync")
-        .map(|s| s.get_children_by_tag("collection").collect::<Vec<_>>())
-        .unwrap_or_default();
-    let collections = asked.into_iter().filter_map(|c| {
-        let name = attr(c, "name")?;
-        Some(
-            NodeBuilder::new("collection")
-                .attr("name", name)
-                .attr("version", "0")
-                .build(),
-        )
-    });
-    NodeBuilder::new("sync").children(collections).build()
 }
