@@ -105,3 +105,51 @@ async fn typing_waits_for_an_offline_recipient_only_while_fresh() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_subscriber_gets_the_missed_presence_once() {
+    let sandbox = Sandbox::start().await;
+    let (a, mut b) = two_accounts(&sandbox).await;
+    let jid_a = whatsapp_rust::Jid::pn("62811000031");
+    let from_a = |e: &Event| match e {
+        Event::Presence(p) if p.from.user == "62811000031" => Some(()),
+        _ => None,
+    };
+    b.client()
+        .presence()
+        .subscribe(&jid_a)
+        .await
+        .expect("subscribe");
+    b.wait_for("A's presence", Duration::from_secs(10), from_a)
+        .await;
+    let store = b.store.clone();
+    b.stop().await;
+    sandbox
+        .phone_until("62811000032", "B offline", |v| v.online.is_empty())
+        .await;
+    let client = a.client();
+    let presence = client.presence();
+    for _ in 0..3 {
+        presence.set_unavailable().await.expect("presence");
+        presence.set_available().await.expect("presence");
+    }
+    // The stanzas are on their way; let the sandbox take them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Six changes while B was away: it hears of A again, but not six times.
+    let mut b = Companion::start(&sandbox.ws_url(), store).await;
+    b.wait_for("A's missed presence", Duration::from_secs(10), from_a)
+        .await;
+    let mut more = 0;
+    while tokio::time::timeout(
+        Duration::from_secs(2),
+        b.wait_for("more presence", Duration::from_secs(10), from_a),
+    )
+    .await
+    .is_ok()
+    {
+        more += 1;
+        assert!(more < 2, "missed presences were not coalesced: {more} more");
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -3,7 +3,8 @@
 //! `<presence type="available|unavailable">` records whether an account is
 //! online and tells the devices subscribed to it; `<presence
 //! type="subscribe" to>` subscribes a device and answers at once with the
-//! account's current presence. `<chatstate to><composing/></chatstate>`
+//! account's current presence; a subscriber that was offline gets only the
+//! latest presence it missed, at its next login. `<chatstate to><composing/></chatstate>`
 //! goes on to the recipient's devices as `<chatstate from>`; one that is
 //! offline gets it at its next login only if it is still fresh: a typing
 //! state lives `chatstate_ttl` (`CHATSTATE_TTL_SECS`).
@@ -39,6 +40,9 @@ struct Inner {
     subscribers: HashMap<Phone, BTreeSet<DeviceAddr>>,
     /// Typing states for devices that were offline, with their expiry.
     waiting: HashMap<DeviceAddr, Vec<(Instant, Node)>>,
+    /// The latest presence of each account a subscriber missed while it
+    /// was offline: only the last change matters.
+    missed: HashMap<DeviceAddr, HashMap<Phone, Node>>,
 }
 
 impl Presence {
@@ -46,15 +50,18 @@ impl Presence {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Typing states still fresh for a device that logs in; stale ones go.
+    /// What a device that logs in missed: the latest presence of each
+    /// account it subscribed to, and typing states still fresh.
     pub fn take_waiting(&self, device: DeviceAddr) -> Vec<Node> {
         let now = Instant::now();
-        let waiting = self.inner().waiting.remove(&device).unwrap_or_default();
-        waiting
+        let mut inner = self.inner();
+        let missed = inner.missed.remove(&device).unwrap_or_default();
+        let waiting = inner.waiting.remove(&device).unwrap_or_default();
+        let fresh = waiting
             .into_iter()
             .filter(|(expires, _)| *expires > now)
-            .map(|(_, node)| node)
-            .collect()
+            .map(|(_, node)| node);
+        missed.into_values().chain(fresh).collect()
     }
 }
 
@@ -92,7 +99,17 @@ fn set_available(shared: &Shared, phone: Phone, available: bool) {
     };
     for subscriber in subscribers {
         let stanza = presence_of(shared, phone, available);
-        shared.online.send(subscriber, Command::Send(stanza));
+        if !shared
+            .online
+            .send(subscriber, Command::Send(stanza.clone()))
+        {
+            let mut inner = shared.presence.inner();
+            inner
+                .missed
+                .entry(subscriber)
+                .or_default()
+                .insert(phone, stanza);
+        }
     }
 }
 
