@@ -62,3 +62,31 @@ async fn an_empty_push_name_gets_a_new_number_each_time() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_companion_confirms_delivery_to_a_push_name_account() {
+    use std::time::Duration;
+    use wacore::types::presence::ReceiptType;
+
+    let sandbox = Sandbox::start().await;
+    let (mut alice, _, _) = scan(&sandbox, "alice_2").await;
+    let (bob, bob_phone, _) = scan(&sandbox, "bob_2").await;
+    let store = bob.store.clone();
+    bob.stop().await;
+    sandbox
+        .phone_until(&bob_phone, "bob offline", |v| v.online.is_empty())
+        .await;
+
+    let id = alice.send_text(&bob_phone, "are you there?").await;
+    let early = tokio::time::timeout(
+        Duration::from_secs(2),
+        alice.receipt(&id, ReceiptType::Delivered),
+    );
+    assert!(early.await.is_err(), "delivered while no companion was on");
+
+    let mut bob = Companion::start(&sandbox.ws_url(), store).await;
+    assert_eq!(bob.texts(1).await[0].text, "are you there?");
+    alice.receipt(&id, ReceiptType::Delivered).await;
+    alice.stop().await;
+    bob.stop().await;
+}

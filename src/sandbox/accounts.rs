@@ -349,6 +349,14 @@ pub(crate) struct Behaviour {
     pub tc_enabled: bool,
     /// Contact-secret tokens (`cstoken`) open a restricted account.
     pub cs_enabled: bool,
+    /// Whether the simulated phone answers what it receives with delivery
+    /// receipts, as a phone that is switched on does.
+    #[serde(default = "yes")]
+    pub phone_online: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Behaviour {
@@ -357,6 +365,7 @@ impl Default for Behaviour {
             restricted: false,
             tc_enabled: true,
             cs_enabled: true,
+            phone_online: true,
         }
     }
 }

@@ -215,8 +215,10 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
             shared.state_changed();
         }
     }
-    let receipt = deliver::receipt(shared, me, copy.id, None);
-    queue_receipt(shared, copy.from, copy.id, receipt);
+    if phone.lock().behaviour.phone_online {
+        let receipt = deliver::receipt(shared, me, copy.id, None);
+        queue_receipt(shared, copy.from, copy.id, receipt);
+    }
 }
 
 /// The text of a message: a plain conversation or an extended text.

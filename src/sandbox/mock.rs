@@ -13,6 +13,8 @@
 //! - `scenario:<flag>,<flag>:<name>`, flags `restricted`, `tc_enabled=0|1`
 //!   and `cs_enabled=0|1` (which kinds of token open the account).
 //!
+//! The phone of such an account receives but sends no delivery receipts:
+//! there, an account's messages are confirmed by its companions only.
 //! Nothing here looks at anything but those prefixes.
 
 use std::sync::Arc;
@@ -53,9 +55,14 @@ pub(crate) async fn scan(shared: &Shared, qr: &str) -> Result<Linked, ApiError> 
     Ok(pairing::link_account(shared, account, qr).await?)
 }
 
-/// The behaviours a push name selects; an ordinary name selects none.
+/// The behaviours a push name selects. In that suite's world an account
+/// is its companions: the phone only pairs them, so it confirms nothing
+/// (a message's delivery receipt comes from a companion).
 pub(crate) fn behaviour_of(push_name: &str) -> Behaviour {
-    let mut behaviour = Behaviour::default();
+    let mut behaviour = Behaviour {
+        phone_online: false,
+        ..Behaviour::default()
+    };
     if push_name.starts_with("restricted:") {
         behaviour.restricted = true;
     } else if let Some(rest) = push_name.strip_prefix("scenario:") {
@@ -80,13 +87,15 @@ mod tests {
 
     #[test]
     fn push_names_select_behaviours() {
-        assert_eq!(behaviour_of("alice_1"), Behaviour::default());
+        let plain = behaviour_of("alice_1");
+        assert!(!plain.restricted && plain.tc_enabled && plain.cs_enabled);
+        assert!(!plain.phone_online);
         assert!(behaviour_of("restricted:alice").restricted);
         let b = behaviour_of("scenario:restricted,tc_enabled=0,cs_enabled=1:bob_2");
         assert!(b.restricted && !b.tc_enabled && b.cs_enabled);
         let b = behaviour_of("scenario:cs_enabled=0:carol");
         assert!(!b.restricted && b.tc_enabled && !b.cs_enabled);
         // A name that merely contains a prefix selects nothing.
-        assert_eq!(behaviour_of("not restricted:x"), Behaviour::default());
+        assert_eq!(behaviour_of("not restricted:x"), plain);
     }
 }
