@@ -5,9 +5,9 @@
 //! type="subscribe" to>` subscribes a device and answers at once with the
 //! account's current presence; a subscriber that was offline gets only the
 //! latest presence it missed, at its next login. `<chatstate to><composing/></chatstate>`
-//! goes on to the recipient's devices as `<chatstate from>`; one that is
-//! offline gets it at its next login only if it is still fresh: a typing
-//! state lives `chatstate_ttl` (`CHATSTATE_TTL_SECS`).
+//! goes on to the recipient's devices as `<chatstate from>`, and is kept:
+//! a device that logs in while it is still fresh gets it then (a typing
+//! state lives `chatstate_ttl`, `CHATSTATE_TTL_SECS`), a later one never.
 //!
 //! An account's new about text (`<iq xmlns="status">`) goes to every
 //! connected device but the sender's as a `status` notification: the
@@ -160,13 +160,14 @@ pub(crate) fn handle_chatstate(shared: &Shared, account: &Account, device: u16, 
         if to == me {
             continue;
         }
-        if !shared.online.send(to, Command::Send(stanza.clone())) {
-            let mut inner = shared.presence.inner();
-            let waiting = inner.waiting.entry(to).or_default();
-            // Only the latest state matters: it replaces what was waiting.
-            waiting.clear();
-            waiting.push((expires, stanza.clone()));
-        }
+        shared.online.send(to, Command::Send(stanza.clone()));
+        // Kept for its lifetime even when sent: a connection that was
+        // closing may have lost it, and its device's next login within
+        // the TTL gets it again. Only the latest state matters.
+        let mut inner = shared.presence.inner();
+        let waiting = inner.waiting.entry(to).or_default();
+        waiting.clear();
+        waiting.push((expires, stanza.clone()));
     }
 }
 
