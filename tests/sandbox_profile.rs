@@ -83,3 +83,28 @@ async fn a_profile_picture_is_set_read_and_removed() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_the_senders_new_push_name() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone("62811000055").await;
+    sandbox.create_phone("62811000056").await;
+    let (a, _) = pair(&sandbox, "62811000055").await;
+    let (mut b, _) = pair(&sandbox, "62811000056").await;
+    a.client()
+        .profile()
+        .set_push_name("Ana")
+        .await
+        .expect("renamed");
+    a.send_text("62811000056", "from ana").await;
+    let name = b
+        .wait_for("the text", Duration::from_secs(10), |e| {
+            e.messages()
+                .find(|m| m.message.conversation.as_deref() == Some("from ana"))
+                .map(|m| m.info.push_name.clone())
+        })
+        .await;
+    assert_eq!(name, "Ana");
+    a.stop().await;
+    b.stop().await;
+}

@@ -67,6 +67,9 @@ impl Presence {
 
 /// A `<presence>` from a device of `account`.
 pub(crate) fn handle_presence(shared: &Shared, account: &Account, device: u16, node: &Node) {
+    if let Some(name) = attr(node, "name").filter(|n| !n.is_empty()) {
+        rename(shared, account, &name);
+    }
     match attr(node, "type").as_deref() {
         Some("subscribe") => subscribe(shared, account, device, node),
         Some("unsubscribe") => {
@@ -81,6 +84,21 @@ pub(crate) fn handle_presence(shared: &Shared, account: &Account, device: u16, n
         Some("unavailable") => set_available(shared, account.phone, false),
         // A bare `<presence name=..>` is "available" as well.
         _ => set_available(shared, account.phone, true),
+    }
+}
+
+/// A `<presence name>` carries the account's push name: the `notify` of
+/// the messages its devices send from now on.
+fn rename(shared: &Shared, account: &Account, name: &str) {
+    let mut state = account.lock();
+    let mut changed = false;
+    for device in state.devices.values_mut().filter(|d| d.push_name != name) {
+        device.push_name = name.to_owned();
+        changed = true;
+    }
+    drop(state);
+    if changed {
+        shared.state_changed();
     }
 }
 
