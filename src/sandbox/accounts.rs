@@ -320,6 +320,54 @@ pub(crate) struct AccountState {
     /// Texts the phone received, oldest first.
     #[serde(default)]
     pub inbox: VecDeque<Received>,
+    /// The push name this account was made for by the e2e suite's
+    /// contract (`mock`), if it was.
+    #[serde(default)]
+    pub push_name: Option<String>,
+    /// What the account's push name asks of the server.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+    /// The id of its profile picture, if it has one.
+    #[serde(default)]
+    pub picture: Option<String>,
+    /// App-state patches by collection name; patch N is version N + 1.
+    #[serde(default)]
+    pub app_state: BTreeMap<String, Vec<Patch>>,
+}
+
+/// An app-state patch as its device uploaded it (encrypted), numbered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Patch(#[serde(with = "b64")] pub Vec<u8>);
+
+/// Server behaviours an account can be given (by its push name, see
+/// `mock`): whether strangers need a privacy token to write to it first,
+/// and which kinds of token it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Behaviour {
+    pub restricted: bool,
+    /// Trusted-contact tokens (`tctoken`) open a restricted account.
+    pub tc_enabled: bool,
+    /// Contact-secret tokens (`cstoken`) open a restricted account.
+    pub cs_enabled: bool,
+    /// Whether the simulated phone answers what it receives with delivery
+    /// receipts, as a phone that is switched on does.
+    #[serde(default = "yes")]
+    pub phone_online: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            restricted: false,
+            tc_enabled: true,
+            cs_enabled: true,
+            phone_online: true,
+        }
+    }
 }
 
 impl AccountState {
@@ -332,6 +380,10 @@ impl AccountState {
             removed: BTreeSet::new(),
             devices_changed_at: created_at,
             inbox: VecDeque::new(),
+            push_name: None,
+            behaviour: Behaviour::default(),
+            picture: None,
+            app_state: BTreeMap::new(),
         }
     }
 
@@ -412,13 +464,54 @@ pub(crate) enum DirectoryError {
     Exists(Phone),
     #[error("the sandbox has run out of LIDs")]
     NoLid,
+    #[error("the sandbox has run out of phone numbers")]
+    NoNumber,
 }
 
 #[derive(Default)]
 struct DirectoryInner {
     by_phone: HashMap<Phone, Arc<Account>>,
     by_lid: HashMap<Lid, Phone>,
+    /// Accounts made for a push name (`for_push_name`).
+    by_push_name: HashMap<String, Phone>,
     next_lid: u64,
+    /// The next number `for_push_name` tries.
+    next_number: u64,
+}
+
+/// Numbers the sandbox hands out itself count up from here (+1 555: a
+/// range no real subscriber has).
+const FIRST_NUMBER: u64 = 15_550_000_001;
+
+impl DirectoryInner {
+    fn insert_new(
+        &mut self,
+        phone: Phone,
+        sim: SimPhone,
+        state: AccountState,
+    ) -> Result<Arc<Account>, DirectoryError> {
+        if self.by_phone.contains_key(&phone) {
+            return Err(DirectoryError::Exists(phone));
+        }
+        let lid = Lid(self.next_lid);
+        self.next_lid = self.next_lid.checked_add(1).ok_or(DirectoryError::NoLid)?;
+        let account = Arc::new(Account::new(phone, lid, sim, state));
+        self.by_lid.insert(lid, phone);
+        self.by_phone.insert(phone, account.clone());
+        Ok(account)
+    }
+
+    /// A number no account has yet.
+    fn fresh_number(&mut self) -> Result<Phone, DirectoryError> {
+        loop {
+            let number = self.next_number.max(FIRST_NUMBER);
+            self.next_number = number + 1;
+            let phone = Phone::from_number(number).ok_or(DirectoryError::NoNumber)?;
+            if !self.by_phone.contains_key(&phone) {
+                return Ok(phone);
+            }
+        }
+    }
 }
 
 /// All accounts, by phone number and by LID.
@@ -447,16 +540,45 @@ impl Directory {
     /// Creates an account with a fresh LID and a new simulated phone.
     pub fn create(&self, phone: Phone, now: u64) -> Result<Arc<Account>, DirectoryError> {
         let sim = SimPhone::generate();
-        let mut inner = self.write();
-        if inner.by_phone.contains_key(&phone) {
-            return Err(DirectoryError::Exists(phone));
+        self.write().insert_new(phone, sim, AccountState::new(now))
+    }
+
+    /// The account that stands for a push name: the same name always gets
+    /// the same account; a new name (or an empty one) a new account with a
+    /// fresh number and `behaviour`. Returns it and whether it is new.
+    pub fn for_push_name(
+        &self,
+        push_name: &str,
+        behaviour: Behaviour,
+        now: u64,
+    ) -> Result<(Arc<Account>, bool), DirectoryError> {
+        if let Some(account) = self.named(push_name) {
+            return Ok((account, false));
         }
-        let lid = Lid(inner.next_lid);
-        inner.next_lid = inner.next_lid.checked_add(1).ok_or(DirectoryError::NoLid)?;
-        let account = Arc::new(Account::new(phone, lid, sim, AccountState::new(now)));
-        inner.by_lid.insert(lid, phone);
-        inner.by_phone.insert(phone, account.clone());
-        Ok(account)
+        let sim = SimPhone::generate();
+        let mut inner = self.write();
+        // Another scan for the same name may have won the race meanwhile.
+        let existing = inner.by_push_name.get(push_name).copied();
+        if let Some(account) = existing.and_then(|p| inner.by_phone.get(&p).cloned()) {
+            return Ok((account, false));
+        }
+        let phone = inner.fresh_number()?;
+        let mut state = AccountState::new(now);
+        state.behaviour = behaviour;
+        if !push_name.is_empty() {
+            state.push_name = Some(push_name.to_owned());
+            inner.by_push_name.insert(push_name.to_owned(), phone);
+        }
+        Ok((inner.insert_new(phone, sim, state)?, true))
+    }
+
+    fn named(&self, push_name: &str) -> Option<Arc<Account>> {
+        if push_name.is_empty() {
+            return None;
+        }
+        let inner = self.read();
+        let phone = inner.by_push_name.get(push_name)?;
+        inner.by_phone.get(phone).cloned()
     }
 
     /// Puts back an account read from the state file.
@@ -464,6 +586,10 @@ impl Directory {
         let mut inner = self.write();
         inner.next_lid = inner.next_lid.max(account.lid.0 + 1);
         inner.by_lid.insert(account.lid, account.phone);
+        if let Some(name) = account.lock().push_name.clone() {
+            inner.next_number = inner.next_number.max(account.phone.number() + 1);
+            inner.by_push_name.insert(name, account.phone);
+        }
         inner.by_phone.insert(account.phone, Arc::new(account));
     }
 

@@ -73,8 +73,10 @@ impl From<LinkError> for ApiError {
         match e {
             LinkError::UnknownPhone(_) => ApiError::NotFound(message),
             LinkError::BadQr(_) => ApiError::BadRequest(message),
+            LinkError::BadCode => ApiError::InvalidField(message),
             LinkError::TimedOut => ApiError::Timeout(message),
             LinkError::NotShowing
+            | LinkError::NoCode
             | LinkError::KeyMismatch
             | LinkError::Refused(_)
             | LinkError::Gone
@@ -128,6 +130,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/phones", post(post_phone))
         .route("/phones/{phone}", get(get_phone))
         .route("/phones/{phone}/link", post(post_link))
+        .route("/phones/{phone}/link-code", post(post_link_code))
         .route("/phones/{phone}/unlink", post(post_unlink))
         .route(
             "/phones/{phone}/messages",
@@ -135,6 +138,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/phones/{phone}/read", post(post_read))
         .route("/sandbox/health", get(health))
+        .route("/admin/mock-phone/scan-qr", post(super::mock::scan_qr))
         .fallback(|| async { ApiError::NotFound("no such route in the sandbox".into()) })
 }
 
@@ -146,6 +150,11 @@ struct NewPhone {
 #[derive(Deserialize)]
 struct Scan {
     qr: String,
+}
+
+#[derive(Deserialize)]
+struct EnteredCode {
+    code: String,
 }
 
 #[derive(Deserialize)]
@@ -178,7 +187,9 @@ pub(crate) fn create_phone(shared: &Shared, phone: &str) -> Result<AccountView, 
     match shared.directory.create(phone, shared.now()) {
         Ok(account) => tracing::info!(%phone, lid = %account.lid, "account created"),
         Err(e @ DirectoryError::Exists(_)) => return Err(ApiError::Conflict(e.to_string())),
-        Err(e @ DirectoryError::NoLid) => return Err(ApiError::Internal(e.to_string())),
+        Err(e @ (DirectoryError::NoLid | DirectoryError::NoNumber)) => {
+            return Err(ApiError::Internal(e.to_string()));
+        }
     }
     shared.state_changed();
     shared
@@ -204,6 +215,15 @@ async fn post_link(
 ) -> Result<Json<Linked>, ApiError> {
     let Json(body) = body?;
     Ok(Json(pairing::link(&shared, &phone, &body.qr).await?))
+}
+
+async fn post_link_code(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+    body: Result<Json<EnteredCode>, JsonRejection>,
+) -> Result<Json<Linked>, ApiError> {
+    let Json(body) = body?;
+    Ok(Json(pairing::link_code(&shared, &phone, &body.code).await?))
 }
 
 async fn post_unlink(

@@ -24,7 +24,7 @@ use super::iq::{self, Asker};
 use super::jid::{DeviceAddr, lid_jid};
 use super::online::{Command, CommandRx};
 use super::server::Shared;
-use super::{messages, receipts};
+use super::{messages, presence, receipts};
 
 /// Why a login is refused; the client is told `<failure reason="401">`.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,7 @@ pub(crate) async fn serve(
         device,
         delivered: 0,
         offline_done: false,
+        held: Vec::new(),
     };
     let outcome = session.run(channel, commands).await;
     shared.online.unregister(addr, conn);
@@ -128,6 +129,8 @@ struct Session<'a> {
     delivered: u64,
     /// Whether the offline batch (and its `<ib><offline>`) went out.
     offline_done: bool,
+    /// Live stanzas that came before the offline batch went out.
+    held: Vec<Node>,
 }
 
 impl Session<'_> {
@@ -146,6 +149,7 @@ impl Session<'_> {
                 }
                 command = commands.recv() => match command {
                     Some(Command::Flush) => self.flush(channel, false).await?,
+                    Some(Command::Send(node)) => self.send_live(channel, node).await?,
                     Some(Command::Close(last)) => {
                         channel.send_last(&last).await;
                         return Ok(());
@@ -196,7 +200,15 @@ impl Session<'_> {
                 self.settle_ack(node);
                 Ok(())
             }
-            "ib" | "presence" | "chatstate" => {
+            "presence" => {
+                presence::handle_presence(self.shared, self.account, self.device, node);
+                Ok(())
+            }
+            "chatstate" => {
+                presence::handle_chatstate(self.shared, self.account, self.device, node);
+                Ok(())
+            }
+            "ib" => {
                 tracing::debug!(tag = %node.tag, "noted");
                 Ok(())
             }
@@ -233,8 +245,26 @@ impl Session<'_> {
             channel
                 .send(&NodeBuilder::new("ib").children([marker]).build())
                 .await?;
+            // Presence and typing are live stanzas: after the offline batch.
+            let addr = DeviceAddr::new(self.account.phone, self.device);
+            let mut live = self.shared.presence.take_waiting(addr);
+            live.append(&mut self.held);
+            for node in live {
+                channel.send(&node).await?;
+            }
         }
         Ok(())
+    }
+
+    /// A live stanza: sent now, or after the offline batch if that has
+    /// not gone out yet (the client takes live stanzas only after it).
+    async fn send_live(&mut self, channel: &mut NodeChannel, node: Node) -> Result<(), ConnError> {
+        if self.offline_done {
+            channel.send(&node).await
+        } else {
+            self.held.push(node);
+            Ok(())
+        }
     }
 
     /// The device's ack of a forwarded receipt or a notification takes it

@@ -60,6 +60,10 @@ pub(crate) async fn relay(
         tracing::info!(%id, to = ?attr(node, "to"), "message to an unknown number");
         return message_ack(shared, node, Some("404"));
     };
+    if !super::tokens::admits(shared, sender, &recipient, node) {
+        tracing::info!(%id, to = %recipient.phone, "first contact refused: no privacy token");
+        return message_ack(shared, node, Some("463"));
+    }
     let from = DeviceAddr::new(sender.phone, device);
     shared.routes.record(&id, from);
     for (target, encs) in copies(node, &to) {
@@ -211,8 +215,10 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
             shared.state_changed();
         }
     }
-    let receipt = deliver::receipt(shared, me, copy.id, None);
-    queue_receipt(shared, copy.from, copy.id, receipt);
+    if phone.lock().behaviour.phone_online {
+        let receipt = deliver::receipt(shared, me, copy.id, None);
+        queue_receipt(shared, copy.from, copy.id, receipt);
+    }
 }
 
 /// The text of a message: a plain conversation or an extended text.

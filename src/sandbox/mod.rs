@@ -16,7 +16,9 @@
 //! `signal` holds the phones' Signal stores; `messages` relays companions'
 //! messages and has phones send and read texts, `receipts` routes receipts;
 //! `online` reaches logged-in connections and `deliver` queues stanzas for
-//! devices; `jid` spells addresses; `control` is the HTTP API.
+//! devices; `tokens` issues privacy tokens and guards restricted
+//! accounts; `presence` relays presence and typing; `jid` spells addresses; `control` is the HTTP API, and `mock`
+//! the mock-server contract of the client library's own e2e suite.
 
 mod accounts;
 mod cert;
@@ -28,14 +30,18 @@ mod iq;
 mod jid;
 mod login;
 mod messages;
+mod mock;
 mod noise;
 mod online;
+mod pair_code;
 mod pairing;
 mod phone;
+mod presence;
 mod receipts;
 mod server;
 mod signal;
 mod state;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +64,9 @@ pub struct SandboxArgs {
     /// across restarts (in memory only without it).
     #[arg(long, env = "SANDBOX_STATE")]
     pub state: Option<PathBuf>,
+    /// How long a typing state waits for a recipient that is offline.
+    #[arg(long, env = "CHATSTATE_TTL_SECS", default_value_t = 10)]
+    pub chatstate_ttl_secs: u64,
 }
 
 /// How a sandbox is started; `SandboxConfig::new` gives the defaults.
@@ -73,6 +82,8 @@ pub struct SandboxConfig {
     /// How long `POST /phones/{phone}/link` waits for the companion to
     /// answer the pairing.
     pub pairing_timeout: Duration,
+    /// How long a typing state waits for a recipient that is offline.
+    pub chatstate_ttl: Duration,
 }
 
 impl SandboxConfig {
@@ -83,6 +94,7 @@ impl SandboxConfig {
             handshake_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(120),
             pairing_timeout: Duration::from_secs(20),
+            chatstate_ttl: Duration::from_secs(10),
         }
     }
 
@@ -96,6 +108,7 @@ impl From<SandboxArgs> for SandboxConfig {
     fn from(args: SandboxArgs) -> Self {
         let mut config = SandboxConfig::new(args.listen);
         config.state_file = args.state;
+        config.chatstate_ttl = Duration::from_secs(args.chatstate_ttl_secs);
         config
     }
 }

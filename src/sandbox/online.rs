@@ -18,6 +18,8 @@ pub(crate) enum Command {
     Flush,
     /// Send this stanza (a `<stream:error>`, say), then close.
     Close(Node),
+    /// Send this stanza now; it is not queued (presence, typing).
+    Send(Node),
 }
 
 pub(crate) type CommandTx = mpsc::UnboundedSender<Command>;
@@ -60,6 +62,11 @@ impl Online {
         self.links()
             .get(&device)
             .is_some_and(|l| l.tx.send(command).is_ok())
+    }
+
+    /// Every connected device.
+    pub fn all(&self) -> Vec<DeviceAddr> {
+        self.links().keys().copied().collect()
     }
 
     /// The connected device ids of one account, ascending.

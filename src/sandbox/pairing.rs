@@ -44,6 +44,10 @@ pub(crate) enum LinkError {
     UnknownPhone(String),
     #[error("malformed QR code: {0}")]
     BadQr(&'static str),
+    #[error("a pair code is 8 characters of 1-9 and A-Z (no I, O, U), a dash allowed")]
+    BadCode,
+    #[error("no connected companion is showing a pair code for this number")]
+    NoCode,
     #[error("no connected companion is showing this QR code")]
     NotShowing,
     #[error("the QR code's keys do not match the companion showing it")]
@@ -67,7 +71,8 @@ pub struct Linked {
     pub lid: String,
 }
 
-/// The fields of a QR string that pairing needs.
+/// The companion's keys that pairing needs: the fields of a QR string, or
+/// what a pair code's key bundle yields.
 #[derive(Debug, Clone)]
 pub(crate) struct QrCode {
     pub reference: String,
@@ -99,16 +104,24 @@ impl QrCode {
     }
 }
 
-/// A scan, handed to the connection that showed the QR.
+/// A scan or an entered code, handed to the connection that showed it.
 pub(crate) struct LinkRequest {
     account: Arc<Account>,
-    qr: QrCode,
+    how: How,
     reply: oneshot::Sender<Result<Linked, LinkError>>,
+}
+
+enum How {
+    Qr(QrCode),
+    /// The code the phone's user typed, normalized.
+    Code(String),
 }
 
 #[derive(Clone)]
 struct Showing {
     noise_key: [u8; 32],
+    /// The push name the companion registered with (possibly empty).
+    push_name: String,
     tx: mpsc::UnboundedSender<LinkRequest>,
 }
 
@@ -116,6 +129,9 @@ struct Showing {
 #[derive(Default)]
 pub(crate) struct PairingDesk {
     showing: Mutex<HashMap<String, Showing>>,
+    /// Companions showing a pair code, by the number they gave, with the
+    /// pairing ref of their `companion_hello`.
+    codes: Mutex<HashMap<Phone, (String, Showing)>>,
 }
 
 impl PairingDesk {
@@ -123,17 +139,51 @@ impl PairingDesk {
         self.showing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, noise_key: [u8; 32], tx: mpsc::UnboundedSender<LinkRequest>) -> Vec<String> {
+    fn open(
+        &self,
+        noise_key: [u8; 32],
+        push_name: &str,
+        tx: mpsc::UnboundedSender<LinkRequest>,
+    ) -> Vec<String> {
         let mut rng = rand::rng();
         let refs: Vec<String> = (0..REFS)
             .map(|_| format!("2@{}", STANDARD.encode(rng.random::<[u8; 24]>())))
             .collect();
         let mut showing = self.showing();
         for r in &refs {
-            let tx = tx.clone();
-            showing.insert(r.clone(), Showing { noise_key, tx });
+            let showing_now = Showing {
+                noise_key,
+                push_name: push_name.to_owned(),
+                tx: tx.clone(),
+            };
+            showing.insert(r.clone(), showing_now);
         }
         refs
+    }
+
+    /// The push name of the companion showing this QR code.
+    pub fn push_name_of(&self, qr: &str) -> Result<String, LinkError> {
+        let qr = QrCode::parse(qr)?;
+        let showing = self.showing();
+        let found = showing.get(&qr.reference).ok_or(LinkError::NotShowing)?;
+        Ok(found.push_name.clone())
+    }
+
+    fn codes(&self) -> std::sync::MutexGuard<'_, HashMap<Phone, (String, Showing)>> {
+        self.codes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The companion with this ref shows a code for `phone`; a newer
+    /// `companion_hello` for the number replaces an older one.
+    fn show_code(&self, phone: Phone, reference: &str, showing: Showing) {
+        self.codes().insert(phone, (reference.to_owned(), showing));
+    }
+
+    fn close_code(&self, phone: Phone, reference: &str) {
+        let mut codes = self.codes();
+        if codes.get(&phone).is_some_and(|(r, _)| r == reference) {
+            codes.remove(&phone);
+        }
     }
 
     fn close(&self, refs: &[String]) {
@@ -144,15 +194,20 @@ impl PairingDesk {
     }
 }
 
-/// Takes a connection's refs off the desk however its task ends.
+/// Takes a connection's refs (and its pair code) off the desk however its
+/// task ends.
 struct OpenRefs<'a> {
     desk: &'a PairingDesk,
     refs: Vec<String>,
+    code: Option<(Phone, String)>,
 }
 
 impl Drop for OpenRefs<'_> {
     fn drop(&mut self) {
         self.desk.close(&self.refs);
+        if let Some((phone, reference)) = &self.code {
+            self.desk.close_code(*phone, reference);
+        }
     }
 }
 
@@ -162,14 +217,53 @@ pub(crate) async fn link(shared: &Shared, phone: &str, qr: &str) -> Result<Linke
         .ok()
         .and_then(|p| shared.directory.get(p))
         .ok_or_else(|| LinkError::UnknownPhone(phone.to_owned()))?;
+    link_account(shared, account, qr).await
+}
+
+/// The phone of `account` scans `qr`.
+pub(crate) async fn link_account(
+    shared: &Shared,
+    account: Arc<Account>,
+    qr: &str,
+) -> Result<Linked, LinkError> {
     let qr = QrCode::parse(qr)?;
     let showing = shared.desk.showing().get(&qr.reference).cloned();
     let showing = showing.ok_or(LinkError::NotShowing)?;
     if showing.noise_key != qr.noise_key {
         return Err(LinkError::KeyMismatch);
     }
+    hand_over(shared, &showing, account, How::Qr(qr)).await
+}
+
+/// The phone of `phone` enters `code`, which a companion shows.
+pub(crate) async fn link_code(
+    shared: &Shared,
+    phone: &str,
+    code: &str,
+) -> Result<Linked, LinkError> {
+    let account = Phone::parse(phone)
+        .ok()
+        .and_then(|p| shared.directory.get(p))
+        .ok_or_else(|| LinkError::UnknownPhone(phone.to_owned()))?;
+    let code = super::pair_code::normalize(code)?;
+    let showing = shared.desk.codes().get(&account.phone).cloned();
+    let (_, showing) = showing.ok_or(LinkError::NoCode)?;
+    hand_over(shared, &showing, account, How::Code(code)).await
+}
+
+/// Gives the request to the companion's connection; waits for the outcome.
+async fn hand_over(
+    shared: &Shared,
+    showing: &Showing,
+    account: Arc<Account>,
+    how: How,
+) -> Result<Linked, LinkError> {
     let (reply, answer) = oneshot::channel();
-    let request = LinkRequest { account, qr, reply };
+    let request = LinkRequest {
+        account,
+        how,
+        reply,
+    };
     showing.tx.send(request).map_err(|_| LinkError::Gone)?;
     match tokio::time::timeout(shared.config.pairing_timeout, answer).await {
         Ok(Ok(outcome)) => outcome,
@@ -274,18 +368,41 @@ pub(crate) async fn serve(
 ) -> Result<(), ConnError> {
     let registration = Registration::from_payload(&payload)?;
     let (tx, mut requests) = mpsc::unbounded_channel();
-    let open = OpenRefs {
+    let showing = Showing {
+        noise_key,
+        push_name: registration.push_name.clone(),
+        tx: tx.clone(),
+    };
+    let mut open = OpenRefs {
         desk: &shared.desk,
-        refs: shared.desk.open(noise_key, tx),
+        refs: shared.desk.open(noise_key, &registration.push_name, tx),
+        code: None,
     };
     channel.send(&pair_device(&open.refs)).await?;
+    let mut hello = None;
     let deadline = tokio::time::sleep(PAIRING_WINDOW);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            node = channel.recv() => answer_while_pairing(shared, channel, &node?).await?,
+            node = channel.recv() => {
+                let node = node?;
+                match super::pair_code::parse_hello(&node) {
+                    Some(Ok(new)) => {
+                        channel.send(&super::pair_code::hello_answer(&node, &new)).await?;
+                        shared.desk.show_code(new.phone, &new.reference, showing.clone());
+                        open.code = Some((new.phone, new.reference.clone()));
+                        hello = Some(new);
+                    }
+                    Some(Err(what)) => {
+                        let refused = iq::bad_request(shared, &node, what);
+                        channel.send(&refused).await?;
+                    }
+                    None => answer_while_pairing(shared, channel, &node).await?,
+                }
+            }
             Some(request) = requests.recv() => {
-                let paired = pair(shared, channel, &registration, request).await?;
+                let companion = Companion { registration: &registration, noise_key, hello: hello.as_ref() };
+                let paired = pair(shared, channel, &companion, request).await?;
                 if paired {
                     settle(shared, channel).await?;
                     // The client reconnects at once and logs in.
@@ -337,7 +454,8 @@ async fn answer_while_pairing(
             Some(answer) => channel.send(&answer).await,
             None => Ok(()),
         },
-        "ib" => Ok(()),
+        // Its ack of a pair-code notification, its unified-session note.
+        "ib" | "ack" => Ok(()),
         _ => Err(ConnError::Protocol(format!(
             "<{}> before pairing",
             node.tag
@@ -345,16 +463,36 @@ async fn answer_while_pairing(
     }
 }
 
-/// Runs one scan to its end. `Ok(true)` when the device joined the account;
-/// `Ok(false)` when the scan failed but the companion may be scanned again.
+/// The registering companion a connection serves.
+struct Companion<'a> {
+    registration: &'a Registration,
+    noise_key: [u8; 32],
+    /// Its `companion_hello`, once it asked to show a pair code.
+    hello: Option<&'a super::pair_code::Hello>,
+}
+
+/// Runs one scan (or entered code) to its end. `Ok(true)` when the device
+/// joined the account; `Ok(false)` when it failed but the companion may be
+/// linked again.
 async fn pair(
     shared: &Arc<Shared>,
     channel: &mut NodeChannel,
-    registration: &Registration,
+    companion: &Companion<'_>,
     request: LinkRequest,
 ) -> Result<bool, ConnError> {
-    let LinkRequest { account, qr, reply } = request;
-    let outcome = exchange(shared, channel, registration, &account, &qr).await;
+    let LinkRequest {
+        account,
+        how,
+        reply,
+    } = request;
+    let registration = companion.registration;
+    let outcome = match how {
+        How::Qr(qr) => exchange(shared, channel, registration, &account, &qr).await,
+        How::Code(code) => match by_code(shared, channel, companion, &account, code).await {
+            Ok(keys) => exchange(shared, channel, registration, &account, &keys).await,
+            Err(e) => Err(e),
+        },
+    };
     let (result, keep_going) = match outcome {
         Ok(linked) => (Ok(linked), Ok(true)),
         Err(Exchange::Link(e)) => (Err(e), Ok(false)),
@@ -381,6 +519,55 @@ impl From<ConnError> for Exchange {
 impl From<LinkError> for Exchange {
     fn from(e: LinkError) -> Self {
         Exchange::Link(e)
+    }
+}
+
+/// Stage 2 of pair-code linking (see `pair_code`): `primary_hello` out,
+/// `companion_finish` back, its key bundle opened.
+async fn by_code(
+    shared: &Shared,
+    channel: &mut NodeChannel,
+    companion: &Companion<'_>,
+    account: &Arc<Account>,
+    code: String,
+) -> Result<QrCode, Exchange> {
+    use super::pair_code;
+    let hello = companion.hello.ok_or(LinkError::NoCode)?.clone();
+    // PBKDF2 with 2^17 rounds, twice: not on the runtime's threads.
+    let (phone, noise_key) = (account.clone(), companion.noise_key);
+    let (ephemeral, notification) = {
+        let (hello, code) = (hello.clone(), code.clone());
+        tokio::task::spawn_blocking(move || pair_code::primary_hello(&phone, &hello, &code))
+            .await
+            .map_err(|e| LinkError::Refused(e.to_string()))?
+    };
+    channel.send(&notification).await?;
+    let sealed = await_finish(shared, channel).await?;
+    let phone = account.clone();
+    let keys = tokio::task::spawn_blocking(move || {
+        pair_code::open_bundle(&phone.sim, &hello, &code, &ephemeral, &sealed, noise_key)
+    })
+    .await
+    .map_err(|e| LinkError::Refused(e.to_string()))??;
+    Ok(keys)
+}
+
+/// Waits for the companion's `companion_finish` and acknowledges it.
+async fn await_finish(shared: &Shared, channel: &mut NodeChannel) -> Result<Vec<u8>, Exchange> {
+    let wait = async {
+        loop {
+            let node = channel.recv().await?;
+            let Some(sealed) = super::pair_code::parse_finish(&node) else {
+                answer_while_pairing(shared, channel, &node).await?;
+                continue;
+            };
+            channel.send(&iq::empty_result(&node)).await?;
+            return Ok::<_, Exchange>(sealed);
+        }
+    };
+    match tokio::time::timeout(shared.config.pairing_timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::TimedOut.into()),
     }
 }
 

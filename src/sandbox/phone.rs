@@ -393,6 +393,17 @@ impl SimPhone {
         self.signal.lock().await.sessions.0.remove(address.as_str());
     }
 
+    /// X25519 agreement of the phone's identity key with `theirs` (pair-code
+    /// linking derives the ADV secret from it).
+    pub fn agree(&self, theirs: &[u8; 32]) -> Result<[u8; 32], PhoneError> {
+        let theirs = PublicKey::from_djb_public_key_bytes(theirs)
+            .map_err(|e| PhoneError::BadKey(e.to_string()))?;
+        self.identity
+            .private_key
+            .calculate_agreement(&theirs)
+            .map_err(|e| PhoneError::BadKey(e.to_string()))
+    }
+
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PhoneError> {
         let signature = self
             .identity

@@ -30,7 +30,9 @@ use super::deliver::Routes;
 use super::noise::ServerKey;
 use super::online::Online;
 use super::pairing::{self, Linked, PairingDesk};
+use super::presence::Presence;
 use super::state::{self, StateError};
+use super::tokens::Tokens;
 use super::{SandboxConfig, conn, control};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,8 @@ pub(crate) struct Shared {
     pub tasks: TaskTracker,
     pub counters: Counters,
     pub routes: Routes,
+    pub presence: Presence,
+    pub tokens: Tokens,
     saves: tokio::sync::Notify,
     conn_seq: AtomicU64,
 }
@@ -188,6 +192,8 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         tasks: TaskTracker::new(),
         counters: Counters::default(),
         routes: Routes::default(),
+        presence: Presence::default(),
+        tokens: Tokens::default(),
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
     });
@@ -251,6 +257,18 @@ impl RunningSandbox {
     /// That account's phone scans `qr` (as `POST /phones/{phone}/link`).
     pub async fn link(&self, phone: &str, qr: &str) -> Result<Linked, control::ApiError> {
         Ok(pairing::link(&self.shared, phone, qr).await?)
+    }
+
+    /// That account's phone enters a pair code (as `POST
+    /// /phones/{phone}/link-code`).
+    pub async fn link_code(&self, phone: &str, code: &str) -> Result<Linked, control::ApiError> {
+        Ok(pairing::link_code(&self.shared, phone, code).await?)
+    }
+
+    /// The QR is scanned by the account of the push name the companion
+    /// presents (as `POST /admin/mock-phone/scan-qr`).
+    pub async fn scan_qr(&self, qr: &str) -> Result<Linked, control::ApiError> {
+        super::mock::scan(&self.shared, qr).await
     }
 
     /// Removes the account's companions (as `POST /phones/{phone}/unlink`).

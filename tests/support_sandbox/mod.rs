@@ -102,6 +102,13 @@ impl Control {
             .await
     }
 
+    /// `POST /admin/mock-phone/scan-qr` with the QR as the raw body.
+    pub async fn scan_qr(&self, qr: &str) -> (u16, Value) {
+        let url = self.url("/admin/mock-phone/scan-qr");
+        let response = self.http.post(url).body(qr.to_owned()).send().await;
+        read(response.expect("control API answers")).await
+    }
+
     /// Polls `GET /phones/{phone}` until `check` holds (or panics).
     pub async fn phone_until(
         &self,
@@ -264,6 +271,21 @@ impl Companion {
     /// fails (`Some(false)`) every message: a failing one never confirms a
     /// message, as a crash before the commit would.
     pub async fn start_with(ws_url: &str, store: Arc<dyn Backend>, commits: Option<bool>) -> Self {
+        Self::start_as(ws_url, store, commits, "sandbox test").await
+    }
+
+    /// A fresh client presenting `push_name` when it pairs.
+    pub async fn named(ws_url: &str, push_name: &str) -> Self {
+        let store = Arc::new(InMemoryBackend::new());
+        Self::start_as(ws_url, store, None, push_name).await
+    }
+
+    async fn start_as(
+        ws_url: &str,
+        store: Arc<dyn Backend>,
+        commits: Option<bool>,
+        push_name: &str,
+    ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let mut builder = Bot::builder();
         if let Some(commits) = commits {
@@ -275,7 +297,7 @@ impl Companion {
             .with_http_client(NoInternet)
             .with_runtime(whatsapp_rust::TokioRuntime)
             .with_version((2, 3000, 1_023_000_000))
-            .with_push_name("sandbox test")
+            .with_push_name(push_name)
             .with_event_handler(Forward(tx))
             .build()
             .await

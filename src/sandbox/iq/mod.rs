@@ -6,7 +6,9 @@
 //! Answers are computed synchronously under the account's lock; nothing
 //! here writes to a socket.
 
+mod app_state;
 mod keys;
+mod picture;
 mod usync;
 
 use std::sync::atomic::Ordering;
@@ -83,10 +85,16 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("abt", "get", "props") => Ok(vec![props()]),
         ("blocklist", "get", _) => Ok(vec![NodeBuilder::new("list").build()]),
         ("privacy", "get", "privacy") => Ok(vec![privacy()]),
-        // Privacy tokens a sender issues to its contacts: taken, not kept
-        // (no account in the sandbox asks for one).
-        ("privacy", "set", "tokens") => Ok(vec![]),
-        ("w:sync:app:state", "set", "sync") => Ok(vec![app_state(iq)]),
+        ("privacy", "set", "tokens") => {
+            Ok(vec![super::tokens::issue(asker.shared, asker.account, iq)])
+        }
+        ("w:sync:app:state", "set", "sync") => Ok(vec![app_state::sync(asker, iq)]),
+        ("w:profile:picture", "set", _) => picture::set(asker, iq),
+        ("w:profile:picture", "get", _) => picture::get(asker, iq),
+        ("status", "set", "status") => {
+            super::presence::set_about(asker.shared, asker.account, asker.device, iq);
+            Ok(vec![])
+        }
         ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
         _ => Err(IqError::NotImplemented),
     };
@@ -104,6 +112,16 @@ pub(crate) fn answer_unregistered(shared: &Shared, iq: &Node) -> Option<Node> {
         _ => Err(IqError::NotImplemented),
     };
     Some(reply(shared, iq, answer))
+}
+
+/// An empty result for `iq`.
+pub(crate) fn empty_result(iq: &Node) -> Node {
+    result(&attr(iq, "id").unwrap_or_default(), vec![])
+}
+
+/// A `400 bad-request` answer to `iq`; `what` names the bad part.
+pub(crate) fn bad_request(shared: &Shared, iq: &Node, what: &'static str) -> Node {
+    reply(shared, iq, Err(IqError::BadRequest(what)))
 }
 
 fn reply(shared: &Shared, iq: &Node, answer: Answer) -> Node {
@@ -166,11 +184,14 @@ pub(crate) fn request_id() -> String {
     format!("srv.{n:08x}")
 }
 
-/// A/B props: none set, refreshed daily.
+/// A/B props, refreshed daily. One is set: clients attach the privacy
+/// token they hold to every 1:1 message, as WhatsApp has them do.
 fn props() -> Node {
+    use wacore::iq::abprops::web::PRIVACY_TOKEN_SENDING_ON_ALL_1_ON_1_MESSAGES as TOKENS_ON_1_1;
     wacore::iq::props::PropsResponse {
         hash: Some("sandbox".into()),
         refresh: Some(86_400),
+        experiment_props: vec![(TOKENS_ON_1_1.code, "1".into())],
         ..Default::default()
     }
     .into_node()
@@ -218,23 +239,4 @@ fn remove_companion(asker: &Asker<'_>, iq: &Node) -> Answer {
     pairing::remove_devices(asker.shared, asker.account, |d| d == asker.device);
     tracing::info!("companion logged itself out");
     Ok(vec![])
-}
-
-/// App state: every asked collection exists, empty, at version 0. Without a
-/// `<sync>` in the answer the client never reaches `Connected`.
-fn app_state(iq: &Node) -> Node {
-    let asked = iq
-        .get_optional_child("sync")
-        .map(|s| s.get_children_by_tag("collection").collect::<Vec<_>>())
-        .unwrap_or_default();
-    let collections = asked.into_iter().filter_map(|c| {
-        let name = attr(c, "name")?;
-        Some(
-            NodeBuilder::new("collection")
-                .attr("name", name)
-                .attr("version", "0")
-                .build(),
-        )
-    });
-    NodeBuilder::new("sync").children(collections).build()
 }

@@ -1,0 +1,101 @@
+//! The mock-server contract of the client library's own end-to-end suite
+//! (SANDBOX.md, "The fidelity target"), beside our control API.
+//!
+//! `POST /admin/mock-phone/scan-qr` takes the QR string a companion shows,
+//! as the raw body. There is no phone number in it: the account is the one
+//! that stands for the companion's push name (from its pairing payload).
+//! The same push name is the same number, so a second client with it
+//! becomes the account's next device; a new push name (or none) is a new
+//! account with a fresh number. The push name also carries the account's
+//! server behaviours:
+//!
+//! - `restricted:<name>`: strangers need a privacy token to write first;
+//! - `scenario:<flag>,<flag>:<name>`, flags `restricted`, `tc_enabled=0|1`
+//!   and `cs_enabled=0|1` (which kinds of token open the account).
+//!
+//! The phone of such an account receives but sends no delivery receipts:
+//! there, an account's messages are confirmed by its companions only.
+//! Nothing here looks at anything but those prefixes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+
+use super::accounts::{Behaviour, DirectoryError};
+use super::control::ApiError;
+use super::pairing::{self, Linked};
+use super::server::Shared;
+
+/// `POST /admin/mock-phone/scan-qr`: pairs the companion showing the QR to
+/// its push name's account.
+pub(crate) async fn scan_qr(
+    State(shared): State<Arc<Shared>>,
+    body: String,
+) -> Result<Json<Linked>, ApiError> {
+    Ok(Json(scan(&shared, &body).await?))
+}
+
+/// The scan itself, for the handler and for tests.
+pub(crate) async fn scan(shared: &Shared, qr: &str) -> Result<Linked, ApiError> {
+    let push_name = shared.desk.push_name_of(qr)?;
+    let behaviour = behaviour_of(&push_name);
+    let (account, new) = shared
+        .directory
+        .for_push_name(&push_name, behaviour, shared.now())
+        .map_err(|e| match e {
+            DirectoryError::Exists(_) | DirectoryError::NoLid | DirectoryError::NoNumber => {
+                ApiError::Internal(e.to_string())
+            }
+        })?;
+    if new {
+        tracing::info!(phone = %account.phone, %push_name, ?behaviour, "account made for a push name");
+        shared.state_changed();
+    }
+    Ok(pairing::link_account(shared, account, qr).await?)
+}
+
+/// The behaviours a push name selects. In that suite's world an account
+/// is its companions: the phone only pairs them, so it confirms nothing
+/// (a message's delivery receipt comes from a companion).
+pub(crate) fn behaviour_of(push_name: &str) -> Behaviour {
+    let mut behaviour = Behaviour {
+        phone_online: false,
+        ..Behaviour::default()
+    };
+    if push_name.starts_with("restricted:") {
+        behaviour.restricted = true;
+    } else if let Some(rest) = push_name.strip_prefix("scenario:") {
+        let flags = rest.split_once(':').map_or("", |(flags, _)| flags);
+        for flag in flags.split(',').filter(|f| !f.is_empty()) {
+            match flag {
+                "restricted" => behaviour.restricted = true,
+                "tc_enabled=0" => behaviour.tc_enabled = false,
+                "tc_enabled=1" => behaviour.tc_enabled = true,
+                "cs_enabled=0" => behaviour.cs_enabled = false,
+                "cs_enabled=1" => behaviour.cs_enabled = true,
+                other => tracing::warn!(flag = other, "unknown scenario flag, ignored"),
+            }
+        }
+    }
+    behaviour
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_names_select_behaviours() {
+        let plain = behaviour_of("alice_1");
+        assert!(!plain.restricted && plain.tc_enabled && plain.cs_enabled);
+        assert!(!plain.phone_online);
+        assert!(behaviour_of("restricted:alice").restricted);
+        let b = behaviour_of("scenario:restricted,tc_enabled=0,cs_enabled=1:bob_2");
+        assert!(b.restricted && !b.tc_enabled && b.cs_enabled);
+        let b = behaviour_of("scenario:cs_enabled=0:carol");
+        assert!(!b.restricted && b.tc_enabled && !b.cs_enabled);
+        // A name that merely contains a prefix selects nothing.
+        assert_eq!(behaviour_of("not restricted:x"), plain);
+    }
+}
