@@ -10,15 +10,17 @@
 //!
 //! Map: `server` (listener, router, WebSocket upgrade, shutdown) hands each
 //! connection to `conn`, which runs `noise` (handshake, with the certificate
-//! chain from `cert`) over `frame`, then either `pairing` (QR flow, and
-//! unlinking) or `login` (stanzas, answered by `iq`). `accounts` is the
-//! state and `state` its file; `phone` is the simulated primary device;
-//! `signal` holds the phones' Signal stores; `messages` relays companions'
-//! messages and has phones send and read texts, `receipts` routes receipts;
-//! `online` reaches logged-in connections and `deliver` queues stanzas for
-//! devices; `tokens` issues privacy tokens and guards restricted
-//! accounts; `presence` relays presence and typing; `jid` spells addresses; `control` is the HTTP API, and `mock`
-//! the mock-server contract of the client library's own e2e suite.
+//! chain from `cert`) over `frame`, then either `pairing` (QR flow, pair
+//! codes with `pair_code`, and unlinking) or `login` (stanzas, answered by
+//! `iq`). `accounts` is the state and `state` its file; `phone` is the
+//! simulated primary device; `signal` holds the phones' Signal stores;
+//! `messages` relays companions' messages and has phones send and read
+//! texts, `receipts` routes receipts; `online` reaches logged-in
+//! connections and `deliver` queues stanzas for devices; `tokens` issues
+//! privacy tokens and guards restricted accounts; `presence` relays
+//! presence, typing and about texts; `jid` spells addresses; `control` is
+//! the HTTP API, and `mock` the mock-server contract of the client
+//! library's own e2e suite.
 
 mod accounts;
 mod cert;
