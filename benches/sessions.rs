@@ -11,6 +11,8 @@
 //!   second, and p50/p99 from the phone's send to the message being stored
 //!   (seen through `GET /messages`).
 
+#[path = "support_db/mod.rs"]
+mod support_db;
 #[path = "../tests/support_sandbox/mod.rs"]
 mod support_sandbox;
 
@@ -18,7 +20,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use wago::app::App;
 use wago::config::Config;
@@ -36,33 +37,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 #[tokio::main]
 async fn main() {
     support_sandbox::init_logs();
-    let only = std::env::var("BENCH_DB").unwrap_or_default();
-    let dir = tempfile::tempdir().expect("temp dir");
-    if only.is_empty() || only == "sqlite" {
-        let dsn = format!("sqlite://{}", dir.path().join("bench.db").display());
-        run("SQLite", &dsn).await;
-    }
-    if only == "sqlite" {
-        return;
-    }
-    let admin = std::env::var("WAGO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    match sqlx::PgConnection::connect(&admin).await {
-        Ok(mut conn) => {
-            let name = format!("wago_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create db");
-            let mut url = url::Url::parse(&admin).expect("url");
-            url.set_path(&name);
-            run("Postgres", url.as_str()).await;
-            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-        Err(e) => println!("Postgres: not measured ({e})"),
-    }
+    support_db::each_database(|label, dsn| async move { run(label, &dsn).await }).await;
 }
 
 struct Api {

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use wago::app::App;
 use wago::config::Config;
@@ -26,6 +25,9 @@ use wago::events::Event;
 use wago::store::tenants::NewKey;
 use wago::store::webhooks::SecretUpdate;
 use wago::tenants::{ApiKey, KeySource, TenantId, TenantName};
+
+#[path = "support_db/mod.rs"]
+mod support_db;
 
 type Arrivals = Arc<Mutex<HashMap<(String, i64), Instant>>>;
 
@@ -35,35 +37,12 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let only = std::env::var("BENCH_DB").unwrap_or_default();
     let receiver = start_receiver().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    if only.is_empty() || only == "sqlite" {
-        run_all("SQLite", &sqlite, &receiver).await;
-    }
-    if only == "sqlite" {
-        return;
-    }
-
-    let admin = std::env::var("WAGO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    match sqlx::PgConnection::connect(&admin).await {
-        Ok(mut conn) => {
-            let name = format!("wago_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create db");
-            let mut url = url::Url::parse(&admin).expect("url");
-            url.set_path(&name);
-            run_all("Postgres", url.as_str(), &receiver).await;
-            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-        Err(e) => println!("Postgres: not measured ({e})"),
-    }
+    support_db::each_database(|label, dsn| {
+        let receiver = &receiver;
+        async move { run_all(label, &dsn, receiver).await }
+    })
+    .await;
 }
 
 struct Receiver {

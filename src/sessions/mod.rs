@@ -243,10 +243,6 @@ impl Supervisor {
         }
     }
 
-    pub fn node(&self) -> &NodeId {
-        &self.inner.node
-    }
-
     /// Starts the session of every tenant with a linked device.
     pub async fn start_paired(&self) -> Result<usize, SessionError> {
         let paired = self.inner.store.paired_sessions().await?;
