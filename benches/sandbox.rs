@@ -41,7 +41,9 @@ fn main() {
 /// The child: a sandbox on a random port. Prints its address, then answers
 /// each `rss` line on stdin with its VmRSS in KiB; stops at end of input.
 async fn serve_child() {
-    let config = wago::sandbox::SandboxConfig::new("127.0.0.1:0".parse().expect("addr"));
+    let mut config = wago::sandbox::SandboxConfig::new("127.0.0.1:0".parse().expect("addr"));
+    // The server's own cost is measured, without the simulated round trip.
+    config.connect_latency = std::time::Duration::ZERO;
     let sandbox = wago::sandbox::start(config).await.expect("sandbox starts");
     println!("{}", sandbox.addr());
     let lines = tokio::task::spawn_blocking(|| {

@@ -11,7 +11,7 @@ mod support_sandbox;
 use std::sync::Arc;
 
 use common::TestDb;
-use support_sandbox::{Companion, Sandbox, pair_on};
+use support_sandbox::{Companion, Sandbox, pair, pair_on};
 use wacore::store::Device;
 use wacore::store::traits::{Backend, DeviceStore};
 use wago::sandbox::SandboxStats;
@@ -20,6 +20,7 @@ use wago::store::{SessionId, Store};
 db_tests!(
     a_paired_client_comes_back_from_the_store_alone,
     two_sessions_in_one_database_come_back_each_as_itself,
+    a_lost_app_state_key_comes_back_from_the_phone,
 );
 
 /// A session paired with a sandbox account, as the sandbox named it.
@@ -203,4 +204,77 @@ async fn two_sessions_in_one_database_come_back_each_as_itself(db: TestDb) {
     }
     first.stop().await;
     second.stop().await;
+}
+
+/// How many app-state keys the store holds for `session`.
+async fn app_state_keys(store: &Store, session: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM wa_app_state_keys WHERE session_id = '{session}'");
+    sqlx::query_scalar(&sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("the keys counted")
+}
+
+/// A companion whose store lost the account's app-state key asks its phone
+/// (and its sibling) for it when a patch needs it: the phone shares it
+/// again, and the patch applies.
+async fn a_lost_app_state_key_comes_back_from_the_phone(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    let store = db.store().await;
+    let (first, paired) = pair_session(&sandbox, &store, "tenant-a", "62811000321").await;
+    let started = std::time::Instant::now();
+    while app_state_keys(&store, "tenant-a").await == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no key stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (sibling, sibling_device) = pair(&sandbox, paired.phone).await;
+
+    first.stop().await;
+    sandbox
+        .phone_until(paired.phone, "the first companion offline", |v| {
+            v.online == [sibling_device]
+        })
+        .await;
+    let sql = "DELETE FROM wa_app_state_keys WHERE session_id = 'tenant-a'";
+    sqlx::query(sql)
+        .execute(store.pool())
+        .await
+        .expect("keys deleted");
+    assert_eq!(app_state_keys(&store, "tenant-a").await, 0);
+
+    let mut again = Companion::start(&sandbox.ws_url(), backend(&store, "tenant-a")).await;
+    again.logged_in().await;
+    let from_phone = again.client().wait_for_node(
+        whatsapp_rust::NodeFilter::tag("message")
+            .attr("from", format!("{}@s.whatsapp.net", paired.phone))
+            .attr("category", "peer"),
+    );
+    sibling
+        .client()
+        .profile()
+        .set_push_name("Found Again")
+        .await
+        .expect("the sibling renames the account");
+    tokio::time::timeout(std::time::Duration::from_secs(15), from_phone)
+        .await
+        .expect("the phone's key share in time")
+        .expect("the phone's key share");
+    let started = std::time::Instant::now();
+    while again.client().push_name() != "Found Again" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the patch was not applied: {:?}",
+            again.client().push_name()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        app_state_keys(&store, "tenant-a").await > 0,
+        "the key is stored again"
+    );
+    again.stop().await;
+    sibling.stop().await;
 }

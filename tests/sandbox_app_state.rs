@@ -32,3 +32,30 @@ async fn a_push_name_set_on_one_device_reaches_the_other() {
     first.stop().await;
     second.stop().await;
 }
+
+/// The phone writes its own push name into app state when its first
+/// companion links: a companion takes it in its first sync, and so does
+/// one that links later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_companion_takes_the_phones_push_name() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone("62811000062").await;
+    let mut companions = Vec::new();
+    for _ in 0..2 {
+        let (companion, _) = pair(&sandbox, "62811000062").await;
+        assert_ne!(companion.client().push_name(), "");
+        let started = std::time::Instant::now();
+        while companion.client().push_name() != "+62811000062" {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the companion kept the name {:?}",
+                companion.client().push_name()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        companions.push(companion);
+    }
+    for companion in companions {
+        companion.stop().await;
+    }
+}

@@ -153,3 +153,43 @@ async fn an_offline_subscriber_gets_the_missed_presence_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The server answers a new connection's hello only after the connect
+/// latency, as a server a network round trip away does: a client that
+/// reconnects at once is offline for at least that long, so a typing state
+/// sent meanwhile waits for its login, and arrives then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_at_once_is_offline_for_the_connect_latency() {
+    let mut slow = config();
+    slow.connect_latency = Duration::from_millis(300);
+    let sandbox = Sandbox::start_with(slow).await;
+    let (a, mut b) = two_accounts(&sandbox).await;
+    let b_jid = b.client().pn().expect("a JID").to_non_ad();
+
+    let started = std::time::Instant::now();
+    b.client().reconnect_immediately().await;
+    while b.client().is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the reconnect was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.client()
+        .chatstate()
+        .send_composing(&b_jid)
+        .await
+        .expect("typing");
+    b.wait_for(
+        "typing after the reconnect",
+        Duration::from_secs(10),
+        typing,
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "back before the connect latency passed"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -333,6 +333,14 @@ pub(crate) struct AccountState {
     /// App-state patches by collection name; patch N is version N + 1.
     #[serde(default)]
     pub app_state: BTreeMap<String, Vec<Patch>>,
+    /// Whether the phone has written its own settings into app state (it
+    /// does so when its first companion links, see `seed`).
+    #[serde(default)]
+    pub seeded: bool,
+    /// The account's NCT salt (empty: none), the key of the contact-secret
+    /// tokens its devices attach to first messages.
+    #[serde(default, with = "b64")]
+    pub nct_salt: Vec<u8>,
 }
 
 /// An app-state patch as its device uploaded it (encrypted), numbered.
@@ -353,6 +361,28 @@ pub(crate) struct Behaviour {
     /// receipts, as a phone that is switched on does.
     #[serde(default = "yes")]
     pub phone_online: bool,
+    /// The account's NCT (contact-secret token) experiments, told to its
+    /// companions as A/B props: sending `<cstoken>`, and taking the salt
+    /// from history sync and from app state.
+    #[serde(default)]
+    pub nct_send_ab: bool,
+    #[serde(default)]
+    pub nct_history_ab: bool,
+    #[serde(default)]
+    pub nct_syncd_ab: bool,
+    /// Whether the phone delivers the account's NCT salt to a new
+    /// companion in its initial history sync, and in app state.
+    #[serde(default)]
+    pub nct_history_delivery: bool,
+    #[serde(default)]
+    pub nct_syncd_delivery: bool,
+}
+
+impl Behaviour {
+    /// Whether the account has an NCT salt for its phone to deliver.
+    pub fn delivers_nct_salt(&self) -> bool {
+        self.nct_history_delivery || self.nct_syncd_delivery
+    }
 }
 
 fn yes() -> bool {
@@ -366,6 +396,11 @@ impl Default for Behaviour {
             tc_enabled: true,
             cs_enabled: true,
             phone_online: true,
+            nct_send_ab: false,
+            nct_history_ab: false,
+            nct_syncd_ab: false,
+            nct_history_delivery: false,
+            nct_syncd_delivery: false,
         }
     }
 }
@@ -384,7 +419,22 @@ impl AccountState {
             behaviour: Behaviour::default(),
             picture: None,
             app_state: BTreeMap::new(),
+            seeded: false,
+            nct_salt: Vec::new(),
         }
+    }
+
+    /// Gives the account its behaviour, and an NCT salt when its phone is
+    /// to deliver one.
+    pub fn set_behaviour(&mut self, behaviour: Behaviour) {
+        self.behaviour = behaviour;
+        if behaviour.delivers_nct_salt() && self.nct_salt.is_empty() {
+            self.nct_salt = rand::random::<[u8; 32]>().to_vec();
+        }
+    }
+
+    pub fn nct_salt(&self) -> Option<&[u8]> {
+        (!self.nct_salt.is_empty()).then_some(self.nct_salt.as_slice())
     }
 
     /// Adds a text to the phone's inbox; false if it is there already (a
@@ -564,7 +614,7 @@ impl Directory {
         }
         let phone = inner.fresh_number()?;
         let mut state = AccountState::new(now);
-        state.behaviour = behaviour;
+        state.set_behaviour(behaviour);
         if !push_name.is_empty() {
             state.push_name = Some(push_name.to_owned());
             inner.by_push_name.insert(push_name.to_owned(), phone);

@@ -74,6 +74,7 @@ async fn run(
     conn: u64,
 ) -> Result<(), ConnError> {
     let limit = shared.config.handshake_timeout;
+    tokio::time::sleep(shared.config.connect_latency).await;
     let handshake = noise::respond(&shared.key, &mut frames, shared.now());
     let established = tokio::time::timeout(limit, handshake)
         .await

@@ -189,19 +189,24 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
             return;
         }
     };
+    let version = attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let message = MessageUtils::unpad_message_ref(&opened.plaintext, version)
+        .ok()
+        .and_then(|plain| wa::Message::decode_from_slice(plain).ok());
     if phone.phone == copy.sender.phone {
-        return; // the phone's copy of its own companion's message
+        // The phone's copy of its own companion's message; a request for
+        // the app-state key is answered.
+        if let Some(message) = message {
+            answer_own_companion(shared, phone, copy.from.device, &message).await;
+        }
+        return;
     }
     let counter = match opened.prekey_message {
         true => &shared.counters.phone_received_pkmsg,
         false => &shared.counters.phone_received_msg,
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let version = attr(enc, "v").and_then(|v| v.parse().ok()).unwrap_or(2);
-    let text = MessageUtils::unpad_message_ref(&opened.plaintext, version)
-        .ok()
-        .and_then(|plain| wa::Message::decode_from_slice(plain).ok())
-        .and_then(|m| text_of(&m));
+    let text = message.as_ref().and_then(text_of);
     if let Some(text) = text {
         let received = Received {
             id: copy.id.to_owned(),
@@ -218,6 +223,42 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
     if phone.lock().behaviour.phone_online {
         let receipt = deliver::receipt(shared, me, copy.id, None);
         queue_receipt(shared, copy.from, copy.id, receipt);
+    }
+}
+
+/// A companion that lost the account's app-state key asks its phone (and
+/// its other companions) for it: the phone shares it again.
+async fn answer_own_companion(
+    shared: &Shared,
+    phone: &Account,
+    device: u16,
+    message: &wa::Message,
+) {
+    let request = message
+        .protocol_message
+        .as_option()
+        .filter(|p| {
+            p.r#type == Some(wa::message::protocol_message::Type::APP_STATE_SYNC_KEY_REQUEST)
+        })
+        .and_then(|p| p.app_state_sync_key_request.as_option());
+    let Some(request) = request else {
+        return;
+    };
+    if !phone.sim.asks_for_app_state_key(request) {
+        return;
+    }
+    let key_indexes = phone.lock().key_indexes();
+    let to = DeviceAddr::new(phone.phone, device);
+    let share = phone
+        .sim
+        .app_state_key_share(to, None, &key_indexes, shared.now_millis() as i64)
+        .await;
+    match share {
+        Ok((sealed, plaintext)) => {
+            tracing::info!(%to, "the phone shares its app-state key again");
+            deliver::from_phone(shared, phone, device, sealed, plaintext);
+        }
+        Err(e) => tracing::warn!(%to, error = %e, "could not share the app-state key again"),
     }
 }
 

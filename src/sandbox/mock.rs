@@ -11,7 +11,11 @@
 //!
 //! - `restricted:<name>`: strangers need a privacy token to write first;
 //! - `scenario:<flag>,<flag>:<name>`, flags `restricted`, `tc_enabled=0|1`
-//!   and `cs_enabled=0|1` (which kinds of token open the account).
+//!   and `cs_enabled=0|1` (which kinds of token open the account), and the
+//!   account's NCT experiments: `nct_send_ab`, `nct_history_ab` and
+//!   `nct_syncd_ab` (`=0|1`, the A/B props its companions get) and
+//!   `nct_history_delivery` and `nct_syncd_delivery` (whether its phone
+//!   delivers the NCT salt by history sync, by app state).
 //!
 //! The phone of such an account receives but sends no delivery receipts:
 //! there, an account's messages are confirmed by its companions only.
@@ -68,13 +72,28 @@ pub(crate) fn behaviour_of(push_name: &str) -> Behaviour {
     } else if let Some(rest) = push_name.strip_prefix("scenario:") {
         let flags = rest.split_once(':').map_or("", |(flags, _)| flags);
         for flag in flags.split(',').filter(|f| !f.is_empty()) {
-            match flag {
-                "restricted" => behaviour.restricted = true,
-                "tc_enabled=0" => behaviour.tc_enabled = false,
-                "tc_enabled=1" => behaviour.tc_enabled = true,
-                "cs_enabled=0" => behaviour.cs_enabled = false,
-                "cs_enabled=1" => behaviour.cs_enabled = true,
-                other => tracing::warn!(flag = other, "unknown scenario flag, ignored"),
+            if flag == "restricted" {
+                behaviour.restricted = true;
+                continue;
+            }
+            let switch = match flag.split_once('=') {
+                Some((name, "1")) => Some((name, true)),
+                Some((name, "0")) => Some((name, false)),
+                _ => None,
+            };
+            let Some((name, on)) = switch else {
+                tracing::warn!(flag, "unknown scenario flag, ignored");
+                continue;
+            };
+            match name {
+                "tc_enabled" => behaviour.tc_enabled = on,
+                "cs_enabled" => behaviour.cs_enabled = on,
+                "nct_send_ab" => behaviour.nct_send_ab = on,
+                "nct_history_ab" => behaviour.nct_history_ab = on,
+                "nct_syncd_ab" => behaviour.nct_syncd_ab = on,
+                "nct_history_delivery" => behaviour.nct_history_delivery = on,
+                "nct_syncd_delivery" => behaviour.nct_syncd_delivery = on,
+                _ => tracing::warn!(flag, "unknown scenario flag, ignored"),
             }
         }
     }
@@ -95,6 +114,12 @@ mod tests {
         assert!(b.restricted && !b.tc_enabled && b.cs_enabled);
         let b = behaviour_of("scenario:cs_enabled=0:carol");
         assert!(!b.restricted && b.tc_enabled && !b.cs_enabled);
+        let b = behaviour_of(
+            "scenario:nct_send_ab=1,nct_syncd_ab=1,nct_history_delivery=0,nct_syncd_delivery=1:dan",
+        );
+        assert!(b.nct_send_ab && b.nct_syncd_ab && !b.nct_history_ab);
+        assert!(b.nct_syncd_delivery && !b.nct_history_delivery && b.delivers_nct_salt());
+        assert!(!plain.delivers_nct_salt());
         // A name that merely contains a prefix selects nothing.
         assert_eq!(behaviour_of("not restricted:x"), plain);
     }

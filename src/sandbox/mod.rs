@@ -17,7 +17,9 @@
 //! `messages` relays companions' messages and has phones send and read
 //! texts, `receipts` routes receipts; `online` reaches logged-in
 //! connections and `deliver` queues stanzas for devices; `tokens` issues
-//! privacy tokens and guards restricted accounts; `presence` relays
+//! privacy tokens and guards restricted accounts; `seed` is what a phone
+//! writes for its companions on its own (its push name and NCT salt in app
+//! state, an initial history sync); `presence` relays
 //! presence, typing and about texts; `jid` spells addresses; `control` is
 //! the HTTP API, and `mock` the mock-server contract of the client
 //! library's own e2e suite.
@@ -40,6 +42,7 @@ mod pairing;
 mod phone;
 mod presence;
 mod receipts;
+mod seed;
 mod server;
 mod signal;
 mod state;
@@ -69,6 +72,10 @@ pub struct SandboxArgs {
     /// How long a typing state waits for a recipient that is offline.
     #[arg(long, env = "CHATSTATE_TTL_SECS", default_value_t = 10)]
     pub chatstate_ttl_secs: u64,
+    /// How long the server takes to answer a new connection's hello, as a
+    /// server a network round trip away does (0 for at once).
+    #[arg(long, env = "SANDBOX_CONNECT_LATENCY_MS", default_value_t = 20)]
+    pub connect_latency_ms: u64,
 }
 
 /// How a sandbox is started; `SandboxConfig::new` gives the defaults.
@@ -86,6 +93,11 @@ pub struct SandboxConfig {
     pub pairing_timeout: Duration,
     /// How long a typing state waits for a recipient that is offline.
     pub chatstate_ttl: Duration,
+    /// How long the server waits before it answers a new connection's
+    /// hello. A real server is a network round trip away, so a client that
+    /// reconnects is seen offline for at least that long; on loopback,
+    /// without it, a reconnect can be over before anything notices.
+    pub connect_latency: Duration,
 }
 
 impl SandboxConfig {
@@ -97,6 +109,7 @@ impl SandboxConfig {
             idle_timeout: Duration::from_secs(120),
             pairing_timeout: Duration::from_secs(20),
             chatstate_ttl: Duration::from_secs(10),
+            connect_latency: Duration::from_millis(20),
         }
     }
 
@@ -111,6 +124,7 @@ impl From<SandboxArgs> for SandboxConfig {
         let mut config = SandboxConfig::new(args.listen);
         config.state_file = args.state;
         config.chatstate_ttl = Duration::from_secs(args.chatstate_ttl_secs);
+        config.connect_latency = Duration::from_millis(args.connect_latency_ms);
         config
     }
 }

@@ -27,6 +27,7 @@ use super::conn::{ConnError, NodeChannel, attr, bytes};
 use super::jid::{DeviceAddr, lid_jid, pn_jid, server_jid};
 use super::online::Command;
 use super::phone::CompanionBundle;
+use super::seed;
 use super::server::Shared;
 use super::{deliver, iq};
 
@@ -619,7 +620,16 @@ async fn exchange(
     shared.state_changed();
     tracing::info!(phone = %account.phone, device, "companion linked");
     deliver::devices_changed(shared, account, "add", device);
-    queue_key_share(shared, account, device, registration).await;
+    seed::app_state(shared, account);
+    let companion = CompanionBundle {
+        device,
+        registration_id: registration.registration_id,
+        identity: registration.identity,
+        signed_prekey: registration.signed_prekey.clone(),
+        one_time: None,
+    };
+    queue_key_share(shared, account, device, companion.clone()).await;
+    seed::history_sync(shared, account, device, companion).await;
     Ok(Linked {
         phone: account.phone.to_string(),
         device,
@@ -692,21 +702,14 @@ async fn queue_key_share(
     shared: &Shared,
     account: &Arc<Account>,
     device: u16,
-    registration: &Registration,
+    companion: CompanionBundle,
 ) {
-    let companion = CompanionBundle {
-        device,
-        registration_id: registration.registration_id,
-        identity: registration.identity,
-        signed_prekey: registration.signed_prekey.clone(),
-        one_time: None,
-    };
     let key_indexes = account.lock().key_indexes();
     let sealed = account
         .sim
         .app_state_key_share(
             DeviceAddr::new(account.phone, device),
-            companion,
+            Some(companion),
             &key_indexes,
             shared.now_millis() as i64,
         )

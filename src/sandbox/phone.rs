@@ -262,19 +262,41 @@ impl SimPhone {
     }
 
     /// The account's app-state sync key, shared with a new companion as the
-    /// phone does right after pairing, encrypted to that companion; with the
-    /// padded plaintext, kept in case the companion asks for it again.
+    /// phone does right after pairing (from the companion's registered keys)
+    /// and with a companion that asks for it (on their session); encrypted
+    /// to that companion, with the padded plaintext, kept in case the
+    /// companion cannot decrypt it.
     pub async fn app_state_key_share(
         &self,
         to: DeviceAddr,
-        companion: CompanionBundle,
+        companion: Option<CompanionBundle>,
         key_indexes: &KeyIndexes,
         now_ms: i64,
     ) -> Result<(Sealed, Vec<u8>), PhoneError> {
         let share = self.key_share_message(key_indexes, now_ms);
-        let padded = wacore::messages::MessageUtils::pad_message_v2(share.encode_to_vec());
-        let sealed = self.encrypt_to(to, || Some(companion), &padded).await?;
+        self.seal(to, companion, &share).await
+    }
+
+    /// A message from the phone to one of its companions, padded and
+    /// encrypted (from `companion`'s registered keys when there is no
+    /// session yet); with the padded plaintext, for a resend.
+    pub async fn seal(
+        &self,
+        to: DeviceAddr,
+        companion: Option<CompanionBundle>,
+        message: &wa::Message,
+    ) -> Result<(Sealed, Vec<u8>), PhoneError> {
+        let padded = wacore::messages::MessageUtils::pad_message_v2(message.encode_to_vec());
+        let sealed = self.encrypt_to(to, || companion, &padded).await?;
         Ok((sealed, padded))
+    }
+
+    /// Whether `request` asks for the account's app-state key.
+    pub fn asks_for_app_state_key(&self, request: &msg::AppStateSyncKeyRequest) -> bool {
+        request
+            .key_ids
+            .iter()
+            .any(|k| k.key_id.as_deref() == Some(self.keys.app_state_key_id.as_slice()))
     }
 
     fn key_share_message(&self, key_indexes: &KeyIndexes, now_ms: i64) -> wa::Message {

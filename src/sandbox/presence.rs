@@ -16,7 +16,7 @@
 //! Nothing here is kept in the state file.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wacore_binary::Node;
@@ -76,7 +76,7 @@ pub(crate) fn handle_presence(shared: &Shared, account: &Account, device: u16, n
             if let Some(target) = target_account(shared, node) {
                 let me = DeviceAddr::new(account.phone, device);
                 let mut inner = shared.presence.inner();
-                if let Some(set) = inner.subscribers.get_mut(&target) {
+                if let Some(set) = inner.subscribers.get_mut(&target.phone) {
                     set.remove(&me);
                 }
             }
@@ -102,10 +102,9 @@ fn rename(shared: &Shared, account: &Account, name: &str) {
     }
 }
 
-fn target_account(shared: &Shared, node: &Node) -> Option<Phone> {
+fn target_account(shared: &Shared, node: &Node) -> Option<Arc<Account>> {
     let jid = node.attrs.get("to").and_then(|v| v.to_jid())?;
-    let account = shared.directory.resolve(UserRef::from_jid(&jid)?)?;
-    Some(account.phone)
+    shared.directory.resolve(UserRef::from_jid(&jid)?)
 }
 
 fn set_available(shared: &Shared, phone: Phone, available: bool) {
@@ -131,10 +130,17 @@ fn set_available(shared: &Shared, phone: Phone, available: bool) {
     }
 }
 
+/// A restricted account's presence is only for holders of a token it
+/// issued: a subscription without one is ignored.
 fn subscribe(shared: &Shared, account: &Account, device: u16, node: &Node) {
     let Some(target) = target_account(shared, node) else {
         return;
     };
+    if !super::tokens::may_see(shared, account, &target, node) {
+        tracing::debug!(target = %target.phone, "presence subscription without a privacy token ignored");
+        return;
+    }
+    let target = target.phone;
     let me = DeviceAddr::new(account.phone, device);
     let available = {
         let mut inner = shared.presence.inner();
@@ -161,9 +167,6 @@ fn presence_of(shared: &Shared, phone: Phone, available: bool) -> Node {
 pub(crate) fn handle_chatstate(shared: &Shared, account: &Account, device: u16, node: &Node) {
     let Some(recipient) = target_account(shared, node) else {
         tracing::debug!(to = ?attr(node, "to"), "chatstate for no known account");
-        return;
-    };
-    let Some(recipient) = shared.directory.get(recipient) else {
         return;
     };
     let stanza = NodeBuilder::new("chatstate")

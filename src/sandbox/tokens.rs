@@ -7,7 +7,10 @@
 //! restricted account (see `mock`) refuses a message from another
 //! account with `<ack error="463">` unless the message carries a
 //! `<tctoken>` that the restricted account issued to the sender (and its
-//! behaviour accepts trusted-contact tokens).
+//! behaviour accepts trusted-contact tokens), or a `<cstoken>`: the HMAC
+//! of its LID under the sender's NCT salt (see `seed`), where contact-secret
+//! tokens are accepted. A restricted account shows its presence and its
+//! picture only to holders of a token it issued.
 //!
 //! Tokens live in memory only: after a restart they must be issued again.
 
@@ -97,17 +100,54 @@ fn notify(shared: &Shared, issuer: &Account, holder: &Account, t: &str, token: &
 }
 
 /// Whether `recipient` takes this message from `sender`: always, unless
-/// it is restricted and the message lacks a token it issued to the sender.
+/// it is restricted and the message carries neither a trusted-contact
+/// token it issued to the sender nor the sender's contact-secret token for
+/// it (each only where the account's behaviour accepts that kind).
 pub(crate) fn admits(shared: &Shared, sender: &Account, recipient: &Account, node: &Node) -> bool {
     let behaviour = recipient.lock().behaviour;
     if !behaviour.restricted || sender.phone == recipient.phone {
         return true;
     }
-    if !behaviour.tc_enabled {
-        return false;
+    let tctoken = node.get_optional_child("tctoken").and_then(bytes);
+    let cstoken = node.get_optional_child("cstoken").and_then(bytes);
+    (behaviour.tc_enabled && trusted(shared, recipient, sender, tctoken))
+        || (behaviour.cs_enabled && contact_secret(sender, recipient, cstoken))
+}
+
+/// Whether `viewer` may see what a restricted `owner` shows only to its
+/// contacts (its presence, its picture): it must present a trusted-contact
+/// token `owner` issued to it, found anywhere in `request`.
+pub(crate) fn may_see(shared: &Shared, viewer: &Account, owner: &Account, request: &Node) -> bool {
+    let behaviour = owner.lock().behaviour;
+    if !behaviour.restricted || viewer.phone == owner.phone {
+        return true;
     }
-    let carried = node.get_optional_child("tctoken").and_then(bytes);
+    behaviour.tc_enabled && trusted(shared, owner, viewer, find_tctoken(request))
+}
+
+fn find_tctoken(node: &Node) -> Option<&[u8]> {
+    if node.tag == "tctoken" {
+        return bytes(node);
+    }
+    node.children()?.iter().find_map(find_tctoken)
+}
+
+/// `carried` is the token `issuer` gave `holder`.
+fn trusted(shared: &Shared, issuer: &Account, holder: &Account, carried: Option<&[u8]>) -> bool {
     let issued = shared.tokens.issued();
-    let expected = issued.get(&(recipient.phone, sender.phone));
+    let expected = issued.get(&(issuer.phone, holder.phone));
     matches!((carried, expected), (Some(c), Some(e)) if c == e.as_slice())
+}
+
+/// `carried` is HMAC-SHA256 of the recipient's LID (`LID@lid`) under the
+/// sender's NCT salt, the salt its phone delivered to its companions.
+fn contact_secret(sender: &Account, recipient: &Account, carried: Option<&[u8]>) -> bool {
+    let Some(carried) = carried else {
+        return false;
+    };
+    let Some(salt) = sender.lock().nct_salt().map(<[u8]>::to_vec) else {
+        return false;
+    };
+    let expected = wacore::iq::tctoken::compute_cs_token(&salt, &format!("{}@lid", recipient.lid));
+    carried == expected.as_slice()
 }

@@ -18,7 +18,7 @@ use wacore::protocol::ProtocolNode as _;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
-use super::accounts::Account;
+use super::accounts::{Account, Behaviour};
 use super::conn::attr;
 use super::jid::{UserRef, server_jid};
 use super::pairing;
@@ -38,6 +38,7 @@ pub(crate) enum IqError {
     BadRequest(&'static str),
     NotFound,
     NotAcceptable(&'static str),
+    NotAuthorized,
 }
 
 impl IqError {
@@ -46,6 +47,7 @@ impl IqError {
             IqError::NotImplemented => "not implemented in the sandbox",
             IqError::BadRequest(what) | IqError::NotAcceptable(what) => what,
             IqError::NotFound => "no record for the asking device",
+            IqError::NotAuthorized => "the asker holds no privacy token for this account",
         }
     }
 
@@ -55,6 +57,7 @@ impl IqError {
             IqError::BadRequest(_) => (400, "bad-request"),
             IqError::NotFound => (404, "item-not-found"),
             IqError::NotAcceptable(_) => (406, "not-acceptable"),
+            IqError::NotAuthorized => (401, "not-authorized"),
         }
     }
 }
@@ -82,7 +85,7 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
         ("encrypt", "get", "digest") => keys::digest(asker),
         ("encrypt", "get", "key") => keys::bundles(asker, iq),
         ("usync", "get", "usync") => usync::answer(asker, iq),
-        ("abt", "get", "props") => Ok(vec![props()]),
+        ("abt", "get", "props") => Ok(vec![props(asker.account.lock().behaviour)]),
         ("blocklist", "get", _) => Ok(vec![NodeBuilder::new("list").build()]),
         ("privacy", "get", "privacy") => Ok(vec![privacy()]),
         ("privacy", "set", "tokens") => {
@@ -184,14 +187,29 @@ pub(crate) fn request_id() -> String {
     format!("srv.{n:08x}")
 }
 
-/// A/B props, refreshed daily. One is set: clients attach the privacy
-/// token they hold to every 1:1 message, as WhatsApp has them do.
-fn props() -> Node {
-    use wacore::iq::abprops::web::PRIVACY_TOKEN_SENDING_ON_ALL_1_ON_1_MESSAGES as TOKENS_ON_1_1;
+/// A/B props, refreshed daily. Clients attach the privacy token they hold
+/// to every 1:1 message, as WhatsApp has them do; the NCT experiments are
+/// on where the account's behaviour turns them on.
+fn props(behaviour: Behaviour) -> Node {
+    use wacore::iq::abprops::web;
+    let experiments = [
+        (web::PRIVACY_TOKEN_SENDING_ON_ALL_1_ON_1_MESSAGES, true),
+        (web::WA_NCT_TOKEN_SEND_ENABLED, behaviour.nct_send_ab),
+        (
+            web::WA_NCT_TOKEN_HISTORY_SYNC_ENABLED,
+            behaviour.nct_history_ab,
+        ),
+        (web::WA_NCT_TOKEN_SYNCD_ENABLED, behaviour.nct_syncd_ab),
+    ];
+    let experiment_props = experiments
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(prop, _)| (prop.code, "1".into()))
+        .collect();
     wacore::iq::props::PropsResponse {
         hash: Some("sandbox".into()),
         refresh: Some(86_400),
-        experiment_props: vec![(TOKENS_ON_1_1.code, "1".into())],
+        experiment_props,
         ..Default::default()
     }
     .into_node()

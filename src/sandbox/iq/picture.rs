@@ -2,6 +2,8 @@
 //! picture, anyone asks for anyone's. The sandbox keeps only the picture's
 //! id (no media server serves the bytes); a change is told to every
 //! connected device as a `picture` notification, the sender's own too.
+//! A restricted account's picture is shown only to holders of a privacy
+//! token it issued (`401 not-authorized` otherwise, as a hidden picture).
 
 use rand::RngExt as _;
 use wacore_binary::Node;
@@ -11,6 +13,7 @@ use super::{Answer, Asker, IqError};
 use crate::sandbox::conn::attr;
 use crate::sandbox::jid::{UserRef, pn_jid};
 use crate::sandbox::online::Command;
+use crate::sandbox::tokens;
 
 /// `type="set"`: `<picture type="image">` sets, no `<picture>` removes.
 pub(super) fn set(asker: &Asker<'_>, iq: &Node) -> Answer {
@@ -53,6 +56,11 @@ pub(super) fn get(asker: &Asker<'_>, iq: &Node) -> Answer {
         .and_then(|p| attr(p, "type"))
         .unwrap_or_else(|| "image".into());
     let account = UserRef::from_jid(&target).and_then(|u| asker.shared.directory.resolve(u));
+    if let Some(owner) = &account
+        && !tokens::may_see(asker.shared, asker.account, owner, iq)
+    {
+        return Err(IqError::NotAuthorized);
+    }
     let id = account.and_then(|a| a.lock().picture.clone());
     let node = match id {
         Some(id) => NodeBuilder::new("picture")
