@@ -375,7 +375,13 @@ async fn the_senders_other_companion_gets_its_copy() {
         (got[0].id.as_str(), got[0].text.as_str()),
         (id.as_str(), "dari perangkat satu")
     );
-    assert_eq!((got[0].sender.user.as_str(), got[0].sender.device), (A, 1));
+    // Between an account's own devices, the sender goes by its LID.
+    let lid = sandbox.phone(A).await.lid;
+    assert_eq!(
+        (got[0].sender.user.as_str(), got[0].sender.device),
+        (lid.as_str(), 1)
+    );
+    assert!(got[0].sender.is_lid());
     assert_eq!(
         inbox(&sandbox.inner, B, 1).await[0].text,
         "dari perangkat satu"

@@ -42,6 +42,12 @@ async fn a_companion_pairs_by_qr_and_connects() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats = sandbox.inner.stats();
     assert_eq!(stats.unimplemented_iqs, 0, "{stats:?}");
+    // The phone says at pairing that the account is 1:1-LID-migrated.
+    let device = companion
+        .client()
+        .persistence_manager()
+        .get_device_snapshot();
+    assert!(device.lid_migrated, "the account is LID-migrated");
     companion.stop().await;
     sandbox
         .phone_until("62811000001", "device 1 offline", |v| v.online.is_empty())

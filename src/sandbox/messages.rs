@@ -136,17 +136,25 @@ fn to_companion(
         .get(&copy.from.device)
         .map(|d| d.push_name.clone())
         .unwrap_or_default();
-    let mut out = NodeBuilder::new("message")
-        .attr("id", copy.id)
-        .attr("from", pn_jid(copy.from.phone, copy.from.device))
-        .attr("t", shared.now().to_string())
-        .attr("sender_lid", lid_jid(copy.sender.lid, 0));
+    // Between an account's own devices the sender goes by its LID (every
+    // account is LID-migrated); to another account, by its number with
+    // its LID beside it.
+    let own = account.phone == copy.sender.phone;
+    let out = NodeBuilder::new("message").attr("id", copy.id);
+    let mut out = if own {
+        out.attr("from", lid_jid(copy.sender.lid, copy.from.device))
+            .attr("sender_pn", pn_jid(copy.from.phone, copy.from.device))
+    } else {
+        out.attr("from", pn_jid(copy.from.phone, copy.from.device))
+            .attr("sender_lid", lid_jid(copy.sender.lid, 0))
+    }
+    .attr("t", shared.now().to_string());
     for key in ["type", "edit", "category"] {
         if let Some(value) = attr(copy.node, key) {
             out = out.attr(key, value);
         }
     }
-    if account.phone == copy.sender.phone {
+    if own {
         // The sender's own other device: which chat it was sent to.
         out = out.attr("recipient", pn_jid(copy.recipient.phone, 0));
     }

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use buffa::Message as _;
 use rand::RngExt as _;
 use tokio::sync::{mpsc, oneshot};
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
-use waproto::whatsapp::ClientPayload;
+use waproto::whatsapp::{self as wa, ClientPayload};
 
 use super::accounts::{Account, Device, Phone, SignedPreKey};
 use super::conn::{ConnError, NodeChannel, attr, bytes};
@@ -652,6 +653,17 @@ fn pair_success(id: &str, account: &Account, device: u16, identity: Vec<u8>) -> 
                     .attr("lid", lid_jid(account.lid, device))
                     .build(),
                 NodeBuilder::new("platform").attr("name", "sandbox").build(),
+                // Every account is 1:1-LID-migrated, as WhatsApp's are now:
+                // companions address DMs to LID-mapped contacts by LID.
+                NodeBuilder::new("client-props")
+                    .bytes(
+                        wa::ClientPairingProps {
+                            is_chat_db_lid_migrated: Some(true),
+                            ..Default::default()
+                        }
+                        .encode_to_vec(),
+                    )
+                    .build(),
             ])
             .build()])
         .build()
