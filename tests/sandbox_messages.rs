@@ -132,7 +132,8 @@ async fn delivery_and_read_receipts_reach_the_sender() {
     assert_eq!((status, body["read"].as_u64()), (200, Some(2)), "{body}");
     let read = a.receipt(&one, ReceiptType::Read).await;
     assert!(read.message_ids.contains(&two), "{:?}", read.message_ids);
-    assert_eq!(read.source.sender.user, B);
+    // A wrote to B's LID (found by its number): the receipt comes from it.
+    assert_eq!(read.source.sender.user, sandbox.phone(B).await.lid);
     // Read once: nothing is left to read.
     assert_eq!(sandbox.inner.read(B, A).await.unwrap(), 0);
     a.stop().await;
@@ -203,12 +204,21 @@ async fn companions_of_two_accounts_talk_to_each_other() {
         (got[0].id.as_str(), got[0].text.as_str()),
         (id.as_str(), "dari tenant A")
     );
-    assert_eq!((got[0].sender.user.as_str(), got[0].sender.device), (A, 1));
+    // A's client found C's LID and wrote to it (the account is
+    // LID-migrated), so C hears from A's LID, with A's number beside it.
+    let a_lid = sandbox.phone(A).await.lid;
+    assert_eq!(
+        (got[0].sender.user.as_str(), got[0].sender.device),
+        (a_lid.as_str(), 1)
+    );
+    let alt = got[0].sender_alt.as_ref().expect("the number beside it");
+    assert_eq!(alt.user, A);
     // C's phone is one of C's devices: it has the text too.
     assert_eq!(inbox(&sandbox.inner, C, 1).await[0].text, "dari tenant A");
-    // Delivered by C's companion (forwarded by the sandbox).
+    // Delivered by C's companion (forwarded by the sandbox), from the LID
+    // the receipt was addressed to.
     let receipt = a.receipt(&id, ReceiptType::Delivered).await;
-    assert_eq!(receipt.source.sender.user, C);
+    assert_eq!(receipt.source.sender.user, sandbox.phone(C).await.lid);
 
     let back = c.send_text(A, "balasan dari C").await;
     let got = a.texts(1).await;

@@ -287,6 +287,10 @@ pub(crate) struct Received {
     pub from: Phone,
     /// The sending device: read receipts go back to it.
     pub from_device: u16,
+    /// Whether the sender wrote to the phone's LID (receipts then come
+    /// from the LID as well).
+    #[serde(default)]
+    pub by_lid: bool,
     pub text: String,
     /// Unix seconds.
     pub at: u64,

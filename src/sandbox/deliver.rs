@@ -13,8 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rand::RngExt as _;
-use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
+use wacore_binary::{Jid, Node};
 
 use super::accounts::{Account, Kind, Resend};
 use super::jid::{DeviceAddr, lid_jid, pn_jid};
@@ -114,9 +114,9 @@ pub(crate) fn enc_node(sealed: Sealed, count: Option<&str>) -> Node {
 
 /// A receipt from `from` about message `id`, for the device that sent it;
 /// `kind` is the receipt's `type` (none for delivery).
-pub(crate) fn receipt(shared: &Shared, from: DeviceAddr, id: &str, kind: Option<&str>) -> Node {
+pub(crate) fn receipt(shared: &Shared, from: Jid, id: &str, kind: Option<&str>) -> Node {
     let mut node = NodeBuilder::new("receipt")
-        .attr("from", pn_jid(from.phone, from.device))
+        .attr("from", from)
         .attr("id", id)
         .attr("t", shared.now().to_string());
     if let Some(kind) = kind {

@@ -79,6 +79,7 @@ pub(crate) async fn relay(
         }
         let copy = Outgoing {
             node,
+            by_lid: to.is_lid(),
             id: &id,
             from,
             sender,
@@ -116,6 +117,8 @@ fn copies(node: &Node, to: &Jid) -> Vec<(Jid, Vec<Node>)> {
 /// One copy of a companion's message on its way.
 struct Outgoing<'a> {
     node: &'a Node,
+    /// Whether the sender addressed the chat by LID.
+    by_lid: bool,
     id: &'a str,
     from: DeviceAddr,
     sender: &'a Account,
@@ -136,12 +139,12 @@ fn to_companion(
         .get(&copy.from.device)
         .map(|d| d.push_name.clone())
         .unwrap_or_default();
-    // Between an account's own devices the sender goes by its LID (every
-    // account is LID-migrated); to another account, by its number with
-    // its LID beside it.
+    // The sender goes by its LID (its number beside it) between an
+    // account's own devices and in a chat addressed by LID; by its number
+    // (its LID beside it) in a chat addressed by number.
     let own = account.phone == copy.sender.phone;
     let out = NodeBuilder::new("message").attr("id", copy.id);
-    let mut out = if own {
+    let mut out = if own || copy.by_lid {
         out.attr("from", lid_jid(copy.sender.lid, copy.from.device))
             .attr("sender_pn", pn_jid(copy.from.phone, copy.from.device))
     } else {
@@ -179,7 +182,6 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
     };
     let enc_type = attr(enc, "type").unwrap_or_default();
     let ciphertext = bytes(enc).unwrap_or_default();
-    let me = DeviceAddr::new(phone.phone, 0);
     let opened = match phone
         .sim
         .decrypt_from(copy.from, &enc_type, ciphertext)
@@ -220,6 +222,7 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
             id: copy.id.to_owned(),
             from: copy.from.phone,
             from_device: copy.from.device,
+            by_lid: copy.by_lid,
             text,
             at: shared.now(),
             read: false,
@@ -229,7 +232,7 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
         }
     }
     if phone.lock().behaviour.phone_online {
-        let receipt = deliver::receipt(shared, me, copy.id, None);
+        let receipt = deliver::receipt(shared, phone_jid(phone, copy.by_lid), copy.id, None);
         queue_receipt(shared, copy.from, copy.id, receipt);
     }
 }
@@ -267,6 +270,14 @@ async fn answer_own_companion(
             deliver::from_phone(shared, phone, device, sealed, plaintext);
         }
         Err(e) => tracing::warn!(%to, error = %e, "could not share the app-state key again"),
+    }
+}
+
+/// A phone's own address, in the namespace of the chat (LID or number).
+fn phone_jid(phone: &Account, by_lid: bool) -> Jid {
+    match by_lid {
+        true => lid_jid(phone.lid, 0),
+        false => pn_jid(phone.phone, 0),
     }
 }
 
@@ -346,6 +357,7 @@ pub(crate) async fn send_text(
         id: id.clone(),
         from: sender.phone,
         from_device: 0,
+        by_lid: false,
         text: text.to_owned(),
         at: shared.now(),
         read: false,
@@ -426,23 +438,24 @@ pub(crate) fn companion_bundle(account: &Account, device: u16) -> Option<Compani
 pub(crate) fn read(shared: &Shared, phone: &str, from: &str) -> Result<usize, SendError> {
     let reader = find(shared, phone)?;
     let from = Phone::parse(from).map_err(|e| SendError::BadPhone(format!("{from}: {e}")))?;
-    let mut by_device: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    // One receipt per sending device and per namespace the chat was in.
+    let mut by_device: std::collections::BTreeMap<(u16, bool), Vec<String>> = Default::default();
     {
         let mut state = reader.lock();
         for text in state.inbox.iter_mut().filter(|t| t.from == from && !t.read) {
             text.read = true;
             by_device
-                .entry(text.from_device)
+                .entry((text.from_device, text.by_lid))
                 .or_default()
                 .push(text.id.clone());
         }
     }
     let count = by_device.values().map(Vec::len).sum();
-    let me = DeviceAddr::new(reader.phone, 0);
-    for (device, ids) in by_device {
+    for ((device, by_lid), ids) in by_device {
         let Some((first, rest)) = ids.split_first() else {
             continue;
         };
+        let me = phone_jid(&reader, by_lid);
         let mut receipt = deliver::receipt(shared, me, first, Some("read"));
         if !rest.is_empty() {
             let items = rest

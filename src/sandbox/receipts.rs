@@ -17,7 +17,7 @@ use wacore_binary::builder::NodeBuilder;
 use super::accounts::{Account, Kind};
 use super::conn::attr;
 use super::deliver;
-use super::jid::{DeviceAddr, UserRef, pn_jid, server_jid};
+use super::jid::{DeviceAddr, UserRef, lid_jid, pn_jid, server_jid};
 use super::messages::{queue_receipt, seal};
 use super::server::Shared;
 
@@ -47,9 +47,19 @@ pub(crate) async fn handle(
             }
         }
         (Some(sender), Some(id)) if sender != me => {
+            // From the namespace the receipt was addressed in.
+            let by_lid = node
+                .attrs
+                .get("to")
+                .and_then(|v| v.to_jid())
+                .is_some_and(|to| to.is_lid());
+            let from = match by_lid {
+                true => lid_jid(account.lid, me.device),
+                false => pn_jid(me.phone, me.device),
+            };
             let mut forwarded = node.clone();
             forwarded.attrs.0.retain(|(key, _)| key != "to");
-            forwarded.attrs.insert("from", pn_jid(me.phone, me.device));
+            forwarded.attrs.insert("from", from);
             forwarded.attrs.insert("t", shared.now().to_string());
             queue_receipt(shared, sender, id, forwarded);
         }

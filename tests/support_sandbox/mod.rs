@@ -219,6 +219,8 @@ pub struct Text {
     pub id: String,
     /// The sending device, as the client saw it.
     pub sender: whatsapp_rust::Jid,
+    /// The same device in the other namespace (its number or its LID).
+    pub sender_alt: Option<whatsapp_rust::Jid>,
     pub text: String,
     pub offline: bool,
 }
@@ -241,6 +243,7 @@ pub fn texts_of(event: &Event) -> Option<Vec<Text>> {
             Some(Text {
                 id: m.info.id.to_string(),
                 sender: m.info.source.sender.clone(),
+                sender_alt: m.info.source.sender_alt.clone(),
                 text,
                 offline: m.info.is_offline,
             })
