@@ -420,3 +420,34 @@ async fn queued_messages_survive_a_restart_with_state() {
     drained(&second.inner, A, device).await;
     again.stop().await;
 }
+
+/// What a phone sends, its own companions get too: a message from their
+/// own account, in the chat with the recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phones_text_reaches_its_own_companions_as_sent_by_them() {
+    let (sandbox, _b, _) = start(B, A).await;
+    let (mut a, _) = pair(&sandbox, A).await;
+    let id = sandbox
+        .inner
+        .send_text(A, B, "dari ponsel A")
+        .await
+        .expect("the phone sends");
+    let (from_me, chat, text) = a
+        .wait_for("the phone's own text", STEP, |e| match e {
+            Event::Messages(batch) => batch.messages.iter().find(|m| m.info.id == id).map(|m| {
+                (
+                    m.info.source.is_from_me,
+                    m.info.source.chat.user.to_string(),
+                    m.message.conversation.clone(),
+                )
+            }),
+            _ => None,
+        })
+        .await;
+    assert!(from_me, "sent by the companion's own account");
+    assert_eq!(chat, B, "in the chat with the recipient");
+    assert_eq!(text.as_deref(), Some("dari ponsel A"));
+    assert_eq!(inbox(&sandbox.inner, B, 1).await[0].text, "dari ponsel A");
+    drained(&sandbox.inner, A, 1).await;
+    a.stop().await;
+}

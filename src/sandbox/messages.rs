@@ -387,8 +387,56 @@ pub(crate) async fn send_text(
             resend,
         );
     }
+    if sender.phone != recipient.phone {
+        copy_to_own_companions(shared, &sender, &recipient, &id, message).await?;
+    }
     shared.state_changed();
     Ok(id)
+}
+
+/// The sending phone's own companions get what it sent, as a message sent
+/// by their own account (a `DeviceSentMessage` naming the chat, with
+/// `recipient=`), the way a phone keeps its linked devices in step.
+async fn copy_to_own_companions(
+    shared: &Shared,
+    sender: &Account,
+    recipient: &Account,
+    id: &str,
+    message: wa::Message,
+) -> Result<(), SendError> {
+    let devices: Vec<u16> = sender.lock().devices.keys().copied().collect();
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let chat = pn_jid(recipient.phone, 0);
+    let copy = wa::Message {
+        device_sent_message: buffa::MessageField::some(wa::message::DeviceSentMessage {
+            destination_jid: Some(chat.to_string()),
+            message: buffa::MessageField::some(message),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resend = Arc::new(Resend {
+        from: sender.phone,
+        plaintext: MessageUtils::pad_message_v2(copy.encode_to_vec()),
+    });
+    for device in devices {
+        let sealed = seal(shared, sender, sender, device, &resend.plaintext).await?;
+        let mut node = deliver::phone_text(shared, sender, id, sealed);
+        node.attrs.insert("recipient", chat.clone());
+        let kind = Kind::Message;
+        deliver::queue(
+            shared,
+            sender,
+            device,
+            kind,
+            id.to_owned(),
+            node,
+            Some(resend.clone()),
+        );
+    }
+    Ok(())
 }
 
 fn find(shared: &Shared, phone: &str) -> Result<Arc<Account>, SendError> {
