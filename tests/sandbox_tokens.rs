@@ -29,6 +29,22 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Waits until `holder` keeps a trusted-contact token `issuer` gave it.
+async fn holds_token_of(holder: &Companion, issuer: &Companion) {
+    let key = issuer.client().lid().expect("a LID").user.to_string();
+    eventually("no token stored", || async {
+        holder
+            .client()
+            .tc_token()
+            .get(&key)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+}
+
 fn nct_salt(companion: &Companion) -> Option<Vec<u8>> {
     companion
         .client()
@@ -115,23 +131,7 @@ async fn a_restricted_account_takes_messages_only_with_its_token() {
     // Rita writes to Sam: her client issues him a token, his keeps it...
     rita.send_text(&s_phone, "hi sam").await;
     assert_eq!(sam.texts(1).await[0].text, "hi sam");
-    let key = rita.client().lid().expect("a LID").user.to_string();
-    let started = std::time::Instant::now();
-    while sam
-        .client()
-        .tc_token()
-        .get(&key)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no token stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    holds_token_of(&sam, &rita).await;
     // ...and attaches it to his reply, which goes through.
     sam.send_text(&r_phone, "hi rita").await;
     assert_eq!(rita.texts(1).await[0].text, "hi rita");
@@ -237,17 +237,7 @@ async fn a_restricted_account_shows_presence_and_picture_only_with_its_token() {
     // Rhea writes first, which issues Sid a token.
     rhea.send_text(&s_phone, "hello sid").await;
     assert_eq!(sid.texts(1).await[0].text, "hello sid");
-    let key = rhea.client().lid().expect("a LID").user.to_string();
-    eventually("no token stored", || async {
-        sid.client()
-            .tc_token()
-            .get(&key)
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
+    holds_token_of(&sid, &rhea).await;
 
     let shown = sid
         .client()

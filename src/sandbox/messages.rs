@@ -372,26 +372,36 @@ pub(crate) async fn send_text(
         from: sender.phone,
         plaintext,
     });
-    let devices: Vec<u16> = recipient.lock().devices.keys().copied().collect();
-    for device in devices {
-        let sealed = seal(shared, &sender, &recipient, device, &resend.plaintext).await?;
-        let node = deliver::phone_text(shared, &sender, &id, sealed);
-        let resend = Some(resend.clone());
-        deliver::queue(
-            shared,
-            &recipient,
-            device,
-            Kind::Message,
-            id.clone(),
-            node,
-            resend,
-        );
-    }
+    to_companions(shared, &sender, &recipient, &id, &resend, None).await?;
     if sender.phone != recipient.phone {
         copy_to_own_companions(shared, &sender, &recipient, &id, message).await?;
     }
     shared.state_changed();
     Ok(id)
+}
+
+/// Encrypts `resend`'s plaintext from `sender`'s phone to every companion
+/// of `account` and queues it there as message `id` (with `recipient=`,
+/// the chat, on a copy for the sender's own companions).
+async fn to_companions(
+    shared: &Shared,
+    sender: &Account,
+    account: &Account,
+    id: &str,
+    resend: &Arc<Resend>,
+    chat: Option<&Jid>,
+) -> Result<(), SendError> {
+    let devices: Vec<u16> = account.lock().devices.keys().copied().collect();
+    for device in devices {
+        let sealed = seal(shared, sender, account, device, &resend.plaintext).await?;
+        let mut node = deliver::phone_text(shared, sender, id, sealed);
+        if let Some(chat) = chat {
+            node.attrs.insert("recipient", chat.clone());
+        }
+        let (kind, again) = (Kind::Message, Some(resend.clone()));
+        deliver::queue(shared, account, device, kind, id.to_owned(), node, again);
+    }
+    Ok(())
 }
 
 /// The sending phone's own companions get what it sent, as a message sent
@@ -404,8 +414,7 @@ async fn copy_to_own_companions(
     id: &str,
     message: wa::Message,
 ) -> Result<(), SendError> {
-    let devices: Vec<u16> = sender.lock().devices.keys().copied().collect();
-    if devices.is_empty() {
+    if sender.lock().devices.is_empty() {
         return Ok(());
     }
     let chat = pn_jid(recipient.phone, 0);
@@ -421,22 +430,7 @@ async fn copy_to_own_companions(
         from: sender.phone,
         plaintext: MessageUtils::pad_message_v2(copy.encode_to_vec()),
     });
-    for device in devices {
-        let sealed = seal(shared, sender, sender, device, &resend.plaintext).await?;
-        let mut node = deliver::phone_text(shared, sender, id, sealed);
-        node.attrs.insert("recipient", chat.clone());
-        let kind = Kind::Message;
-        deliver::queue(
-            shared,
-            sender,
-            device,
-            kind,
-            id.to_owned(),
-            node,
-            Some(resend.clone()),
-        );
-    }
-    Ok(())
+    to_companions(shared, sender, sender, id, &resend, Some(&chat)).await
 }
 
 fn find(shared: &Shared, phone: &str) -> Result<Arc<Account>, SendError> {

@@ -23,6 +23,8 @@
 
 use std::io::Write as _;
 
+use std::collections::HashMap;
+
 use buffa::Message as _;
 use rand::RngExt as _;
 use wacore::appstate::hash::{HashState, generate_patch_mac};
@@ -112,7 +114,7 @@ fn author(
     keys: &ExpandedAppStateKeys,
     key_id: &[u8],
 ) -> anyhow::Result<Patch> {
-    let mut state = replay(stored)?;
+    let (mut state, values) = replay(stored)?;
     let index = serde_json::to_vec(&[setting.schema.name])?;
     let iv: [u8; 16] = rand::rng().random();
     let (mutation, _) = wacore::appstate::encode_record(
@@ -125,9 +127,8 @@ fn author(
         i32::try_from(setting.schema.version)?,
     );
     let mutations = vec![mutation];
-    let previous = state.index_value_map.clone();
     let (_, updated) = state.update_hash(&mutations, |index_mac, _| {
-        Ok(previous.get(&hex::encode(index_mac)).cloned())
+        Ok(values.get(index_mac).cloned())
     });
     updated?;
     state.version = stored.len() as u64 + 1;
@@ -151,22 +152,25 @@ fn author(
     Ok(Patch(waproto::codec::syncd_patch_to_vec(&patch)))
 }
 
+/// The value MAC of each index MAC that is set.
+type ValueMacs = HashMap<Vec<u8>, Vec<u8>>;
+
 /// The state after `stored`: the LT hash of the live value MACs, and the
-/// value MAC of each index MAC (hex) still set.
-fn replay(stored: &[Patch]) -> anyhow::Result<HashState> {
+/// value MAC of each index MAC still set.
+fn replay(stored: &[Patch]) -> anyhow::Result<(HashState, ValueMacs)> {
     let mut state = HashState::default();
+    let mut values = ValueMacs::new();
     for (number, patch) in stored.iter().enumerate() {
         let patch = waproto::codec::syncd_patch_decode(&patch.0)?;
-        let previous = state.index_value_map.clone();
         let (_, updated) = state.update_hash(&patch.mutations, |index_mac, _| {
-            Ok(previous.get(&hex::encode(index_mac)).cloned())
+            Ok(values.get(index_mac).cloned())
         });
         updated?;
         for mutation in &patch.mutations {
             let record = mutation.record.as_option();
             let index_mac = record
                 .and_then(|r| r.index.as_option())
-                .and_then(|i| i.blob.as_deref());
+                .and_then(|i| i.blob.clone());
             let Some(index_mac) = index_mac else {
                 continue;
             };
@@ -178,17 +182,13 @@ fn replay(stored: &[Patch]) -> anyhow::Result<HashState> {
                 .operation
                 .is_some_and(|op| op == wa::syncd_mutation::SyncdOperation::REMOVE);
             match value_mac {
-                Some(mac) if !removing => {
-                    state.index_value_map.insert(hex::encode(index_mac), mac);
-                }
-                _ => {
-                    state.index_value_map.remove(&hex::encode(index_mac));
-                }
-            }
+                Some(mac) if !removing => values.insert(index_mac, mac),
+                _ => values.remove(&index_mac),
+            };
         }
         state.version = number as u64 + 1;
     }
-    Ok(state)
+    Ok((state, values))
 }
 
 /// The phone's initial history sync for a new companion, queued after the
@@ -251,8 +251,6 @@ fn history_sync_message(salt: Vec<u8>) -> std::io::Result<wa::Message> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     fn keys() -> (ExpandedAppStateKeys, Vec<u8>) {
