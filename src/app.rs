@@ -41,6 +41,8 @@ pub enum StartupError {
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// The database's URL, for `LISTEN` (Postgres only).
+    listen_url: Option<String>,
     sessions_stop: CancellationToken,
     dispatcher: Dispatcher,
     _lock: Option<ProcessLock>,
@@ -79,6 +81,11 @@ impl App {
             (None, Dsn::Sqlite(_)) => NodeId::new("local"),
             (None, Dsn::Postgres(_)) => NodeId::generate(),
         };
+        // A node restarted under its old id takes its sessions back at once.
+        let released = store.release_node_leases(&node).await?;
+        if released > 0 {
+            tracing::info!(%node, sessions = released, "released the leases of this node's previous run");
+        }
         let sessions = Supervisor::new(
             store.clone(),
             node,
@@ -99,9 +106,14 @@ impl App {
             sessions,
             api_rate: config.api_rate,
         };
+        let listen_url = match &config.dsn {
+            Dsn::Postgres(url) => Some(url.clone()),
+            Dsn::Sqlite(_) => None,
+        };
         Ok(App {
             listener,
             state,
+            listen_url,
             sessions_stop,
             dispatcher,
             _lock: lock,
@@ -132,14 +144,21 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled, then lets requests and webhook
-    /// attempts in flight finish, closes every session's client and closes
-    /// the database.
+    /// attempts in flight finish, leaves the cluster, closes every session's
+    /// client (releasing its lease, so another node takes it over at once)
+    /// and closes the database.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let store = self.state.store.clone();
         let sessions = self.state.sessions.clone();
-        if let Err(e) = sessions.start_paired().await {
-            tracing::error!(error = %e, "cannot start the paired sessions");
-        }
+        let address = self
+            .listener
+            .local_addr()
+            .map_or_else(|_| "unknown".to_owned(), |a| format!("http://{a}"));
+        let node = {
+            let sessions = sessions.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { sessions.run_node(address, self.listen_url, stop).await })
+        };
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
@@ -147,8 +166,15 @@ impl App {
             .await;
         // If serving failed, the rest must stop too.
         shutdown.cancel();
+        if let Err(e) = node.await {
+            tracing::error!(error = %e, "the node's loop ended abnormally");
+        }
         self.sessions_stop.cancel();
         sessions.wait().await;
+        sessions
+            .bus()
+            .publish(crate::sessions::Signal::Placement)
+            .await;
         if let Err(e) = dispatcher.await {
             tracing::error!(error = %e, "webhook dispatcher ended abnormally");
         }

@@ -213,7 +213,7 @@ async fn embedded_sandbox(
 /// `wago pair`: shows the `default` tenant's QR codes here until a phone
 /// scans one and the session connects.
 async fn pair(config: Config) -> anyhow::Result<()> {
-    use wago::sessions::SessionState;
+    use wago::sessions::{Mode, SessionState};
     let app = App::build(&config).await?;
     let tenant = app
         .store()
@@ -222,7 +222,7 @@ async fn pair(config: Config) -> anyhow::Result<()> {
         .context("there is no tenant \"default\": set API_KEY to make it")?
         .tenant_id();
     let sessions = app.sessions().clone();
-    let mut status = sessions.ensure_running(&tenant);
+    let mut status = sessions.ensure_running(&tenant, Mode::Pair);
     let mut shown = String::new();
     let outcome = loop {
         let now = status.borrow_and_update().clone();
@@ -250,7 +250,7 @@ async fn pair(config: Config) -> anyhow::Result<()> {
             break Err(anyhow::anyhow!("the session ended before it connected"));
         }
     };
-    sessions.stop(&tenant).await;
+    sessions.stop(&tenant).await?;
     let status = outcome?;
     eprintln!(
         "wago: paired {}; `wago serve` will connect it",

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
@@ -12,6 +12,7 @@ use super::extract::{AdminAuth, ApiJson};
 use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
 use crate::config::Dsn;
+use crate::sessions::SessionView;
 use crate::store::tenants::{KeyInfo, NewKey, Tenant};
 use crate::tenants::{ApiKey, KeySource, TenantId, TenantName};
 
@@ -24,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/tenants/{id}/keys", post(create_key))
         .route("/admin/tenants/{id}/keys/{key_id}", delete(revoke_key))
+        .route("/admin/nodes", get(list_nodes))
 }
 
 #[derive(Deserialize)]
@@ -100,9 +102,48 @@ fn prefix_webhook_field(e: ApiError) -> ApiError {
 
 async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let tenants = state.store.list_tenants().await?;
-    Ok(Json(json!({
-        "tenants": tenants.iter().map(|t| tenant_summary(&state, t)).collect::<Vec<_>>()
-    })))
+    let mut statuses = state.store.session_statuses().await?;
+    let summaries: Vec<Value> = tenants
+        .iter()
+        .map(|t| {
+            let session = statuses
+                .remove(&t.id)
+                .map_or_else(SessionView::unpaired, SessionView::of);
+            tenant_summary(t, &session)
+        })
+        .collect();
+    Ok(Json(json!({ "tenants": summaries })))
+}
+
+/// `GET /admin/nodes`: the live nodes and how many sessions each runs.
+#[derive(Serialize)]
+struct NodesBody {
+    nodes: Vec<NodeBody>,
+}
+
+#[derive(Serialize)]
+struct NodeBody {
+    id: String,
+    address: String,
+    started_at: String,
+    heartbeat_at: String,
+    sessions: i64,
+}
+
+async fn list_nodes(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<NodesBody>> {
+    let nodes = state.store.live_nodes().await?;
+    Ok(Json(NodesBody {
+        nodes: nodes
+            .into_iter()
+            .map(|n| NodeBody {
+                id: n.id,
+                address: n.address,
+                started_at: rfc3339(n.started_at),
+                heartbeat_at: rfc3339(n.heartbeat_at),
+                sessions: n.sessions,
+            })
+            .collect(),
+    }))
 }
 
 async fn show_tenant(
@@ -112,7 +153,8 @@ async fn show_tenant(
 ) -> ApiResult<Json<Value>> {
     let tenant = find_tenant(&state, &id).await?;
     let keys = state.store.list_keys(&tenant.tenant_id()).await?;
-    let mut body = tenant_summary(&state, &tenant);
+    let session = state.sessions.status(&tenant.tenant_id()).await?;
+    let mut body = tenant_summary(&tenant, &session);
     body["keys"] = keys.iter().map(key_json).collect();
     Ok(Json(body))
 }
@@ -124,16 +166,13 @@ async fn delete_tenant(
 ) -> ApiResult<StatusCode> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     // Unlink the device first, so the phone does not keep a dead companion.
-    if state.sessions.status(&tenant).state.is_paired() {
-        let unlink = state.sessions.logout(&tenant);
-        if tokio::time::timeout(std::time::Duration::from_secs(10), unlink)
-            .await
-            .is_err()
-        {
-            tracing::warn!(tenant_id = %id, "logout before deletion timed out");
+    if state.sessions.status(&tenant).await?.state.is_paired() {
+        // Bounded by the wait for another node's answer.
+        if let Err(e) = state.sessions.logout(&tenant).await {
+            tracing::warn!(tenant_id = %id, error = %e, "logout before deletion failed");
         }
     }
-    state.sessions.stop(&tenant).await;
+    state.sessions.stop(&tenant).await?;
     // A tenant with its own protocol database: its rows there go too.
     if let Err(e) = state.sessions.forget(&tenant).await {
         tracing::warn!(tenant_id = %id, error = %e, "cannot delete the tenant's protocol rows");
@@ -182,13 +221,13 @@ pub(super) async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant>
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-fn tenant_summary(state: &AppState, t: &Tenant) -> Value {
+fn tenant_summary(t: &Tenant, session: &SessionView) -> Value {
     json!({
         "id": t.id,
         "name": t.name,
         "created_at": rfc3339(t.created_at),
         "own_store": t.store_dsn.is_some(),
-        "session": super::session::status_json(&state.sessions.status(&t.tenant_id())),
+        "session": session,
     })
 }
 

@@ -33,6 +33,9 @@ pub enum ApiError {
     SessionNotConnected(String),
     #[error("the database is unreachable")]
     Unavailable,
+    /// Another node did not answer within the bounded wait.
+    #[error("{0}")]
+    Timeout(String),
     /// Never expected: logged with the request id, shown without detail.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -67,6 +70,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "session_not_connected")
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

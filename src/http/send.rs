@@ -14,12 +14,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, TenantAuth};
-use crate::sessions::{Phone, SessionState, new_message_id};
+use crate::sessions::{Phone, SessionError, SessionState, new_message_id};
 use crate::store::messages::{Accepted, NewOutbound, OutboundMessage};
 use crate::tenants::TenantId;
 
@@ -148,12 +147,13 @@ async fn deliver(
     {
         return Ok(answer(&first));
     }
-    let status = state.sessions.status(tenant);
+    // Every node reads the same status row, whichever node runs the session.
+    let status = state.sessions.status(tenant).await?;
     let connected = status.state == SessionState::Connected;
     if !connected && !send.queue {
         return Err(ApiError::SessionNotConnected(format!(
             "the session is {}; pair or reconnect it, or send with \"queue\": true",
-            status.state.as_str()
+            status.state
         )));
     }
     let sender = status.jid.as_deref().map(bare_jid).unwrap_or_default();
@@ -172,32 +172,24 @@ async fn deliver(
     };
     tracing::info!(tenant_id = %tenant, message_id = %row.message_id, "send accepted");
     if !connected {
-        // Sent when the session connects; a session that is not running
-        // here picks it up from the database when it starts.
-        let _ = state
-            .sessions
-            .send(tenant, row.message_id.clone(), None)
-            .await;
+        // Sent when the session connects, on whichever node runs it.
+        state.sessions.submit(tenant, &row.message_id, None).await?;
         return Ok(answer(&row));
     }
-    let (reply, outcome) = oneshot::channel();
-    let asked = state
+    match state
         .sessions
-        .send(tenant, row.message_id.clone(), Some(reply))
-        .await;
-    let outcome = match asked {
-        Ok(()) => tokio::time::timeout(SEND_WAIT, outcome).await,
-        Err(e) => Ok(Ok(Err(e))),
-    };
-    match outcome {
-        Ok(Ok(Ok(()))) => Ok(answer(&refreshed(state, tenant, row).await?)),
-        // Still waiting (the number's pace, a slow server): it stays queued.
-        Err(_) => Ok(answer(&row)),
-        Ok(Ok(Err(e))) if send.queue => {
+        .submit(tenant, &row.message_id, Some(SEND_WAIT))
+        .await
+    {
+        Ok(()) => Ok(answer(&refreshed(state, tenant, row).await?)),
+        // Still waiting (the number's pace, a slow server, another node):
+        // it stays queued and goes exactly once.
+        Err(SessionError::Timeout(_)) => Ok(answer(&row)),
+        Err(e) if send.queue => {
             tracing::info!(error = %e, "send left queued");
             Ok(answer(&row))
         }
-        Ok(_) => {
+        Err(_) => {
             let reason = "the session was not connected when the send was tried";
             if state
                 .store

@@ -1,21 +1,19 @@
 //! The session routes: pairing, state, logout. The tenant's own under
 //! `/session`, and the same for any tenant under `/admin/tenants/{id}`.
 
-use std::time::Instant;
-
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::admin::find_tenant;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, TenantAuth};
-use crate::sessions::{Phone, Qr, SessionError, SessionStatus};
+use crate::sessions::{Phone, Qr, SessionError, SessionView};
+use crate::store::now_ms;
 use crate::tenants::TenantId;
 
 pub fn tenant_routes() -> Router<AppState> {
@@ -37,17 +35,18 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/admin/tenants/{id}/session/logout", post(admin_logout))
 }
 
-/// The session as `GET /session` shows it.
-pub fn status_json(status: &SessionStatus) -> Value {
-    let mut body = json!({
-        "state": status.state.as_str(),
-        "jid": status.jid,
-        "push_name": status.push_name,
-    });
-    if let Some(error) = &status.error {
-        body["error"] = json!(error);
-    }
-    body
+/// `GET /session/qr` as JSON.
+#[derive(Serialize)]
+struct QrBody {
+    qr: String,
+    /// Seconds until the code is replaced.
+    expires_in: u64,
+}
+
+/// `POST /session/pair-code`.
+#[derive(Serialize)]
+struct PairCodeBody {
+    code: String,
 }
 
 impl From<SessionError> for ApiError {
@@ -63,6 +62,7 @@ impl From<SessionError> for ApiError {
                 ApiError::SessionNotConnected(e.to_string())
             }
             SessionError::PairCode(m) => ApiError::BadRequest(format!("pair code refused: {m}")),
+            SessionError::Timeout(m) => ApiError::Timeout(m),
             SessionError::Store(e) => e.into(),
         }
     }
@@ -79,17 +79,20 @@ struct PairCodeRequest {
     phone: String,
 }
 
-async fn tenant_status(auth: TenantAuth, State(state): State<AppState>) -> Json<Value> {
-    Json(status_json(&state.sessions.status(&auth.tenant_id)))
+async fn tenant_status(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> ApiResult<Json<SessionView>> {
+    Ok(Json(state.sessions.status(&auth.tenant_id).await?))
 }
 
 async fn admin_status(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
-    Ok(Json(status_json(&state.sessions.status(&tenant))))
+    Ok(Json(state.sessions.status(&tenant).await?))
 }
 
 async fn tenant_qr(
@@ -114,7 +117,7 @@ async fn tenant_pair_code(
     auth: TenantAuth,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PairCodeRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PairCodeBody>> {
     pair_code(&state, &auth.tenant_id, &body.phone).await
 }
 
@@ -123,12 +126,15 @@ async fn admin_pair_code(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PairCodeRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PairCodeBody>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     pair_code(&state, &tenant, &body.phone).await
 }
 
-async fn tenant_logout(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
+async fn tenant_logout(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> ApiResult<Json<SessionView>> {
     logout(&state, &auth.tenant_id).await
 }
 
@@ -136,7 +142,7 @@ async fn admin_logout(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     logout(&state, &tenant).await
 }
@@ -147,15 +153,21 @@ async fn qr(state: &AppState, tenant: &TenantId, format: Option<&str>) -> ApiRes
     render(&qr, format)
 }
 
-async fn pair_code(state: &AppState, tenant: &TenantId, phone: &str) -> ApiResult<Json<Value>> {
+async fn pair_code(
+    state: &AppState,
+    tenant: &TenantId,
+    phone: &str,
+) -> ApiResult<Json<PairCodeBody>> {
     let phone = Phone::parse(phone).map_err(|e| ApiError::invalid("phone", e))?;
     let code = state.sessions.pair_code(tenant, phone.to_string()).await?;
-    Ok(Json(json!({ "code": display_code(&code) })))
+    Ok(Json(PairCodeBody {
+        code: display_code(&code),
+    }))
 }
 
-async fn logout(state: &AppState, tenant: &TenantId) -> ApiResult<Json<Value>> {
+async fn logout(state: &AppState, tenant: &TenantId) -> ApiResult<Json<SessionView>> {
     state.sessions.logout(tenant).await?;
-    Ok(Json(status_json(&state.sessions.status(tenant))))
+    Ok(Json(state.sessions.status(tenant).await?))
 }
 
 /// `ABCDEFGH` as `ABCD-EFGH`, the way WhatsApp shows it.
@@ -191,12 +203,13 @@ impl QrFormat {
 }
 
 fn render(qr: &Qr, format: QrFormat) -> ApiResult<Response> {
-    let expires_in = qr
-        .expires_at
-        .saturating_duration_since(Instant::now())
-        .as_secs();
+    let expires_in = u64::try_from((qr.expires_at_ms - now_ms()).max(0) / 1000).unwrap_or(0);
     if let QrFormat::Json = format {
-        return Ok(Json(json!({ "qr": qr.code, "expires_in": expires_in })).into_response());
+        let body = QrBody {
+            qr: qr.code.clone(),
+            expires_in,
+        };
+        return Ok(Json(body).into_response());
     }
     let code = qrcode::QrCode::new(qr.code.as_bytes())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot encode the QR code: {e}")))?;

@@ -80,13 +80,37 @@ pub(super) async fn start(
     Ok(bot.spawn())
 }
 
-/// Forwards the client's events into a channel the session task reads.
-pub(super) struct Forward(pub tokio::sync::mpsc::UnboundedSender<Arc<Event>>);
+/// Forwards the client's events that the session task acts on into its
+/// bounded channel. The client calls this synchronously and must never
+/// block on it, so an event that finds the channel full is dropped and
+/// logged: a lost ack leaves its send queued, to go again with the same id
+/// (the recipient drops the repeat); a lost receipt leaves a status behind.
+pub(super) struct Forward(pub tokio::sync::mpsc::Sender<Arc<Event>>);
 
 impl EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
-        // The receiver is gone only when the task has ended.
-        let _ = self.0.send(event);
+        let wanted = matches!(
+            event.as_ref(),
+            Event::PairingQrCode(_)
+                | Event::PairSuccess(_)
+                | Event::Connected(_)
+                | Event::Disconnected(_)
+                | Event::LoggedOut(_)
+                | Event::PairingQrCodesExhausted(_)
+                | Event::Receipt(_)
+                | Event::ServerAck(_)
+        );
+        if !wanted {
+            return;
+        }
+        match self.0.try_send(event) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                tracing::warn!(event = ?std::mem::discriminant(event.as_ref()), "session task is behind; dropped a client event");
+            }
+            // The task has ended.
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 

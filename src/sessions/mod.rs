@@ -1,18 +1,27 @@
-//! Sessions: every tenant's WhatsApp number, connected.
+//! Sessions: every tenant's WhatsApp number, connected, on whichever node
+//! holds its lease.
 //!
-//! The [`Supervisor`] owns one task per tenant session (see `task.rs`). A
-//! task runs one `whatsapp-rust` client over the tenant's protocol store,
-//! holds the session's lease while it does, publishes its [`SessionStatus`]
-//! on a watch channel and takes [`Command`]s over an mpsc channel. The
-//! database is the source of truth: sends are rows the task drains, inbound
-//! messages are stored before they are acked, so a task is only a worker
-//! and can crash or restart without losing anything.
+//! The [`Supervisor`] owns this node's session tasks (see `task.rs`). A
+//! task runs one `whatsapp-rust` client over the tenant's protocol store
+//! while it holds the session's lease, publishes its state on a watch
+//! channel for this node and in the `session_status` row for every node,
+//! and takes [`Command`]s over a bounded channel. `node.rs` is the node's
+//! own loop: membership, lease renewal and fencing for all its sessions at
+//! once, placement, and commands that other nodes hand over.
+//!
+//! Every node answers for every session. A call for a session that another
+//! node runs becomes a row (a send, a command) plus a [`bus::Signal`] to
+//! that node, and waits a bounded time for the outcome, read from rows.
+//! The database is the source of truth: a task is only a worker and can
+//! crash or move without losing anything.
 //!
 //! This module knows nothing of HTTP; the handlers in `src/http` call the
 //! supervisor and map its errors.
 
+pub mod bus;
 mod client;
 mod inbound;
+mod node;
 mod pace;
 mod phone;
 mod send;
@@ -21,50 +30,41 @@ mod task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use bus::{Bus, Signal};
 pub use client::Endpoint;
 pub use pace::SendPace;
 pub use phone::{Phone, new_message_id};
 
-use crate::store::NodeId;
-use crate::store::Store;
+use crate::store::cluster::{CommandKind, CommandStatus, StoredStatus};
+use crate::store::{NodeId, SessionId, Store, now_ms};
 use crate::tenants::TenantId;
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionState {
-    /// No device is linked; nothing runs.
-    Unpaired,
-    /// The client shows QR codes (or waits for a pair code).
-    Pairing,
-    /// Linked; connecting or logging in.
-    Connecting,
-    Connected,
-    /// Linked, but the connection is down (the client reconnects by itself).
-    Disconnected,
-    /// The device was unlinked; it waits for a new pairing.
-    LoggedOut,
+crate::text_enum! {
+    /// Where a session is in its life.
+    pub enum SessionState {
+        /// No device is linked; nothing runs.
+        Unpaired = "unpaired",
+        /// The client shows QR codes (or waits for a pair code).
+        Pairing = "pairing",
+        /// Linked; connecting or logging in.
+        Connecting = "connecting",
+        Connected = "connected",
+        /// Linked, but the connection is down (the client reconnects by
+        /// itself, or another node takes the session over).
+        Disconnected = "disconnected",
+        /// The device was unlinked; it waits for a new pairing.
+        LoggedOut = "logged_out",
+    }
 }
 
 impl SessionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Unpaired => "unpaired",
-            SessionState::Pairing => "pairing",
-            SessionState::Connecting => "connecting",
-            SessionState::Connected => "connected",
-            SessionState::Disconnected => "disconnected",
-            SessionState::LoggedOut => "logged_out",
-        }
-    }
-
     /// A device is linked to a number in this state.
     pub fn is_paired(self) -> bool {
         matches!(
@@ -74,7 +74,7 @@ impl SessionState {
     }
 }
 
-/// What a session task publishes.
+/// What a session task publishes on this node.
 #[derive(Debug, Clone)]
 pub struct SessionStatus {
     pub state: SessionState,
@@ -103,10 +103,80 @@ impl SessionStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qr {
     pub code: String,
-    pub expires_at: Instant,
+    /// When the code stops being valid (unix ms).
+    pub expires_at_ms: i64,
+}
+
+impl Qr {
+    fn fresh(&self) -> bool {
+        self.expires_at_ms > now_ms()
+    }
+}
+
+/// The session as every node reports it (`GET /session`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub state: SessionState,
+    pub jid: Option<String>,
+    pub push_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the session entered `state` (RFC 3339), if it ever ran.
+    pub since: Option<String>,
+    /// The node that runs the session, if one does.
+    pub node: Option<String>,
+    #[serde(skip)]
+    pub qr: Option<Qr>,
+}
+
+impl SessionView {
+    pub fn unpaired() -> Self {
+        SessionView {
+            state: SessionState::Unpaired,
+            jid: None,
+            push_name: None,
+            error: None,
+            since: None,
+            node: None,
+            qr: None,
+        }
+    }
+
+    /// What the stored row means now. A row whose owner no longer holds
+    /// the lease describes a session nobody runs at the moment.
+    pub fn of(stored: StoredStatus) -> Self {
+        let f = stored.fields;
+        let mut view = SessionView {
+            state: stored.state,
+            jid: f.jid,
+            push_name: f.push_name,
+            error: f.error,
+            since: Some(crate::http::rfc3339(stored.since)),
+            node: stored.live_owner.as_ref().map(|n| n.as_str().to_owned()),
+            qr: f.qr.zip(f.qr_expires_at).map(|(code, expires_at_ms)| Qr {
+                code,
+                expires_at_ms,
+            }),
+        };
+        if stored.live_owner.is_none() {
+            view.qr = None;
+            match view.state {
+                SessionState::Pairing => {
+                    view.state = SessionState::Unpaired;
+                    view.error = Some("pairing stopped; ask for a new QR code".into());
+                }
+                s if s.is_paired() => {
+                    view.state = SessionState::Disconnected;
+                    view.error = Some("no node runs the session now; one takes it over".into());
+                }
+                _ => {}
+            }
+        }
+        view
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +198,9 @@ pub enum SessionError {
     PairCode(String),
     #[error("WhatsApp client: {0}")]
     Client(String),
+    /// The node that runs the session did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -150,6 +223,15 @@ pub(crate) enum Command {
     },
 }
 
+/// Why a session task is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Placement: connect a linked device; a session without one ends.
+    Resume,
+    /// Someone asked for a QR code: pair if no device is linked.
+    Pair,
+}
+
 /// How sessions run; from the configuration.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -163,6 +245,8 @@ pub struct SessionSettings {
     pub lease_ttl: Duration,
     /// The longest wait between restarts of a failing session.
     pub max_backoff: Duration,
+    /// How long a call waits for another node's answer.
+    pub remote_wait: Duration,
     pub http: reqwest::Client,
 }
 
@@ -175,6 +259,7 @@ impl SessionSettings {
             pace: SendPace::default(),
             lease_ttl: Duration::from_secs(30),
             max_backoff: Duration::from_secs(60),
+            remote_wait: Duration::from_secs(15),
             http: reqwest::Client::new(),
         }
     }
@@ -185,6 +270,8 @@ struct Handle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     stop: CancellationToken,
+    /// The fencing token of the lease the task holds, 0 while it holds none.
+    lease: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Handle {
@@ -214,14 +301,19 @@ struct Inner {
     node: NodeId,
     settings: SessionSettings,
     shutdown: CancellationToken,
+    bus: Bus,
     sessions: Mutex<HashMap<TenantId, Handle>>,
-    /// The last status of sessions whose task has ended (logged out, QR
-    /// codes ran out), so the API can still tell.
-    ended: Mutex<HashMap<TenantId, SessionStatus>>,
+    /// Wakes placement (a session here ended, so it may take another).
+    placement: Notify,
 }
 
 /// How long `qr` waits for the client's first code.
 const QR_WAIT: Duration = Duration::from_secs(20);
+/// Commands queued for one session task.
+const COMMANDS: usize = 64;
+/// How often a waiter re-reads rows when no signal came (signals can be
+/// lost; rows cannot).
+const REREAD: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     pub fn new(
@@ -233,55 +325,43 @@ impl Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 protocol: Arc::new(stores::ProtocolStores::new(store.clone())),
+                bus: Bus::new(node.clone(), store.clone()),
                 store,
                 node,
                 settings,
                 shutdown,
                 sessions: Mutex::new(HashMap::new()),
-                ended: Mutex::new(HashMap::new()),
+                placement: Notify::new(),
             }),
         }
     }
 
-    /// Starts the session of every tenant with a linked device.
-    pub async fn start_paired(&self) -> Result<usize, SessionError> {
-        let paired = self.inner.store.paired_sessions().await?;
-        let known = self.inner.store.list_tenants().await?;
-        let mut started = 0;
-        for tenant in known {
-            let id = tenant.tenant_id();
-            let is_paired = match tenant.store_dsn {
-                None => paired.iter().any(|s| s.as_str() == id.as_str()),
-                Some(_) => match self.inner.protocol.is_paired(&id).await {
-                    Ok(paired) => paired,
-                    Err(e) => {
-                        tracing::error!(tenant_id = %id, error = %e, "cannot open the tenant's own store");
-                        false
-                    }
-                },
-            };
-            if is_paired {
-                self.ensure_running(&id);
-                started += 1;
-            }
-        }
-        tracing::info!(sessions = started, node = %self.inner.node, "sessions started");
-        Ok(started)
+    pub fn node(&self) -> &NodeId {
+        &self.inner.node
     }
 
-    /// The session's status; `unpaired` when it never ran here.
-    pub fn status(&self, tenant: &TenantId) -> SessionStatus {
-        if let Some(handle) = self.sessions().get(tenant) {
-            return handle.status.borrow().clone();
-        }
-        self.ended()
-            .get(tenant)
-            .cloned()
-            .unwrap_or_else(|| SessionStatus::new(SessionState::Unpaired))
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
-    /// Starts the session's task unless it runs; returns its status feed.
-    pub fn ensure_running(&self, tenant: &TenantId) -> watch::Receiver<SessionStatus> {
+    /// Runs this node: membership, leases, placement and commands from
+    /// other nodes, until `stop`; then leaves the cluster and hands its
+    /// sessions over. `url` is the database's (for `LISTEN`).
+    pub async fn run_node(&self, address: String, url: Option<String>, stop: CancellationToken) {
+        node::run(self.clone(), address, url, stop).await
+    }
+
+    /// The session's status as every node reports it.
+    pub async fn status(&self, tenant: &TenantId) -> Result<SessionView, SessionError> {
+        Ok(match self.inner.store.session_status(tenant).await? {
+            Some(stored) => SessionView::of(stored),
+            None => SessionView::unpaired(),
+        })
+    }
+
+    /// Starts the session's task here unless it runs here; returns its
+    /// status feed. The task ends at once if another node holds the lease.
+    pub fn ensure_running(&self, tenant: &TenantId, mode: Mode) -> watch::Receiver<SessionStatus> {
         let mut sessions = self.sessions();
         if let Some(handle) = sessions.get(tenant)
             && handle.running()
@@ -290,24 +370,28 @@ impl Supervisor {
         }
         let stop = self.inner.shutdown.child_token();
         let (status_tx, status) = watch::channel(SessionStatus::new(SessionState::Connecting));
-        let (commands, command_rx) = mpsc::channel(64);
+        let (commands, command_rx) = mpsc::channel(COMMANDS);
+        let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let ctx = task::Ctx {
             tenant: tenant.clone(),
+            mode,
             store: self.inner.store.clone(),
             protocol: self.inner.protocol.clone(),
             node: self.inner.node.clone(),
             settings: self.inner.settings.clone(),
+            bus: self.inner.bus.clone(),
             status: status_tx,
             commands: command_rx,
             stop: stop.clone(),
+            lease: None,
+            lease_token: lease.clone(),
+            persisted: None,
         };
         let supervisor = self.clone();
-        let tenant_id = tenant.clone();
         let task = tokio::spawn(async move {
-            let last = task::run(ctx).await;
-            supervisor.ended().insert(tenant_id, last);
+            task::run(ctx).await;
+            supervisor.inner.placement.notify_one();
         });
-        self.ended().remove(tenant);
         sessions.insert(
             tenant.clone(),
             Handle {
@@ -315,35 +399,65 @@ impl Supervisor {
                 commands,
                 task,
                 stop,
+                lease,
             },
         );
         status
     }
 
-    /// A QR code to pair the session with, starting pairing if needed.
+    /// A QR code to pair the session with, starting pairing here if no
+    /// node runs the session, or read from the status row of the node that
+    /// does.
     pub async fn qr(&self, tenant: &TenantId) -> Result<Qr, SessionError> {
-        if self.status(tenant).state.is_paired() {
-            return Err(SessionError::AlreadyPaired);
+        let deadline = tokio::time::Instant::now() + QR_WAIT;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SessionError::NoQr(QR_WAIT));
+            }
+            let view = self.status(tenant).await?;
+            if view.state.is_paired() {
+                return Err(SessionError::AlreadyPaired);
+            }
+            if self.runs_elsewhere(tenant, &view) {
+                match self.remote_qr(tenant, deadline).await? {
+                    Some(qr) => return Ok(qr),
+                    None => continue, // its node stopped it: pair here
+                }
+            }
+            let mut status = self.ensure_running(tenant, Mode::Pair);
+            let wait = status.wait_for(|s| {
+                s.loaded
+                    && (s.qr.as_ref().is_some_and(Qr::fresh)
+                        || s.state.is_paired()
+                        || s.error.is_some())
+            });
+            let waited = tokio::time::timeout_at(deadline, wait)
+                .await
+                .map(|r| r.map(|s| s.clone()));
+            let found = match waited {
+                Ok(Ok(s)) => s,
+                // The task ended: another node took the lease first, or
+                // pairing could not start. The status row tells which.
+                Ok(Err(_)) => {
+                    let view = self.status(tenant).await?;
+                    if !self.runs_elsewhere(tenant, &view) {
+                        return Err(match view.error {
+                            Some(e) => SessionError::Client(e),
+                            None => SessionError::Stopped,
+                        });
+                    }
+                    continue;
+                }
+                Err(_) => return Err(SessionError::NoQr(QR_WAIT)),
+            };
+            if let Some(qr) = found.qr {
+                return Ok(qr);
+            }
+            if found.state.is_paired() {
+                return Err(SessionError::AlreadyPaired);
+            }
+            return Err(SessionError::Client(found.error.unwrap_or_default()));
         }
-        let mut status = self.ensure_running(tenant);
-        let wait = status.wait_for(|s| {
-            s.loaded
-                && (s.qr.as_ref().is_some_and(|q| q.expires_at > Instant::now())
-                    || s.state.is_paired()
-                    || s.error.is_some())
-        });
-        let found = match tokio::time::timeout(QR_WAIT, wait).await {
-            Ok(Ok(s)) => s.clone(),
-            Ok(Err(_)) => return Err(self.ended_error(tenant)),
-            Err(_) => return Err(SessionError::NoQr(QR_WAIT)),
-        };
-        if let Some(qr) = found.qr {
-            return Ok(qr);
-        }
-        if found.state.is_paired() {
-            return Err(SessionError::AlreadyPaired);
-        }
-        Err(SessionError::Client(found.error.unwrap_or_default()))
     }
 
     /// Asks the session for a pair code for `phone` (digits).
@@ -352,57 +466,144 @@ impl Supervisor {
         tenant: &TenantId,
         phone: String,
     ) -> Result<String, SessionError> {
-        if self.status(tenant).state.is_paired() {
-            return Err(SessionError::AlreadyPaired);
+        // The client asks the server for the code, so it must be connected:
+        // it is once it shows its first QR code.
+        self.qr(tenant).await?;
+        if let Some(commands) = self.local_commands(tenant) {
+            let (reply, answer) = oneshot::channel();
+            commands
+                .send(Command::PairCode { phone, reply })
+                .await
+                .map_err(|_| SessionError::Stopped)?;
+            return answer.await.map_err(|_| SessionError::Stopped)?;
         }
-        let mut status = self.ensure_running(tenant);
-        // The client asks the server for the code, so it must be connected
-        // (it is once it shows its first QR code).
-        let ready = status
-            .wait_for(|s| s.loaded && (s.qr.is_some() || s.error.is_some() || s.state.is_paired()));
-        match tokio::time::timeout(QR_WAIT, ready).await {
-            Ok(Ok(s)) if s.qr.is_some() => {}
-            Ok(Ok(s)) if s.state.is_paired() => return Err(SessionError::AlreadyPaired),
-            Ok(Ok(s)) => return Err(SessionError::Client(s.error.clone().unwrap_or_default())),
-            Ok(Err(_)) => return Err(self.ended_error(tenant)),
-            Err(_) => return Err(SessionError::NoQr(QR_WAIT)),
-        }
-        let (reply, answer) = oneshot::channel();
-        self.command(tenant, Command::PairCode { phone, reply })
+        let code = self
+            .remote_command(tenant, CommandKind::PairCode, Some(&phone))
             .await?;
-        answer.await.map_err(|_| SessionError::Stopped)?
+        Ok(code.unwrap_or_default())
     }
 
     /// Unlinks the device. The session ends in `logged_out`.
     pub async fn logout(&self, tenant: &TenantId) -> Result<(), SessionError> {
-        let (reply, done) = oneshot::channel();
-        if self
-            .command(tenant, Command::Logout { reply })
-            .await
-            .is_err()
-        {
-            // Nothing runs: forget the device all the same.
-            self.inner.protocol.forget(tenant).await?;
-            self.ended()
-                .insert(tenant.clone(), SessionStatus::new(SessionState::LoggedOut));
+        if self.logout_here(tenant).await? {
             return Ok(());
+        }
+        let view = self.status(tenant).await?;
+        if self.runs_elsewhere(tenant, &view) {
+            self.remote_command(tenant, CommandKind::Logout, None)
+                .await?;
+            return Ok(());
+        }
+        // Nobody runs it: forget the device here, under the lease.
+        let session = SessionId::from(tenant);
+        let ttl = self.inner.settings.lease_ttl;
+        let store = &self.inner.store;
+        let Some(lease) = store
+            .acquire_session_lease(&session, &self.inner.node, ttl)
+            .await?
+        else {
+            // Another node started it meanwhile.
+            self.remote_command(tenant, CommandKind::Logout, None)
+                .await?;
+            return Ok(());
+        };
+        let outcome = async {
+            self.inner.protocol.forget(tenant).await?;
+            let fields = crate::store::cluster::StatusFields {
+                error: Some("logged out".into()),
+                ..Default::default()
+            };
+            store
+                .write_session_status(tenant, &lease, SessionState::LoggedOut, &fields)
+                .await?;
+            Ok::<_, crate::store::StoreError>(())
+        }
+        .await;
+        store.release_session_lease(&lease).await?;
+        outcome?;
+        self.inner
+            .bus
+            .publish(Signal::Status {
+                tenant: tenant.as_str().to_owned(),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Sends a logout to the task here, if one runs; waits for it to end.
+    async fn logout_here(&self, tenant: &TenantId) -> Result<bool, SessionError> {
+        let Some(commands) = self.local_commands(tenant) else {
+            return Ok(false);
+        };
+        let (reply, done) = oneshot::channel();
+        if commands.send(Command::Logout { reply }).await.is_err() {
+            return Ok(false);
         }
         let _ = done.await;
         if let Some(task) = self.take_task(tenant) {
             let _ = task.await;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Tells the session that a send is waiting; `reply` hears its outcome.
-    pub(crate) async fn send(
+    /// Hands an accepted send to the session, wherever it runs, and waits
+    /// up to `wait` for WhatsApp's answer. `Ok` when the row left `queued`
+    /// (sent or failed: read it), `Timeout` while it is still queued.
+    pub(crate) async fn submit(
         &self,
         tenant: &TenantId,
-        message_id: String,
-        reply: Option<oneshot::Sender<Result<(), SessionError>>>,
+        message_id: &str,
+        wait: Option<Duration>,
     ) -> Result<(), SessionError> {
-        self.command(tenant, Command::Send { message_id, reply })
-            .await
+        if let Some(commands) = self.local_commands(tenant) {
+            let Some(wait) = wait else {
+                let _ = commands.try_send(Command::Send {
+                    message_id: message_id.to_owned(),
+                    reply: None,
+                });
+                return Ok(());
+            };
+            let (reply, outcome) = oneshot::channel();
+            commands
+                .send(Command::Send {
+                    message_id: message_id.to_owned(),
+                    reply: Some(reply),
+                })
+                .await
+                .map_err(|_| SessionError::NotConnected)?;
+            return match tokio::time::timeout(wait, outcome).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(SessionError::NotConnected),
+                Err(_) => Err(SessionError::Timeout(format!(
+                    "not sent within {wait:?}; it stays queued"
+                ))),
+            };
+        }
+        // Elsewhere, or nowhere yet: the row waits for whoever runs it.
+        let mut signals = self.inner.bus.subscribe();
+        self.inner
+            .bus
+            .publish(Signal::Send {
+                tenant: tenant.as_str().to_owned(),
+            })
+            .await;
+        let Some(wait) = wait else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let row = self.inner.store.get_message(tenant, message_id).await?;
+            if row.is_some_and(|r| r.status != "queued") {
+                return Ok(());
+            }
+            let settled = |s: &Signal| {
+                matches!(s, Signal::Settled { message_id: m, .. } if m == message_id)
+                    || *s == Signal::Resync
+            };
+            if !wait_for_signal(&mut signals, settled, deadline).await {
+                return Err(SessionError::Timeout(format!(
+                    "not sent within {wait:?}; it stays queued"
+                )));
+            }
+        }
     }
 
     /// Deletes the tenant's protocol rows where they live (the tenant is
@@ -411,15 +612,26 @@ impl Supervisor {
         Ok(self.inner.protocol.forget(tenant).await?)
     }
 
-    /// Stops a tenant's session without unlinking (the tenant is deleted,
-    /// or its task must end here).
-    pub async fn stop(&self, tenant: &TenantId) {
-        let handle = self.sessions().remove(tenant);
-        if let Some(handle) = handle {
-            handle.stop.cancel();
-            let _ = handle.task.await;
+    /// Stops a tenant's session without unlinking, wherever it runs (the
+    /// tenant is being deleted).
+    pub async fn stop(&self, tenant: &TenantId) -> Result<(), SessionError> {
+        if self.stop_here(tenant).await {
+            return Ok(());
         }
-        self.ended().remove(tenant);
+        let view = self.status(tenant).await?;
+        if self.runs_elsewhere(tenant, &view) {
+            self.remote_command(tenant, CommandKind::Stop, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the session's task here, if one runs; true if one did.
+    pub(crate) async fn stop_here(&self, tenant: &TenantId) -> bool {
+        let handle = self.sessions().remove(tenant);
+        let Some(handle) = handle else { return false };
+        handle.stop.cancel();
+        let _ = handle.task.await;
+        true
     }
 
     /// Waits for every session task to end (after the shutdown token).
@@ -434,26 +646,111 @@ impl Supervisor {
         }
     }
 
-    async fn command(&self, tenant: &TenantId, command: Command) -> Result<(), SessionError> {
-        let sender = match self.sessions().get(tenant) {
-            Some(handle) if handle.running() => handle.commands.clone(),
-            _ => return Err(SessionError::NotConnected),
-        };
-        sender
-            .send(command)
-            .await
-            .map_err(|_| SessionError::Stopped)
+    /// Another node holds the session's live lease.
+    fn runs_elsewhere(&self, tenant: &TenantId, view: &SessionView) -> bool {
+        view.node
+            .as_deref()
+            .is_some_and(|n| n != self.inner.node.as_str())
+            && self.local_commands(tenant).is_none()
+    }
+
+    /// Waits for the owner's QR code to show in the status row; `None`
+    /// once no node runs the session any more.
+    async fn remote_qr(
+        &self,
+        tenant: &TenantId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Qr>, SessionError> {
+        let mut signals = self.inner.bus.subscribe();
+        loop {
+            let view = self.status(tenant).await?;
+            if let Some(qr) = view.qr.filter(Qr::fresh) {
+                return Ok(Some(qr));
+            }
+            if view.state.is_paired() {
+                return Err(SessionError::AlreadyPaired);
+            }
+            if view.node.is_none() {
+                return Ok(None);
+            }
+            let changed = |s: &Signal| {
+                matches!(s, Signal::Status { tenant: t } if t == tenant.as_str())
+                    || *s == Signal::Resync
+            };
+            if !wait_for_signal(&mut signals, changed, deadline).await {
+                return Err(SessionError::NoQr(QR_WAIT));
+            }
+        }
+    }
+
+    /// Hands a command to the node that runs the session and waits for
+    /// its outcome, at most `remote_wait`. A command nobody took by then is
+    /// withdrawn, so it is carried out once or not at all.
+    async fn remote_command(
+        &self,
+        tenant: &TenantId,
+        kind: CommandKind,
+        argument: Option<&str>,
+    ) -> Result<Option<String>, SessionError> {
+        let store = &self.inner.store;
+        let mut signals = self.inner.bus.subscribe();
+        let id = store.insert_command(tenant, kind, argument).await?;
+        self.inner
+            .bus
+            .publish(Signal::Command {
+                tenant: tenant.as_str().to_owned(),
+            })
+            .await;
+        let wait = self.inner.settings.remote_wait;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut taken_late = false;
+        loop {
+            let row = store.get_command(id).await?;
+            match row.as_ref().map(|r| r.status) {
+                Some(CommandStatus::Done) => return Ok(row.and_then(|r| r.result)),
+                Some(CommandStatus::Failed) => {
+                    let why = row.and_then(|r| r.result).unwrap_or_default();
+                    return Err(match kind {
+                        CommandKind::PairCode => SessionError::PairCode(why),
+                        _ => SessionError::Client(why),
+                    });
+                }
+                Some(CommandStatus::Expired) | None => {
+                    return Err(SessionError::Timeout(format!(
+                        "the node that runs the session did not take the {kind} command \
+                         within {wait:?}; nothing was done"
+                    )));
+                }
+                Some(CommandStatus::Pending | CommandStatus::Running) => {}
+            }
+            let done = |s: &Signal| *s == Signal::CommandDone { id } || *s == Signal::Resync;
+            if wait_for_signal(&mut signals, done, deadline).await {
+                continue;
+            }
+            if taken_late {
+                return Err(SessionError::Timeout(format!(
+                    "the {kind} command is still running on the session's node"
+                )));
+            }
+            if store.expire_command(id).await? {
+                continue; // reads `expired` and answers
+            }
+            // The owner took it just now: give it one more wait to finish.
+            taken_late = true;
+            deadline = tokio::time::Instant::now() + wait;
+        }
+    }
+
+    /// The command channel of the session's task here, if one runs.
+    fn local_commands(&self, tenant: &TenantId) -> Option<mpsc::Sender<Command>> {
+        match self.sessions().get(tenant) {
+            Some(handle) if handle.running() => Some(handle.commands.clone()),
+            _ => None,
+        }
     }
 
     fn take_task(&self, tenant: &TenantId) -> Option<JoinHandle<()>> {
         self.sessions().remove(tenant).map(|h| h.task)
-    }
-
-    fn ended_error(&self, tenant: &TenantId) -> SessionError {
-        match self.status(tenant).error {
-            Some(e) => SessionError::Client(e),
-            None => SessionError::Stopped,
-        }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Handle>> {
@@ -462,8 +759,32 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, SessionStatus>> {
-        self.inner.ended.lock().unwrap_or_else(|e| e.into_inner())
+/// Waits until a signal `wanted` accepts arrives, `REREAD` passes (rows
+/// are re-read then, as signals may be lost) or the deadline; false only
+/// at the deadline.
+async fn wait_for_signal(
+    signals: &mut broadcast::Receiver<Signal>,
+    wanted: impl Fn(&Signal) -> bool,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let reread = (tokio::time::Instant::now() + REREAD).min(deadline);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(reread) => {
+                return tokio::time::Instant::now() < deadline;
+            }
+            signal = signals.recv() => match signal {
+                Ok(s) if wanted(&s) => return true,
+                Ok(_) => {}
+                // Missed some: read the rows again.
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep_until(reread).await;
+                    return tokio::time::Instant::now() < deadline;
+                }
+            },
+        }
     }
 }

@@ -20,6 +20,7 @@ use waproto::whatsapp as wa;
 use whatsapp_rust::client::Client;
 use whatsapp_rust::send::SendOptions;
 
+use super::bus::{Bus, Signal};
 use super::pace::{Bucket, SendPace};
 use super::{SessionError, SessionState, SessionStatus};
 use crate::store::Store;
@@ -29,7 +30,7 @@ use crate::tenants::TenantId;
 type Reply = oneshot::Sender<Result<(), SessionError>>;
 
 /// What the session task tells its queue.
-pub(super) enum Signal {
+pub(super) enum QueueSignal {
     /// Rows are waiting; `Some` when someone waits for one send's outcome.
     Wake(Option<Waiter>),
     /// The server's answer to a sent message: `error` is its nack code.
@@ -45,18 +46,20 @@ pub(super) struct Waiter {
 pub(super) struct SendQueue {
     pub tenant: TenantId,
     pub store: Store,
+    pub bus: Bus,
     pub client: Arc<Client>,
     pub status: watch::Receiver<SessionStatus>,
-    pub signals: mpsc::UnboundedReceiver<Signal>,
+    pub signals: mpsc::Receiver<QueueSignal>,
     pub pace: SendPace,
     pub stop: CancellationToken,
 }
 
 /// Rows read per round; the pace, not this, limits the rate.
 const BATCH: i64 = 50;
-/// How often the queue is looked at without a signal (sends accepted by
-/// another node, or left by a crash).
-const POLL: Duration = Duration::from_secs(2);
+/// How often the queue is looked at without a signal: a fallback for a
+/// lost wake-up. Sends accepted here or on another node wake the queue,
+/// and rows left by a crash are read when the session (re)connects.
+const POLL: Duration = Duration::from_secs(30);
 /// A sent message the server has not acknowledged by then goes again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -111,9 +114,18 @@ impl SendQueue {
                 }
                 let wait = bucket.take(Instant::now());
                 if !wait.is_zero() {
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
+                    let until = Instant::now() + wait;
+                    // Acks and waiters keep being handled while the pace
+                    // holds this row back.
+                    loop {
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = tokio::time::sleep_until(until) => break,
+                            signal = self.signals.recv() => match signal {
+                                None => return,
+                                Some(signal) => self.handle(&mut pending, signal).await,
+                            },
+                        }
                     }
                     bucket.take(Instant::now());
                 }
@@ -161,11 +173,11 @@ impl SendQueue {
         }
     }
 
-    async fn handle(&self, pending: &mut Pending, signal: Signal) {
+    async fn handle(&self, pending: &mut Pending, signal: QueueSignal) {
         match signal {
-            Signal::Wake(None) => {}
-            Signal::Wake(Some(waiter)) => self.register(pending, waiter).await,
-            Signal::Acked { id, error } => {
+            QueueSignal::Wake(None) => {}
+            QueueSignal::Wake(Some(waiter)) => self.register(pending, waiter).await,
+            QueueSignal::Acked { id, error } => {
                 // Settled even when no longer in flight (its ack came after
                 // a reconnect): a row already moved on is left as it is.
                 pending.in_flight.remove(&id);
@@ -177,8 +189,23 @@ impl SendQueue {
         }
     }
 
-    /// Records the server's answer: `sent`, or `failed` with its reason.
+    /// Records the server's answer: `sent`, or `failed` with its reason,
+    /// and tells whoever waits for it on another node.
     async fn settle(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
+        let outcome = self.record(id, error).await;
+        self.settled(id).await;
+        outcome
+    }
+
+    async fn settled(&self, id: &str) {
+        let signal = Signal::Settled {
+            tenant: self.tenant.as_str().to_owned(),
+            message_id: id.to_owned(),
+        };
+        self.bus.publish(signal).await;
+    }
+
+    async fn record(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
         match error {
             None => {
                 self.store
@@ -234,6 +261,7 @@ impl SendQueue {
                 self.store
                     .advance_outbound(&self.tenant, &row.message_id, "failed", Some(&error))
                     .await?;
+                self.settled(&row.message_id).await;
                 return Err(SessionError::Client(error));
             }
         };

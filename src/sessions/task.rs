@@ -1,12 +1,16 @@
 //! One session's task: lease, client, events, commands.
 //!
 //! `run` restarts the session with exponential backoff when it fails and
-//! returns when it is stopped, logged out, or gives up pairing. While it
-//! runs a client it holds the session's lease and renews it; if the lease
-//! is lost (another node took it over) the client is stopped at once, so
-//! two processes never drive one WhatsApp session.
+//! returns when it is stopped, logged out, gives up pairing, or finds the
+//! lease held by another node. While it runs a client it holds the
+//! session's lease; the node renews every lease it holds in one statement
+//! and stops a task whose lease it lost or cannot renew in time (see
+//! `node.rs`), so two processes never drive one WhatsApp session. Every
+//! change of state is written to the session's status row, fenced by the
+//! lease, for every node to read.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,28 +23,37 @@ use whatsapp_rust::bot::BotHandle;
 use whatsapp_rust::client::Client;
 use whatsapp_rust::pair_code::PairCodeOptions;
 
+use super::bus::{Bus, Signal as BusSignal};
 use super::client::{self, Forward};
 use super::inbound::Inbound;
-use super::send::{SendQueue, Signal, Waiter};
+use super::send::{QueueSignal, SendQueue, Waiter};
 use super::stores::ProtocolStores;
-use super::{Command, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
+use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
-use crate::store::Store;
+use crate::store::cluster::StatusFields;
 use crate::store::protocol::{SessionId, SessionStore};
-use crate::store::{Lease, NodeId};
+use crate::store::{Lease, NodeId, Store, now_ms};
 use crate::tenants::TenantId;
 
 pub(super) struct Ctx {
     pub tenant: TenantId,
+    pub mode: Mode,
     /// The main database: messages, events, leases.
     pub store: Store,
     /// Where the tenant's protocol rows live.
     pub protocol: Arc<ProtocolStores>,
     pub node: NodeId,
     pub settings: SessionSettings,
+    pub bus: Bus,
     pub status: watch::Sender<SessionStatus>,
     pub commands: mpsc::Receiver<Command>,
     pub stop: CancellationToken,
+    /// The lease while the task holds it: status rows are written under it.
+    pub lease: Option<Lease>,
+    /// Its fencing token for the node's lease keeper; 0 while none.
+    pub lease_token: Arc<AtomicI64>,
+    /// The status last written to the row.
+    pub persisted: Option<(SessionState, StatusFields)>,
 }
 
 /// Why a run of the client ended without an error.
@@ -49,110 +62,135 @@ enum Ended {
     LoggedOut(Option<oneshot::Sender<()>>),
     /// Pairing gave up (the QR codes ran out).
     Unpaired,
+    /// Placement started it, but no device is linked.
+    NotPaired,
+    /// Another node holds the lease.
+    Elsewhere,
 }
 
 /// A run that lasted this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(300);
 /// How long the client gets to close cleanly.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// Client events waiting for the task; the client never blocks on them.
+const EVENTS: usize = 4096;
+/// Signals waiting for the send queue.
+const QUEUE_SIGNALS: usize = 1024;
 
-/// Runs the session until it is stopped or ends; returns its last status.
-pub(super) async fn run(mut ctx: Ctx) -> SessionStatus {
+/// Runs the session until it is stopped or ends.
+pub(super) async fn run(mut ctx: Ctx) {
     let span = tracing::info_span!("session", tenant_id = %ctx.tenant);
     async move {
         let mut backoff = Duration::from_secs(1);
         loop {
             let started = Instant::now();
-            match run_once(&mut ctx).await {
-                Ok(Ended::Stopped) => {
-                    tracing::info!("session stopped");
-                    break;
-                }
-                Ok(Ended::LoggedOut(reply)) => {
-                    tracing::info!("session logged out; it waits for a new pairing");
-                    if let Err(e) = ctx.protocol.forget(&ctx.tenant).await {
-                        tracing::error!(error = %e, "cannot delete the logged-out device");
-                    }
-                    ctx.set_state(SessionState::LoggedOut, Some("logged out"))
-                        .await;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(());
-                    }
-                    break;
-                }
-                Ok(Ended::Unpaired) => {
-                    tracing::info!("pairing ended without a scan");
-                    ctx.set_state(
-                        SessionState::Unpaired,
-                        Some("no QR code was scanned in time"),
-                    )
-                    .await;
-                    break;
-                }
-                Err(e @ SessionError::NotASandbox) => {
-                    tracing::error!(error = %e, "session cannot start");
-                    ctx.status.send_modify(|s| s.error = Some(e.to_string()));
-                    break;
-                }
-                Err(e) => {
-                    if started.elapsed() > HEALTHY_RUN {
-                        backoff = Duration::from_secs(1);
-                    }
-                    tracing::warn!(error = %e, retry_in = ?backoff, "session failed; restarting");
-                    ctx.status.send_modify(|s| s.error = Some(e.to_string()));
-                    ctx.set_state(SessionState::Disconnected, Some(&e.to_string()))
-                        .await;
-                    tokio::select! {
-                        _ = ctx.stop.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(ctx.settings.max_backoff);
-                }
+            let outcome = run_once(&mut ctx).await;
+            let failed = outcome.is_err();
+            // Final states are written while the lease is still held.
+            let again = ctx.after(outcome).await;
+            ctx.release().await;
+            if !again {
+                break;
             }
+            if failed && started.elapsed() > HEALTHY_RUN {
+                backoff = Duration::from_secs(1);
+            }
+            tokio::select! {
+                _ = ctx.stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(ctx.settings.max_backoff);
         }
-        ctx.status.borrow().clone()
     }
     .instrument(span)
     .await
 }
 
-async fn run_once(ctx: &mut Ctx) -> Result<Ended, SessionError> {
-    let session = SessionId::from(&ctx.tenant);
-    let Some(mut lease) = acquire(ctx, &session).await else {
-        return Ok(Ended::Stopped);
-    };
-    let outcome = match ctx.protocol.of(&ctx.tenant).await {
-        Ok(protocol) => {
-            let store = protocol.session_store(session);
-            with_client(ctx, &store, &mut lease).await
+impl Ctx {
+    /// Records how a run ended; true if the session should run again.
+    async fn after(&mut self, outcome: Result<Ended, SessionError>) -> bool {
+        match outcome {
+            Ok(Ended::Stopped) => tracing::info!("session stopped"),
+            Ok(Ended::Elsewhere) => tracing::info!("another node runs the session"),
+            Ok(Ended::NotPaired) => self.set_state(SessionState::Unpaired, None).await,
+            Ok(Ended::LoggedOut(reply)) => {
+                tracing::info!("session logged out; it waits for a new pairing");
+                if let Err(e) = self.protocol.forget(&self.tenant).await {
+                    tracing::error!(error = %e, "cannot delete the logged-out device");
+                }
+                self.status.send_modify(|s| {
+                    s.jid = None;
+                    s.push_name = None;
+                    s.qr = None;
+                    s.error = Some("logged out".into());
+                });
+                self.set_state(SessionState::LoggedOut, Some("logged out"))
+                    .await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Ok(Ended::Unpaired) => {
+                tracing::info!("pairing ended without a scan");
+                let why = "no QR code was scanned in time";
+                self.status.send_modify(|s| {
+                    s.qr = None;
+                    s.error = Some(why.into());
+                });
+                self.set_state(SessionState::Unpaired, Some(why)).await;
+            }
+            Err(e @ SessionError::NotASandbox) => {
+                tracing::error!(error = %e, "session cannot start");
+                self.status.send_modify(|s| s.error = Some(e.to_string()));
+                let state = self.status.borrow().state;
+                self.set_state(state, None).await;
+            }
+            Err(e) if self.stop.is_cancelled() => {
+                tracing::info!(error = %e, "session stopped");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session failed; restarting");
+                self.status.send_modify(|s| s.error = Some(e.to_string()));
+                self.set_state(SessionState::Disconnected, Some(&e.to_string()))
+                    .await;
+                return true;
+            }
         }
-        Err(e) => Err(e.into()),
-    };
-    if let Err(e) = ctx.store.release_session_lease(&lease).await {
-        tracing::warn!(error = %e, "cannot release the session lease; it will expire");
+        false
     }
-    outcome
+
+    /// Gives the lease up, if held.
+    async fn release(&mut self) {
+        self.lease_token.store(0, Ordering::Release);
+        if let Some(lease) = self.lease.take()
+            && let Err(e) = self.store.release_session_lease(&lease).await
+        {
+            tracing::warn!(error = %e, "cannot release the session lease; it will expire");
+        }
+    }
 }
 
-/// Waits for the session's lease; `None` when stopped first.
-async fn acquire(ctx: &Ctx, session: &SessionId) -> Option<Lease> {
-    let ttl = ctx.settings.lease_ttl;
-    loop {
-        match ctx
-            .store
-            .acquire_session_lease(session, &ctx.node, ttl)
-            .await
-        {
-            Ok(Some(lease)) => return Some(lease),
-            Ok(None) => ctx.status.send_modify(|s| {
-                s.error = Some("another node runs this session".into());
-            }),
-            Err(e) => tracing::warn!(error = %e, "cannot take the session lease"),
+async fn run_once(ctx: &mut Ctx) -> Result<Ended, SessionError> {
+    let session = SessionId::from(&ctx.tenant);
+    match ctx
+        .store
+        .acquire_session_lease(&session, &ctx.node, ctx.settings.lease_ttl)
+        .await?
+    {
+        Some(lease) => {
+            ctx.lease_token.store(lease.token(), Ordering::Release);
+            ctx.lease = Some(lease);
+            // Another node may have written the row since.
+            ctx.persisted = None;
         }
-        tokio::select! {
-            _ = ctx.stop.cancelled() => return None,
-            _ = tokio::time::sleep(ttl / 2) => {}
+        None => return Ok(Ended::Elsewhere),
+    }
+    match ctx.protocol.of(&ctx.tenant).await {
+        Ok(protocol) => {
+            let store = protocol.session_store(session);
+            with_client(ctx, &store).await
         }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -162,16 +200,15 @@ enum Flow {
     End(Ended),
 }
 
-async fn with_client(
-    ctx: &mut Ctx,
-    store: &SessionStore,
-    lease: &mut Lease,
-) -> Result<Ended, SessionError> {
+async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, SessionError> {
     let device = store
         .load()
         .await
         .map_err(|e| SessionError::Client(e.to_string()))?;
     let paired = device.as_ref().and_then(|d| d.pn.as_ref()).is_some();
+    if !paired && ctx.mode == Mode::Resume {
+        return Ok(Ended::NotPaired);
+    }
     ctx.status.send_modify(|s| {
         s.state = if paired {
             SessionState::Connecting
@@ -186,8 +223,10 @@ async fn with_client(
         s.error = None;
         s.loaded = true;
     });
+    let state = ctx.status.borrow().state;
+    ctx.set_state(state, None).await;
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(EVENTS);
     let inbound = Inbound {
         store: ctx.store.clone(),
         tenant: ctx.tenant.clone(),
@@ -196,11 +235,12 @@ async fn with_client(
     let client = handle.client();
 
     let queue_stop = ctx.stop.child_token();
-    let (signals, signals_rx) = mpsc::unbounded_channel();
+    let (signals, signals_rx) = mpsc::channel(QUEUE_SIGNALS);
     let queue = tokio::spawn(
         SendQueue {
             tenant: ctx.tenant.clone(),
             store: ctx.store.clone(),
+            bus: ctx.bus.clone(),
             client: client.clone(),
             status: ctx.status.subscribe(),
             signals: signals_rx,
@@ -211,8 +251,6 @@ async fn with_client(
         .in_current_span(),
     );
 
-    let mut renew = tokio::time::interval(ctx.settings.lease_ttl / 3);
-    renew.tick().await;
     let outcome = loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => break Ok(Ended::Stopped),
@@ -223,10 +261,13 @@ async fn with_client(
                 if let WaEvent::ServerAck(ack) = event.as_ref()
                     && ack.class.as_deref() == Some("message")
                 {
-                    let _ = signals.send(Signal::Acked {
+                    let acked = QueueSignal::Acked {
                         id: ack.id.clone(),
                         error: ack.error.clone(),
-                    });
+                    };
+                    if signals.send(acked).await.is_err() {
+                        break Err(SessionError::Client("the send queue stopped".into()));
+                    }
                 }
                 if let Flow::End(ended) = ctx.on_event(&client, &event).await {
                     break Ok(ended);
@@ -236,7 +277,9 @@ async fn with_client(
                 None => break Ok(Ended::Stopped),
                 Some(Command::Send { message_id, reply }) => {
                     let waiter = reply.map(|reply| Waiter { message_id, reply });
-                    let _ = signals.send(Signal::Wake(waiter));
+                    if signals.send(QueueSignal::Wake(waiter)).await.is_err() {
+                        break Err(SessionError::Client("the send queue stopped".into()));
+                    }
                 }
                 Some(Command::PairCode { phone, reply }) => pair_code(&client, phone, reply),
                 Some(Command::Logout { reply }) => {
@@ -244,11 +287,6 @@ async fn with_client(
                     break Ok(Ended::LoggedOut(Some(reply)));
                 }
             },
-            _ = renew.tick() => {
-                if !renew_lease(ctx, lease).await {
-                    break Err(SessionError::Client("lost the session lease to another node".into()));
-                }
-            }
         }
     };
     queue_stop.cancel();
@@ -273,20 +311,6 @@ async fn close(handle: BotHandle, store: &SessionStore, save: bool) {
             && let Err(e) = store.save(&device).await
         {
             tracing::warn!(error = %e, "cannot save the device at shutdown");
-        }
-    }
-}
-
-async fn renew_lease(ctx: &Ctx, lease: &mut Lease) -> bool {
-    match ctx
-        .store
-        .renew_session_lease(lease, ctx.settings.lease_ttl)
-        .await
-    {
-        Ok(renewed) => renewed,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot renew the session lease");
-            Instant::now() < lease.valid_until()
         }
     }
 }
@@ -318,14 +342,14 @@ impl Ctx {
     async fn on_event(&mut self, client: &Arc<Client>, event: &WaEvent) -> Flow {
         match event {
             WaEvent::PairingQrCode(qr) => {
-                let expires_at = Instant::now() + qr.timeout;
+                let expires_at_ms = now_ms() + qr.timeout.as_millis() as i64;
                 self.status.send_modify(|s| {
-                    s.state = SessionState::Pairing;
                     s.qr = Some(Qr {
                         code: qr.code.clone(),
-                        expires_at,
+                        expires_at_ms,
                     });
                 });
+                self.set_state(SessionState::Pairing, None).await;
             }
             WaEvent::PairSuccess(paired) => {
                 tracing::info!(jid = %paired.id, "paired");
@@ -374,8 +398,10 @@ impl Ctx {
         }
     }
 
-    /// Publishes a new state and, when it changed, records it as an event.
-    async fn set_state(&self, state: SessionState, reason: Option<&str>) {
+    /// Publishes a new state (with the status fields as they are now) on
+    /// this node and in the status row, and records a change of state as
+    /// an event.
+    async fn set_state(&mut self, state: SessionState, reason: Option<&str>) {
         let mut previous = None;
         self.status.send_if_modified(|s| {
             if s.state == state {
@@ -385,6 +411,7 @@ impl Ctx {
             s.state = state;
             true
         });
+        self.persist().await;
         let Some(previous) = previous else { return };
         tracing::info!(
             state = state.as_str(),
@@ -399,6 +426,39 @@ impl Ctx {
         };
         if let Err(e) = self.store.record_event(&self.tenant, &event).await {
             tracing::warn!(error = %e, "cannot record the session's state change");
+        }
+    }
+
+    /// Writes the status row, under the lease, if anything changed; then
+    /// tells the other nodes.
+    async fn persist(&mut self) {
+        let Some(lease) = &self.lease else { return };
+        let now = {
+            let s = self.status.borrow();
+            let fields = StatusFields {
+                jid: s.jid.clone(),
+                push_name: s.push_name.clone(),
+                error: s.error.clone(),
+                qr: s.qr.as_ref().map(|q| q.code.clone()),
+                qr_expires_at: s.qr.as_ref().map(|q| q.expires_at_ms),
+            };
+            (s.state, fields)
+        };
+        if self.persisted.as_ref() == Some(&now) {
+            return;
+        }
+        match self
+            .store
+            .write_session_status(&self.tenant, lease, now.0, &now.1)
+            .await
+        {
+            Ok(true) => {
+                self.persisted = Some(now);
+                let tenant = self.tenant.as_str().to_owned();
+                self.bus.publish(BusSignal::Status { tenant }).await;
+            }
+            Ok(false) => tracing::warn!("the session's lease is gone; its status is not written"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the session's status"),
         }
     }
 }

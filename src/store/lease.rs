@@ -65,6 +65,10 @@ impl Lease {
         &self.session
     }
 
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
     /// The fencing token: larger for every new holder of the session.
     pub fn token(&self) -> i64 {
         self.token
@@ -227,7 +231,7 @@ impl Store {
 }
 
 /// The database's clock in unix milliseconds, as an SQL expression.
-fn now_ms_sql(kind: DbKind) -> &'static str {
+pub(super) fn now_ms_sql(kind: DbKind) -> &'static str {
     match kind {
         DbKind::Postgres => "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
         // julianday counts days from noon, 24 Nov 4714 BC; the unix epoch is
@@ -236,6 +240,6 @@ fn now_ms_sql(kind: DbKind) -> &'static str {
     }
 }
 
-fn ttl_ms(ttl: Duration) -> i64 {
+pub(super) fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }

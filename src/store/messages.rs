@@ -184,6 +184,9 @@ impl Store {
             enqueue_event(&mut tx, tenant, &event).await?;
         }
         tx.commit().await?;
+        if new > 0 {
+            self.wake_outbox();
+        }
         Ok(new)
     }
 
@@ -212,7 +215,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let row: OutboundMessage = sqlx::query_as(&format!(
+        let inserted = sqlx::query_as(&format!(
             "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind, text,
                                    status, idempotency_key, timestamp, created_at, updated_at)
              VALUES ($1, 'out', $2, $3, $4, $5, $6, 'queued', $7, $8, $8, $8)
@@ -227,7 +230,22 @@ impl Store {
         .bind(send.idempotency_key)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(super::StoreError::from);
+        let row: OutboundMessage = match inserted {
+            Ok(row) => row,
+            // A request with the same key committed first (Postgres lets two
+            // transactions look for the key at once): answer as it did.
+            Err(e) if e.is_unique_violation() && send.idempotency_key.is_some() => {
+                drop(tx);
+                let key = send.idempotency_key.unwrap_or_default();
+                return match self.find_idempotent_send(tenant, key).await? {
+                    Some(first) => Ok(Accepted::Repeat(first)),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         tx.commit().await?;
         Ok(Accepted::New(row))
     }
@@ -330,6 +348,7 @@ impl Store {
             before = step.to_owned();
         }
         tx.commit().await?;
+        self.wake_outbox();
         Ok(true)
     }
 

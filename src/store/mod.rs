@@ -9,18 +9,22 @@
 //! [`protocol`] is whatsapp-rust's storage `Backend`, one [`SessionStore`]
 //! per WhatsApp session; `lease` decides which node runs a session.
 
+pub mod cluster;
 mod lease;
 mod lock;
 pub mod messages;
 pub mod protocol;
 pub mod tenants;
+mod text_enum;
 pub mod webhooks;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+use tokio::sync::Notify;
 
 use crate::config::Dsn;
 
@@ -71,6 +75,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 pub struct Store {
     pool: AnyPool,
     kind: DbKind,
+    /// Told whenever this process commits webhook events, so the
+    /// dispatcher wakes at once instead of at its next poll.
+    outbox: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,7 +121,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_error)?;
-        Ok(Store { pool, kind })
+        Ok(Store {
+            pool,
+            kind,
+            outbox: Arc::new(Notify::new()),
+        })
     }
 
     /// Applies every pending migration of this database's dialect.
@@ -124,6 +135,15 @@ impl Store {
             DbKind::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Notified after this process commits webhook events.
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox.clone()
+    }
+
+    pub(crate) fn wake_outbox(&self) {
+        self.outbox.notify_one();
     }
 
     pub fn kind(&self) -> DbKind {

@@ -140,6 +140,10 @@ impl Store {
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         delete_protocol_rows_in(&mut tx, &SessionId::from(id)).await?;
+        sqlx::query("DELETE FROM session_leases WHERE session_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)

@@ -154,6 +154,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let id = enqueue_event(&mut tx, tenant, event).await?;
         tx.commit().await?;
+        self.wake_outbox();
         Ok(id)
     }
 

@@ -31,9 +31,10 @@ use crate::store::{Store, now_ms};
 const TENANTS_AT_ONCE: usize = 32;
 /// How many of one tenant's deliveries one claim takes.
 const PER_TENANT_BATCH: usize = 10;
-/// How often the outbox is looked at when nothing wakes the dispatcher
-/// (retries coming due, events written by other nodes).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the outbox is looked at when nothing wakes the dispatcher:
+/// retries coming due, and events written by other nodes while this one's
+/// own dispatcher is busy. Events this process commits wake it at once.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Lease slack beyond the attempt timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How much of a receiver's answer is kept with the attempt.
@@ -91,6 +92,7 @@ impl Dispatcher {
     /// timeout to finish; unfinished rows are retried after their lease.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let written = this.store.outbox_written();
         let mut workers = JoinSet::new();
         tracing::info!("webhook dispatcher started");
         loop {
@@ -117,6 +119,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = this.waker.0.notified() => {}
+                _ = written.notified() => {}
                 Some(_) = workers.join_next(), if !workers.is_empty() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }

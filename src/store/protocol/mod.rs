@@ -82,7 +82,7 @@ impl fmt::Debug for SessionStore {
 }
 
 /// Every table that holds a session's protocol rows, lease included.
-const SESSION_TABLES: [&str; 19] = [
+const SESSION_TABLES: [&str; 18] = [
     "wa_devices",
     "wa_identities",
     "wa_signal_sessions",
@@ -101,7 +101,6 @@ const SESSION_TABLES: [&str; 19] = [
     "wa_sent_messages",
     "wa_pending_inbound",
     "wa_msg_secrets",
-    "session_leases",
 ];
 
 impl Store {
@@ -113,8 +112,8 @@ impl Store {
         }
     }
 
-    /// Deletes every protocol row of `session` (its lease too), in one
-    /// transaction. For a tenant in the shared database
+    /// Deletes every protocol row of `session`, in one transaction. Its
+    /// lease stays (a logout keeps the session's fencing token growing). For a tenant in the shared database
     /// [`Store::delete_tenant`] does this itself; a tenant with its own
     /// store DSN needs this called on that database.
     pub async fn delete_protocol_rows(&self, session: &SessionId) -> StoreResult<()> {

@@ -1,0 +1,414 @@
+//! The node's own loop: membership, leases, fencing, placement, commands.
+//!
+//! - **Membership.** The node's row in `nodes` is refreshed every third of
+//!   the lease time; a clean shutdown marks it gone at once.
+//! - **Leases.** Every lease the node holds is renewed in the same round,
+//!   in one statement. A session whose lease was not renewed (another node
+//!   took it over) is stopped at once. If renewals fail (the database is
+//!   unreachable), every session is stopped a quarter of the lease time
+//!   before the leases can expire, so no other node can start a session
+//!   while this one still runs it.
+//! - **Placement.** Sessions with a linked device are spread evenly over
+//!   the live nodes, ordered by id: with `total` sessions and `n` nodes,
+//!   the node at position `i` runs `total / n`, plus one if `i < total % n`.
+//!   A node below its share takes sessions that nobody holds (released
+//!   cleanly, or whose owner's lease ran out), a bounded number at a time;
+//!   a node above it hands sessions over once another node has room.
+//! - **Commands.** Other nodes' commands for sessions that run here are
+//!   taken from their rows and carried out by the session's task.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::RngExt;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::bus::Signal;
+use super::{Command, Mode, SessionError, Supervisor};
+use crate::store::cluster::{CommandKind, CommandRow, CommandStatus};
+use crate::store::{SessionId, now_ms};
+use crate::tenants::TenantId;
+
+/// Sessions this node starts at once before any of them has connected.
+const STARTING_AT_ONCE: usize = 64;
+/// Sessions handed over in one round.
+const HANDOVER_AT_ONCE: usize = 16;
+/// After a failed renewal, the next try comes this soon.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(
+    sup: Supervisor,
+    address: String,
+    url: Option<String>,
+    stop: CancellationToken,
+) {
+    let mut signals = sup.bus().subscribe();
+    let mut tasks = JoinSet::new();
+    if let Some(url) = url {
+        tasks.spawn(sup.bus().clone().listen(url, stop.child_token()));
+    }
+    let ttl = sup.inner.settings.lease_ttl;
+    let every = ttl / 3;
+    let margin = ttl / 4;
+    let started_at = now_ms();
+    // When this node's leases end by its own clock, as of the last renewal.
+    let mut deadline: Option<Instant> = None;
+    let mut next_keep = Instant::now();
+    let mut next_place = Instant::now() + every;
+    let mut registered = false;
+    tracing::info!(node = %sup.node(), %address, "node started");
+    loop {
+        let fence_at = deadline.map(|d| d - margin);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = sleep_until(fence_at.unwrap_or(next_keep)), if fence_at.is_some() => {
+                sup.fence_all("the database did not answer in time to renew the leases");
+                deadline = None;
+            }
+            _ = sleep_until(next_keep) => {
+                let limit = fence_at.map_or(Instant::now() + every, |f| f.min(Instant::now() + every));
+                match timeout_at(limit, sup.keep(&address, started_at, &mut tasks)).await {
+                    Ok(Ok(valid_until)) => {
+                        deadline = Some(valid_until);
+                        next_keep = Instant::now() + every;
+                        if !registered {
+                            registered = true;
+                            next_place = Instant::now();
+                            sup.bus().publish(Signal::Placement).await;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot renew this node's leases");
+                        next_keep = Instant::now() + RETRY;
+                    }
+                    Err(_) => {
+                        tracing::warn!("renewing this node's leases timed out");
+                        next_keep = Instant::now() + RETRY;
+                    }
+                }
+            }
+            _ = sleep_until(next_place) => {
+                next_place = match timeout(every, sup.place(&mut tasks)).await {
+                    Ok(Ok(next)) => next,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "placement failed");
+                        Instant::now() + every
+                    }
+                    Err(_) => Instant::now() + every,
+                };
+            }
+            _ = sup.inner.placement.notified() => next_place = next_place.min(soon()),
+            signal = signals.recv() => match signal {
+                Ok(Signal::Send { tenant }) => sup.wake_queue(&TenantId::from_raw(tenant)),
+                Ok(Signal::Command { tenant }) => {
+                    let tenant = TenantId::from_raw(tenant);
+                    if sup.local_commands(&tenant).is_some() {
+                        tasks.spawn(sup.clone().run_commands(tenant));
+                    }
+                }
+                Ok(Signal::Placement) => next_place = next_place.min(soon()),
+                Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
+                    sup.wake_all_queues();
+                    next_keep = Instant::now();
+                    next_place = soon();
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // Leave first, so that placement elsewhere stops counting this node
+    // before its sessions are released.
+    match timeout(every, sup.inner.store.leave_node(sup.node())).await {
+        Ok(Ok(())) => tracing::info!(node = %sup.node(), "node left"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark this node gone"),
+        Err(_) => tracing::warn!("marking this node gone timed out"),
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A moment soon, with jitter, so that nodes woken together do not race
+/// for the same sessions.
+fn soon() -> Instant {
+    Instant::now() + Duration::from_millis(rand::rng().random_range(20..250))
+}
+
+impl Supervisor {
+    /// One round of membership and lease renewal; returns when this node's
+    /// leases end by its clock. Sessions whose lease was lost are stopped;
+    /// commands left for sessions here are picked up.
+    async fn keep(
+        &self,
+        address: &str,
+        started_at: i64,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Instant, SessionError> {
+        let store = &self.inner.store;
+        let ttl = self.inner.settings.lease_ttl;
+        let sent_at = Instant::now();
+        store
+            .heartbeat_node(self.node(), address, started_at, ttl)
+            .await?;
+        let held = self.leased();
+        let ids: Vec<SessionId> = held.iter().map(|(t, _)| SessionId::from(t)).collect();
+        let (renewed, _) = store.renew_node_leases(self.node(), &ids, ttl).await?;
+        let renewed: HashSet<&str> = renewed.iter().map(SessionId::as_str).collect();
+        for (tenant, token) in &held {
+            if !renewed.contains(tenant.as_str()) {
+                self.fence(tenant, *token);
+            }
+        }
+        // Commands whose signal was lost.
+        for tenant in store.tenants_with_pending_commands().await? {
+            if self.local_commands(&tenant).is_some() {
+                tasks.spawn(self.clone().run_commands(tenant));
+            }
+        }
+        Ok(sent_at + ttl)
+    }
+
+    /// Sessions here that hold a lease, with its token.
+    fn leased(&self) -> Vec<(TenantId, i64)> {
+        self.sessions()
+            .iter()
+            .filter(|(_, h)| h.running())
+            .filter_map(|(t, h)| {
+                let token = h.lease.load(Ordering::Acquire);
+                (token != 0).then(|| (t.clone(), token))
+            })
+            .collect()
+    }
+
+    /// Stops the session if it still holds the lease with `token`: that
+    /// lease is no longer this node's.
+    fn fence(&self, tenant: &TenantId, token: i64) {
+        let sessions = self.sessions();
+        if let Some(handle) = sessions.get(tenant)
+            && handle.lease.load(Ordering::Acquire) == token
+        {
+            tracing::warn!(tenant_id = %tenant, token, "lost the session's lease; stopping it");
+            handle.stop.cancel();
+        }
+    }
+
+    /// Stops every session here: their leases cannot be renewed in time.
+    fn fence_all(&self, why: &str) {
+        let sessions = self.sessions();
+        let running = sessions.values().filter(|h| h.running()).count();
+        if running > 0 {
+            tracing::error!(
+                sessions = running,
+                "{why}; stopping every session of this node"
+            );
+        }
+        for handle in sessions.values() {
+            handle.stop.cancel();
+        }
+    }
+
+    fn wake_queue(&self, tenant: &TenantId) {
+        if let Some(commands) = self.local_commands(tenant) {
+            let _ = commands.try_send(Command::Send {
+                message_id: String::new(),
+                reply: None,
+            });
+        }
+    }
+
+    fn wake_all_queues(&self) {
+        let all: Vec<TenantId> = self.sessions().keys().cloned().collect();
+        for tenant in all {
+            self.wake_queue(&tenant);
+        }
+    }
+
+    /// One round of placement; returns when to look again.
+    async fn place(&self, tasks: &mut JoinSet<()>) -> Result<Instant, SessionError> {
+        let store = &self.inner.store;
+        let slow = Instant::now() + self.inner.settings.lease_ttl;
+        self.seed_statuses().await?;
+        let nodes = store.live_nodes().await?;
+        let Some(me) = nodes.iter().position(|n| n.id == self.node().as_str()) else {
+            return Ok(slow); // not registered yet
+        };
+        // A node that stopped renewing: look again the moment it lapses.
+        let every = self.inner.settings.lease_ttl / 3;
+        let lapse = store.next_lapse(every + every / 2).await?;
+        let slow = match lapse {
+            Some(ms) => slow.min(Instant::now() + Duration::from_millis(ms.max(0) as u64 + 100)),
+            None => slow,
+        };
+        let total = store.count_wanted_sessions().await?;
+        let share = |i: usize| {
+            let n = nodes.len() as i64;
+            total / n + i64::from((i as i64) < total % n)
+        };
+        let target = share(me);
+        let (mine, starting) = self.placed();
+        if mine < target {
+            let room = (target - mine).min(STARTING_AT_ONCE.saturating_sub(starting) as i64);
+            if room <= 0 {
+                return Ok(soon());
+            }
+            let free = store.unplaced_sessions(room).await?;
+            let took = free.len() as i64;
+            for tenant in free {
+                if self.local_commands(&tenant).is_none() {
+                    self.ensure_running(&tenant, Mode::Resume);
+                }
+            }
+            if took > 0 {
+                tracing::info!(took, target, "took sessions");
+            }
+            return Ok(if took == room { soon() } else { slow });
+        }
+        let room_elsewhere = nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != me && n.sessions < share(i));
+        if mine > target && room_elsewhere {
+            let give = ((mine - target) as usize).min(HANDOVER_AT_ONCE);
+            let handles = self.hand_over(give);
+            tracing::info!(sessions = handles.len(), target, "handing sessions over");
+            let bus = self.bus().clone();
+            tasks.spawn(async move {
+                for handle in handles {
+                    let _ = handle.await;
+                }
+                bus.publish(Signal::Placement).await;
+            });
+            return Ok(slow);
+        }
+        Ok(slow)
+    }
+
+    /// Gives every tenant without a status row one, once: sessions linked
+    /// before status rows existed, or in a tenant's own store.
+    async fn seed_statuses(&self) -> Result<(), SessionError> {
+        let store = &self.inner.store;
+        let missing = store.tenants_without_status().await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let paired: HashSet<String> = store
+            .paired_sessions()
+            .await?
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        for tenant in missing {
+            let linked = paired.contains(tenant.as_str())
+                || self
+                    .inner
+                    .protocol
+                    .is_paired(&tenant)
+                    .await
+                    .unwrap_or(false);
+            if linked {
+                store.seed_session_status(&tenant).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// (sessions placed here, of which still starting): running tasks
+    /// with a linked device, or not yet loaded.
+    fn placed(&self) -> (i64, usize) {
+        let sessions = self.sessions();
+        let mut placed = 0;
+        let mut starting = 0;
+        for handle in sessions.values().filter(|h| h.running()) {
+            let status = handle.status.borrow();
+            if !status.loaded || status.state.is_paired() {
+                placed += 1;
+            }
+            if !status.loaded || status.state == super::SessionState::Connecting {
+                starting += 1;
+            }
+        }
+        (placed, starting)
+    }
+
+    /// Stops `n` linked sessions here so that another node takes them;
+    /// returns their tasks. Their leases are released as they end.
+    fn hand_over(&self, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut sessions = self.sessions();
+        let mut linked: Vec<TenantId> = sessions
+            .iter()
+            .filter(|(_, h)| h.running() && h.status.borrow().state.is_paired())
+            .map(|(t, _)| t.clone())
+            .collect();
+        linked.sort_by(|a, b| b.as_str().cmp(a.as_str()));
+        linked
+            .into_iter()
+            .take(n)
+            .filter_map(|t| sessions.remove(&t))
+            .map(|handle| {
+                handle.stop.cancel();
+                handle.task
+            })
+            .collect()
+    }
+
+    /// Carries out the commands other nodes left for a session here.
+    async fn run_commands(self, tenant: TenantId) {
+        let store = self.inner.store.clone();
+        let commands = match store.claim_commands(&tenant).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, error = %e, "cannot read the session's commands");
+                return;
+            }
+        };
+        for command in commands {
+            let id = command.id;
+            let (status, result) = match self.carry_out(&command).await {
+                Ok(result) => (CommandStatus::Done, result),
+                Err(e) => (CommandStatus::Failed, Some(e.to_string())),
+            };
+            if let Err(e) = store.finish_command(id, status, result.as_deref()).await {
+                tracing::warn!(command = id, error = %e, "cannot record a command's outcome");
+            }
+            self.bus().publish(Signal::CommandDone { id }).await;
+        }
+    }
+
+    async fn carry_out(&self, command: &CommandRow) -> Result<Option<String>, SessionError> {
+        let tenant = &command.tenant;
+        tracing::info!(tenant_id = %tenant, kind = %command.kind, "command from another node");
+        match command.kind {
+            CommandKind::Logout => {
+                if self.logout_here(tenant).await? {
+                    Ok(None)
+                } else {
+                    Err(moved())
+                }
+            }
+            CommandKind::Stop => {
+                self.stop_here(tenant).await;
+                Ok(None)
+            }
+            CommandKind::PairCode => {
+                let commands = self.local_commands(tenant).ok_or_else(moved)?;
+                let phone = command.argument.clone().unwrap_or_default();
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                commands
+                    .send(Command::PairCode { phone, reply })
+                    .await
+                    .map_err(|_| moved())?;
+                let code = answer.await.map_err(|_| moved())??;
+                Ok(Some(code))
+            }
+        }
+    }
+}
+
+fn moved() -> SessionError {
+    SessionError::Client("the session stopped on its node; try again".into())
+}
