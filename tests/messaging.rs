@@ -405,12 +405,40 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
 }
 
 db_tests!(
+    one_idempotency_key_sent_at_once_sends_once,
     a_send_to_a_number_not_on_whatsapp_fails,
     texts_and_otps_reach_the_phone_with_receipts,
     what_the_phone_sends_is_stored_and_paged,
     two_tenants_talk_and_never_mix,
     a_crash_loses_neither_accepted_sends_nor_received_messages,
 );
+
+/// Eight requests with one `Idempotency-Key` at the same moment: every one
+/// answers with the first send (none fails), and there is one send.
+async fn one_idempotency_key_sent_at_once_sends_once(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ACME).await;
+    sandbox.create_phone(BOB).await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, ACME).await;
+
+    let key = [("Idempotency-Key", "order-7")];
+    let requests = (0..8)
+        .map(|_| acme.post_with(&app, "/send-text", text_to(BOB, "your order shipped"), &key));
+    let answers = futures_util::future::join_all(requests).await;
+    let first = &answers[0].1["message_id"];
+    for (status, body) in &answers {
+        assert!(*status == 200 || *status == 202, "{status} {body}");
+        assert_eq!(&body["message_id"], first, "{answers:?}");
+    }
+    phone_inbox_until(&sandbox, BOB, 1, STEP).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = 'out'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "one send row for one key");
+}
 
 /// A number WhatsApp does not know: the send goes out, the server refuses
 /// it, and the message becomes `failed` with the reason.

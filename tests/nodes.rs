@@ -159,9 +159,12 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        // The node's log, when the test failed (its end) or when asked
+        // for (`WAGO_TEST_NODE_LOGS=1`, all of it).
+        let all = std::env::var_os("WAGO_TEST_NODE_LOGS").is_some();
+        if std::thread::panicking() || all {
             let log = self.log.lock().unwrap();
-            let tail = log.len().saturating_sub(60);
+            let tail = if all { 0 } else { log.len().saturating_sub(60) };
             eprintln!("--- last lines of {} ---", self.name);
             for line in &log[tail..] {
                 eprintln!("{line}");
@@ -745,4 +748,158 @@ async fn a_rolling_restart_shows_no_qr_code() {
         "rolling restart of 3 nodes, {TENANTS} sessions:\n  {}",
         figures.join("\n  ")
     );
+}
+
+/// A TCP proxy in front of Postgres that the test can cut. While cut, no
+/// byte moves on any connection (they stay open, as in a network
+/// partition) and new connections hang; healing closes the stalled ones,
+/// as their peers would once the network came back, and forwards again.
+struct DbProxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                pumps.spawn(pump(client, upstream, cut_rx.clone()));
+            }
+        });
+        DbProxy {
+            addr,
+            cut,
+            _task: task,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+async fn pump(
+    mut client: tokio::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    if *cut.borrow() {
+        // Hangs until healed, then closes.
+        let _ = cut.wait_for(|c| !*c).await;
+        return;
+    }
+    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = cut.wait_for(|c| *c) => {}
+    }
+    // Cut: both sockets stay open and silent until healed.
+    let _ = cut.wait_for(|c| !*c).await;
+}
+
+/// The sandbox's log of logins: (device, opened, closed, overlapped).
+async fn logins(sandbox: &Sandbox) -> Vec<(String, u64, Option<u64>, bool)> {
+    let (status, body) = sandbox.get("/sandbox/connections").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["device"].as_str().unwrap().to_owned(),
+                l["opened_ms"].as_u64().unwrap(),
+                l["closed_ms"].as_u64(),
+                l["overlapped"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// For every device, its connections never overlap; returns the shortest
+/// gap between one connection's end and the next one's login (ms), among
+/// connections that ended after `since` (unix ms).
+fn assert_no_overlap(logins: &[(String, u64, Option<u64>, bool)], since: u64) -> Option<i64> {
+    let mut by_device: BTreeMap<&str, Vec<(u64, Option<u64>)>> = BTreeMap::new();
+    for (device, opened, closed, overlapped) in logins {
+        assert!(!overlapped, "{device} logged in twice at once: {logins:?}");
+        by_device
+            .entry(device)
+            .or_default()
+            .push((*opened, *closed));
+    }
+    let mut shortest = None;
+    for (device, mut lives) in by_device {
+        lives.sort();
+        for pair in lives.windows(2) {
+            let closed = pair[0].1.unwrap_or_else(|| {
+                panic!("{device}: a connection never closed before the next: {lives:?}")
+            });
+            let gap = pair[1].0 as i64 - closed as i64;
+            assert!(gap >= 0, "{device}: connections overlap by {} ms", -gap);
+            if closed >= since {
+                shortest = Some(shortest.map_or(gap, |s: i64| s.min(gap)));
+            }
+        }
+    }
+    shortest
+}
+
+/// A node that loses its database while its WhatsApp connections are up
+/// stops its clients before its leases lapse; the other node takes the
+/// sessions over, and the sandbox never sees two connections of a device.
+/// When the database comes back, the node rejoins and takes its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_its_database_never_doubles_a_connection() {
+    const TENANTS: usize = 6;
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    let proxy = DbProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut through_proxy = url::Url::parse(&db.dsn()).unwrap();
+    through_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let a = Node::start("node-a", &db.dsn(), &sandbox);
+    let _b = Node::start("node-b", through_proxy.as_str(), &sandbox);
+    let tenants = create_tenants(&a, &sandbox, TENANTS).await;
+    pair_all(&a, &sandbox, &tenants).await;
+    wait_spread(&a, 2, TENANTS as i64, Duration::from_secs(60)).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+    assert_no_overlap(&logins(&sandbox).await, 0);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let cut_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let takeover = wait_all_connected(&a, &tenants, Some("node-b"), STEP * 2).await;
+    let gap = assert_no_overlap(&logins(&sandbox).await, cut_ms)
+        .expect("node-b's connections ended after the cut");
+    println!(
+        "node-b cut from Postgres (lease {LEASE}): its sessions connected on node-a {takeover:?} \
+         after the cut; shortest gap between a device's old and new connection {gap} ms"
+    );
+    assert!(cut_at.elapsed() < STEP * 2);
+
+    proxy.heal();
+    let back = wait_spread(&a, 2, TENANTS as i64, Duration::from_secs(60)).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+    assert_no_overlap(&logins(&sandbox).await, 0);
+    println!("node-b rejoined and took its share {back:?} after the database came back");
+    for t in &tenants {
+        assert_eq!(
+            sandbox.phone(&t.phone).await.devices,
+            vec![0, 1],
+            "no new pairing"
+        );
+    }
 }

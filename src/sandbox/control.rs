@@ -138,6 +138,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/phones/{phone}/read", post(post_read))
         .route("/sandbox/health", get(health))
+        .route("/sandbox/connections", get(connections))
         .route("/admin/mock-phone/scan-qr", post(super::mock::scan_qr))
         .fallback(|| async { ApiError::NotFound("no such route in the sandbox".into()) })
 }
@@ -170,6 +171,12 @@ struct ReadFrom {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "ok": true }))
+}
+
+/// `GET /sandbox/connections`: every login (the last 10,000), oldest first,
+/// with when it ended and whether it overlapped another of its device.
+async fn connections(State(shared): State<Arc<Shared>>) -> Json<Vec<super::online::Login>> {
+    Json(shared.online.logins())
 }
 
 async fn post_phone(

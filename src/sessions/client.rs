@@ -12,6 +12,7 @@ use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 
 use super::inbound::Inbound;
+use super::transport::{Fence, FencedFactory};
 use super::{SessionError, SessionSettings};
 use crate::store::protocol::SessionStore;
 
@@ -48,12 +49,14 @@ impl Endpoint {
 }
 
 /// Starts the client of one session on its protocol store. Events go to
-/// `events`; inbound messages are stored by `inbound` before they are acked.
+/// `events`; inbound messages are stored by `inbound` before they are acked;
+/// `fence` can close its connection from outside.
 pub(super) async fn start(
     settings: &SessionSettings,
     store: SessionStore,
     inbound: Inbound,
     events: impl EventHandler + 'static,
+    fence: Fence,
 ) -> Result<BotHandle, SessionError> {
     settings.endpoint.check()?;
     let transport = match &settings.endpoint {
@@ -62,7 +65,7 @@ pub(super) async fn start(
     };
     let mut builder = Bot::builder()
         .with_backend_arc(Arc::new(store))
-        .with_transport_factory(transport)
+        .with_transport_factory(FencedFactory::new(transport, fence))
         .with_http_client(HttpClient(settings.http.clone()))
         .with_runtime(whatsapp_rust::TokioRuntime)
         .with_inbound_durability_hook(inbound)

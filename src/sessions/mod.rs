@@ -27,6 +27,7 @@ mod phone;
 mod send;
 mod stores;
 mod task;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -272,6 +273,8 @@ struct Handle {
     stop: CancellationToken,
     /// The fencing token of the lease the task holds, 0 while it holds none.
     lease: Arc<std::sync::atomic::AtomicI64>,
+    /// Closes the client's connection at once, whatever the task is doing.
+    fence: transport::Fence,
 }
 
 impl Handle {
@@ -372,6 +375,7 @@ impl Supervisor {
         let (status_tx, status) = watch::channel(SessionStatus::new(SessionState::Connecting));
         let (commands, command_rx) = mpsc::channel(COMMANDS);
         let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let fence = transport::Fence::default();
         let ctx = task::Ctx {
             tenant: tenant.clone(),
             mode,
@@ -386,6 +390,7 @@ impl Supervisor {
             lease: None,
             lease_token: lease.clone(),
             persisted: None,
+            fence: fence.clone(),
         };
         let supervisor = self.clone();
         let task = tokio::spawn(async move {
@@ -400,6 +405,7 @@ impl Supervisor {
                 task,
                 stop,
                 lease,
+                fence,
             },
         );
         status

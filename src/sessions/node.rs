@@ -63,36 +63,43 @@ pub(super) async fn run(
     tracing::info!(node = %sup.node(), %address, "node started");
     loop {
         let fence_at = deadline.map(|d| d - margin);
+        // No step of the loop may run past the moment to fence.
+        let bound =
+            |d: Duration| fence_at.map_or(Instant::now() + d, |f| f.min(Instant::now() + d));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = sleep_until(fence_at.unwrap_or(next_keep)), if fence_at.is_some() => {
-                sup.fence_all("the database did not answer in time to renew the leases");
+                sup.fence_all("the database did not answer in time to renew the leases", &mut tasks);
                 deadline = None;
             }
             _ = sleep_until(next_keep) => {
-                let limit = fence_at.map_or(Instant::now() + every, |f| f.min(Instant::now() + every));
-                match timeout_at(limit, sup.keep(&address, started_at, &mut tasks)).await {
+                match timeout_at(bound(every), sup.keep(&address, started_at, &mut tasks)).await {
                     Ok(Ok(valid_until)) => {
                         deadline = Some(valid_until);
                         next_keep = Instant::now() + every;
+                        // Joined, or back after losing the database: the
+                        // others make room.
                         if !registered {
                             registered = true;
                             next_place = Instant::now();
-                            sup.bus().publish(Signal::Placement).await;
+                            let joined = sup.bus().publish(Signal::Placement);
+                            let _ = timeout_at(bound(every), joined).await;
                         }
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot renew this node's leases");
                         next_keep = Instant::now() + RETRY;
+                        registered = false;
                     }
                     Err(_) => {
                         tracing::warn!("renewing this node's leases timed out");
                         next_keep = Instant::now() + RETRY;
+                        registered = false;
                     }
                 }
             }
             _ = sleep_until(next_place) => {
-                next_place = match timeout(every, sup.place(&mut tasks)).await {
+                next_place = match timeout_at(bound(every), sup.place(&mut tasks)).await {
                     Ok(Ok(next)) => next,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "placement failed");
@@ -161,7 +168,7 @@ impl Supervisor {
         let renewed: HashSet<&str> = renewed.iter().map(SessionId::as_str).collect();
         for (tenant, token) in &held {
             if !renewed.contains(tenant.as_str()) {
-                self.fence(tenant, *token);
+                self.fence(tenant, *token, tasks);
             }
         }
         // Commands whose signal was lost.
@@ -186,19 +193,22 @@ impl Supervisor {
     }
 
     /// Stops the session if it still holds the lease with `token`: that
-    /// lease is no longer this node's.
-    fn fence(&self, tenant: &TenantId, token: i64) {
+    /// lease is no longer this node's. Its connection closes at once.
+    fn fence(&self, tenant: &TenantId, token: i64, tasks: &mut JoinSet<()>) {
         let sessions = self.sessions();
         if let Some(handle) = sessions.get(tenant)
             && handle.lease.load(Ordering::Acquire) == token
         {
             tracing::warn!(tenant_id = %tenant, token, "lost the session's lease; stopping it");
             handle.stop.cancel();
+            let fence = handle.fence.clone();
+            tasks.spawn(async move { fence.close().await });
         }
     }
 
-    /// Stops every session here: their leases cannot be renewed in time.
-    fn fence_all(&self, why: &str) {
+    /// Stops every session here, closing their connections at once: their
+    /// leases cannot be renewed in time.
+    fn fence_all(&self, why: &str, tasks: &mut JoinSet<()>) {
         let sessions = self.sessions();
         let running = sessions.values().filter(|h| h.running()).count();
         if running > 0 {
@@ -209,6 +219,8 @@ impl Supervisor {
         }
         for handle in sessions.values() {
             handle.stop.cancel();
+            let fence = handle.fence.clone();
+            tasks.spawn(async move { fence.close().await });
         }
     }
 
@@ -237,9 +249,8 @@ impl Supervisor {
         let Some(me) = nodes.iter().position(|n| n.id == self.node().as_str()) else {
             return Ok(slow); // not registered yet
         };
-        // A node that stopped renewing: look again the moment it lapses.
-        let every = self.inner.settings.lease_ttl / 3;
-        let lapse = store.next_lapse(every + every / 2).await?;
+        // A node that stops renewing is taken over the moment it lapses.
+        let lapse = store.next_lapse(self.node()).await?;
         let slow = match lapse {
             Some(ms) => slow.min(Instant::now() + Duration::from_millis(ms.max(0) as u64 + 100)),
             None => slow,

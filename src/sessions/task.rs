@@ -28,6 +28,7 @@ use super::client::{self, Forward};
 use super::inbound::Inbound;
 use super::send::{QueueSignal, SendQueue, Waiter};
 use super::stores::ProtocolStores;
+use super::transport::Fence;
 use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
 use crate::store::cluster::StatusFields;
@@ -54,6 +55,8 @@ pub(super) struct Ctx {
     pub lease_token: Arc<AtomicI64>,
     /// The status last written to the row.
     pub persisted: Option<(SessionState, StatusFields)>,
+    /// The switch on the client's connection (see `transport.rs`).
+    pub fence: Fence,
 }
 
 /// Why a run of the client ended without an error.
@@ -72,6 +75,9 @@ enum Ended {
 const HEALTHY_RUN: Duration = Duration::from_secs(300);
 /// How long the client gets to close cleanly.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// The longest a status write or a lease release may wait for the
+/// database: a session must be able to end while the database is gone.
+const DB_WAIT: Duration = Duration::from_secs(5);
 /// Client events waiting for the task; the client never blocks on them.
 const EVENTS: usize = 4096;
 /// Signals waiting for the send queue.
@@ -163,7 +169,9 @@ impl Ctx {
     async fn release(&mut self) {
         self.lease_token.store(0, Ordering::Release);
         if let Some(lease) = self.lease.take()
-            && let Err(e) = self.store.release_session_lease(&lease).await
+            && let Err(e) = tokio::time::timeout(DB_WAIT, self.store.release_session_lease(&lease))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
         {
             tracing::warn!(error = %e, "cannot release the session lease; it will expire");
         }
@@ -231,12 +239,19 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
         store: ctx.store.clone(),
         tenant: ctx.tenant.clone(),
     };
-    let handle = client::start(&ctx.settings, store.clone(), inbound, Forward(events_tx)).await?;
+    let handle = client::start(
+        &ctx.settings,
+        store.clone(),
+        inbound,
+        Forward(events_tx),
+        ctx.fence.clone(),
+    )
+    .await?;
     let client = handle.client();
 
     let queue_stop = ctx.stop.child_token();
     let (signals, signals_rx) = mpsc::channel(QUEUE_SIGNALS);
-    let queue = tokio::spawn(
+    let mut queue = tokio::spawn(
         SendQueue {
             tenant: ctx.tenant.clone(),
             store: ctx.store.clone(),
@@ -289,28 +304,34 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
             },
         }
     };
+    // The client first: the queue may be waiting on an unreachable database.
     queue_stop.cancel();
-    let _ = queue.await;
     close(handle, store, !matches!(outcome, Ok(Ended::LoggedOut(_)))).await;
+    if tokio::time::timeout(CLOSE_WAIT, &mut queue).await.is_err() {
+        tracing::warn!("the send queue did not stop within {CLOSE_WAIT:?}");
+        queue.abort();
+    }
     outcome
 }
 
 /// Stops the client, then saves its device once more: whatsapp-rust's own
-/// last save can be cut short by the shutdown.
-async fn close(handle: BotHandle, store: &SessionStore, save: bool) {
+/// last save can be cut short by the shutdown. Each step is bounded: an
+/// unreachable database must not keep the client alive.
+async fn close(mut handle: BotHandle, store: &SessionStore, save: bool) {
     let client = handle.client();
-    if tokio::time::timeout(CLOSE_WAIT, handle.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("the client did not close within {CLOSE_WAIT:?}");
+    let disconnected = tokio::time::timeout(CLOSE_WAIT, client.disconnect()).await;
+    if disconnected.is_err() || tokio::time::timeout(CLOSE_WAIT, &mut handle).await.is_err() {
+        tracing::warn!("the client did not close within {CLOSE_WAIT:?}; aborted");
+        handle.abort();
     }
     if save {
         let device = client.persistence_manager().get_device_snapshot();
-        if device.pn.is_some()
-            && let Err(e) = store.save(&device).await
-        {
-            tracing::warn!(error = %e, "cannot save the device at shutdown");
+        if device.pn.is_some() {
+            match tokio::time::timeout(CLOSE_WAIT, store.save(&device)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the device at shutdown"),
+                Err(_) => tracing::warn!("saving the device at shutdown timed out"),
+            }
         }
     }
 }
@@ -358,6 +379,8 @@ impl Ctx {
                     s.qr = None;
                 });
                 self.set_state(SessionState::Connecting, None).await;
+                // One more linked session to spread.
+                self.bus.publish(BusSignal::Placement).await;
             }
             WaEvent::Connected(_) => {
                 let device = client.persistence_manager().get_device_snapshot();
@@ -424,7 +447,8 @@ impl Ctx {
             jid: self.status.borrow().jid.clone(),
             reason: reason.map(str::to_owned),
         };
-        if let Err(e) = self.store.record_event(&self.tenant, &event).await {
+        let recorded = tokio::time::timeout(DB_WAIT, self.store.record_event(&self.tenant, &event));
+        if let Err(e) = recorded.await.unwrap_or_else(|_| Err(timed_out())) {
             tracing::warn!(error = %e, "cannot record the session's state change");
         }
     }
@@ -447,10 +471,12 @@ impl Ctx {
         if self.persisted.as_ref() == Some(&now) {
             return;
         }
-        match self
+        let write = self
             .store
-            .write_session_status(&self.tenant, lease, now.0, &now.1)
+            .write_session_status(&self.tenant, lease, now.0, &now.1);
+        match tokio::time::timeout(DB_WAIT, write)
             .await
+            .unwrap_or_else(|_| Err(timed_out()))
         {
             Ok(true) => {
                 self.persisted = Some(now);
@@ -461,4 +487,8 @@ impl Ctx {
             Err(e) => tracing::warn!(error = %e, "cannot write the session's status"),
         }
     }
+}
+
+fn timed_out() -> crate::store::StoreError {
+    crate::store::StoreError::Sql(sqlx::Error::PoolTimedOut)
 }

@@ -121,18 +121,31 @@ impl Store {
         Ok(())
     }
 
-    /// Milliseconds until the first node that missed its heartbeats by
-    /// more than `late` stops counting as live: when its sessions can be
-    /// taken over (its leases were renewed in the same round as its row).
-    pub async fn next_lapse(&self, late: Duration) -> Result<Option<i64>> {
-        let sql = self.with_now(
-            "SELECT MIN(expires_at) - {now} FROM nodes
-              WHERE expires_at > {now} AND heartbeat_at < {now} - $1",
+    /// Milliseconds until sessions may next become free to take: the first
+    /// other live node's row lapses unless it heartbeats again, or a lease
+    /// of a node that is no longer live runs out.
+    pub async fn next_lapse(&self, node: &NodeId) -> Result<Option<i64>> {
+        let nodes = self.with_now(
+            "SELECT MIN(expires_at) - {now} FROM nodes WHERE expires_at > {now} AND id <> $1",
         );
-        Ok(sqlx::query_scalar(&sql)
-            .bind(ttl_ms(late))
-            .fetch_one(self.pool())
-            .await?)
+        let orphans = self.with_now(
+            "SELECT MIN(l.expires_at) - {now} FROM session_leases l
+              WHERE l.expires_at > {now} AND l.owner_node <> $1
+                AND NOT EXISTS (SELECT 1 FROM nodes n
+                                 WHERE n.id = l.owner_node AND n.expires_at > {now})",
+        );
+        let mut next: Option<i64> = None;
+        for sql in [nodes, orphans] {
+            let ms: Option<i64> = sqlx::query_scalar(&sql)
+                .bind(node.as_str())
+                .fetch_one(self.pool())
+                .await?;
+            next = match (next, ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(next)
     }
 
     /// Ends every lease `node` holds: called at start, when whatever held
