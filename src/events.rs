@@ -5,6 +5,8 @@
 //! (event streams, NATS) will read the same type. This module only knows
 //! how an event looks on the wire.
 
+use crate::sessions::SessionState;
+use crate::store::messages::MessageStatus;
 use serde_json::{Map, Value, json};
 
 use crate::http::rfc3339;
@@ -26,13 +28,13 @@ pub enum Event {
     MessageStatus {
         message_id: String,
         chat_id: String,
-        status: String,
-        previous_status: Option<String>,
+        status: MessageStatus,
+        previous_status: Option<MessageStatus>,
         error: Option<String>,
     },
     SessionStatus {
-        state: String,
-        previous_state: Option<String>,
+        state: SessionState,
+        previous_state: Option<SessionState>,
         jid: Option<String>,
         reason: Option<String>,
     },

@@ -83,7 +83,7 @@ async fn inbox_pages_filters_and_isolates_tenants(db: TestDb) {
 /// `delivered`, not `sent`, and the webhook still sees every step once and
 /// in order. Concurrent moves of one row never lose one another.
 async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
-    use wago::store::messages::{Accepted, NewOutbound};
+    use wago::store::messages::{Accepted, MessageStatus, NewOutbound};
     use wago::store::webhooks::SecretUpdate;
     use wago::tenants::TenantId;
 
@@ -120,36 +120,36 @@ async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
     // The receipt first, then the send's result, then a late duplicate.
     assert!(
         store
-            .advance_outbound(&tenant, "3EB0A", "delivered", None)
+            .advance_outbound(&tenant, "3EB0A", MessageStatus::Delivered, None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .advance_outbound(&tenant, "3EB0A", "sent", None)
+            .advance_outbound(&tenant, "3EB0A", MessageStatus::Sent, None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .advance_outbound(&tenant, "3EB0A", "delivered", None)
+            .advance_outbound(&tenant, "3EB0A", MessageStatus::Delivered, None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .advance_outbound(&tenant, "3EB0A", "failed", Some("late"))
+            .advance_outbound(&tenant, "3EB0A", MessageStatus::Failed, Some("late"))
             .await
             .unwrap()
     );
     assert!(
         store
-            .advance_outbound(&tenant, "3EB0A", "read", None)
+            .advance_outbound(&tenant, "3EB0A", MessageStatus::Read, None)
             .await
             .unwrap()
     );
     let row = store.get_message(&tenant, "3EB0A").await.unwrap().unwrap();
-    assert_eq!(row.status, "read");
+    assert_eq!(row.status, MessageStatus::Read);
     let payloads: Vec<String> =
         sqlx::query_scalar("SELECT payload FROM webhook_outbox ORDER BY sequence")
             .fetch_all(store.pool())
@@ -170,7 +170,13 @@ async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
         Accepted::New(_)
     ));
     let mut moves = Vec::new();
-    for status in ["sent", "delivered", "read", "sent", "delivered"] {
+    for status in [
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+    ] {
         let store = store.clone();
         let tenant = tenant.clone();
         moves.push(tokio::spawn(async move {
@@ -184,5 +190,5 @@ async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
         m.await.unwrap();
     }
     let row = store.get_message(&tenant, "3EB0B").await.unwrap().unwrap();
-    assert_eq!(row.status, "read");
+    assert_eq!(row.status, MessageStatus::Read);
 }

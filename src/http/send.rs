@@ -19,7 +19,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, TenantAuth};
 use crate::sessions::{Phone, SessionError, SessionState, new_message_id};
-use crate::store::messages::{Accepted, NewOutbound, OutboundMessage};
+use crate::store::messages::{Accepted, MessageStatus, NewOutbound, OutboundMessage};
 use crate::tenants::TenantId;
 
 pub fn routes() -> Router<AppState> {
@@ -193,7 +193,7 @@ async fn deliver(
             let reason = "the session was not connected when the send was tried";
             if state
                 .store
-                .advance_outbound(tenant, &row.message_id, "failed", Some(reason))
+                .advance_outbound(tenant, &row.message_id, MessageStatus::Failed, Some(reason))
                 .await?
             {
                 return Err(ApiError::SessionNotConnected(format!(
@@ -228,10 +228,10 @@ async fn refreshed(
 /// reports the send itself (a repeat gets the first answer): receipts that
 /// moved it further are for `GET /messages/{id}` and the webhook to tell.
 fn answer(row: &OutboundMessage) -> (StatusCode, Json<Value>) {
-    let (code, status) = match row.status.as_str() {
-        "queued" => (StatusCode::ACCEPTED, "queued"),
-        "failed" => (StatusCode::OK, "failed"),
-        _ => (StatusCode::OK, "sent"),
+    let (code, status) = match row.status {
+        MessageStatus::Queued => (StatusCode::ACCEPTED, MessageStatus::Queued),
+        MessageStatus::Failed => (StatusCode::OK, MessageStatus::Failed),
+        _ => (StatusCode::OK, MessageStatus::Sent),
     };
     (
         code,

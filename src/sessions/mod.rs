@@ -44,6 +44,7 @@ pub use pace::SendPace;
 pub use phone::{Phone, new_message_id};
 
 use crate::store::cluster::{CommandKind, CommandStatus, StoredStatus};
+use crate::store::messages::MessageStatus;
 use crate::store::{NodeId, SessionId, Store, now_ms};
 use crate::tenants::TenantId;
 
@@ -597,7 +598,7 @@ impl Supervisor {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let row = self.inner.store.get_message(tenant, message_id).await?;
-            if row.is_some_and(|r| r.status != "queued") {
+            if row.is_some_and(|r| r.status != MessageStatus::Queued) {
                 return Ok(());
             }
             let settled = |s: &Signal| {

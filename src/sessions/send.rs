@@ -24,7 +24,7 @@ use super::bus::{Bus, Signal};
 use super::pace::{Bucket, SendPace};
 use super::{SessionError, SessionState, SessionStatus};
 use crate::store::Store;
-use crate::store::messages::OutboundMessage;
+use crate::store::messages::{MessageStatus, OutboundMessage};
 use crate::tenants::TenantId;
 
 type Reply = oneshot::Sender<Result<(), SessionError>>;
@@ -209,7 +209,7 @@ impl SendQueue {
         match error {
             None => {
                 self.store
-                    .advance_outbound(&self.tenant, id, "sent", None)
+                    .advance_outbound(&self.tenant, id, MessageStatus::Sent, None)
                     .await?;
                 tracing::debug!(message_id = %id, "sent");
                 Ok(())
@@ -218,7 +218,7 @@ impl SendQueue {
                 let reason = format!("WhatsApp refused the message (error {code})");
                 if self
                     .store
-                    .advance_outbound(&self.tenant, id, "failed", Some(&reason))
+                    .advance_outbound(&self.tenant, id, MessageStatus::Failed, Some(&reason))
                     .await?
                 {
                     tracing::warn!(message_id = %id, code, "message refused");
@@ -235,10 +235,10 @@ impl SendQueue {
             .get_message(&self.tenant, &waiter.message_id)
             .await
         {
-            Ok(Some(row)) if row.status == "queued" => {
+            Ok(Some(row)) if row.status == MessageStatus::Queued => {
                 pending.waiters.insert(waiter.message_id, waiter.reply);
             }
-            Ok(Some(row)) if row.status == "failed" => {
+            Ok(Some(row)) if row.status == MessageStatus::Failed => {
                 let error = row.error.unwrap_or_default();
                 let _ = waiter.reply.send(Err(SessionError::Client(error)));
             }
@@ -259,7 +259,12 @@ impl SendQueue {
             Err(e) => {
                 let error = format!("bad recipient {}: {e}", row.chat_id);
                 self.store
-                    .advance_outbound(&self.tenant, &row.message_id, "failed", Some(&error))
+                    .advance_outbound(
+                        &self.tenant,
+                        &row.message_id,
+                        MessageStatus::Failed,
+                        Some(&error),
+                    )
                     .await?;
                 self.settled(&row.message_id).await;
                 return Err(SessionError::Client(error));

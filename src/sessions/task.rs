@@ -32,6 +32,7 @@ use super::transport::Fence;
 use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
 use crate::store::cluster::StatusFields;
+use crate::store::messages::MessageStatus;
 use crate::store::protocol::{SessionId, SessionStore};
 use crate::store::{Lease, NodeId, Store, now_ms};
 use crate::tenants::TenantId;
@@ -406,8 +407,8 @@ impl Ctx {
 
     async fn on_receipt(&self, receipt: &wacore::types::events::Receipt) {
         let status = match receipt.r#type {
-            ReceiptType::Delivered => "delivered",
-            ReceiptType::Read => "read",
+            ReceiptType::Delivered => MessageStatus::Delivered,
+            ReceiptType::Read => MessageStatus::Read,
             _ => return,
         };
         for id in &receipt.message_ids {
@@ -442,8 +443,8 @@ impl Ctx {
             "session state"
         );
         let event = Event::SessionStatus {
-            state: state.as_str().to_owned(),
-            previous_state: Some(previous.as_str().to_owned()),
+            state,
+            previous_state: Some(previous),
             jid: self.status.borrow().jid.clone(),
             reason: reason.map(str::to_owned),
         };

@@ -67,6 +67,52 @@ pub struct NewInbound {
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
+crate::text_enum! {
+    /// Where a message is. Outbound: `queued`, then `sent`, `delivered`,
+    /// `read` (a receipt may skip steps), or `failed`. Inbound: `received`.
+    pub enum MessageStatus {
+        Queued = "queued",
+        Sent = "sent",
+        Delivered = "delivered",
+        Read = "read",
+        Failed = "failed",
+        Received = "received",
+    }
+}
+
+impl MessageStatus {
+    /// Outbound statuses in the order they may move; `failed` only follows
+    /// `queued` (never sent) or `sent` (refused by the server).
+    const OUTBOUND: [MessageStatus; 5] = [
+        MessageStatus::Queued,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Failed,
+    ];
+
+    fn rank(self) -> Option<usize> {
+        Self::OUTBOUND.iter().position(|s| *s == self)
+    }
+
+    /// The statuses a move from `self` to `to` passes through, in order
+    /// (empty when it would not move forward).
+    pub fn steps_to(self, to: MessageStatus) -> Vec<MessageStatus> {
+        use MessageStatus::*;
+        match (self, to) {
+            // A send that never went out, or that the server refused.
+            (Queued | Sent, Failed) => vec![Failed],
+            (_, Failed) | (Failed, _) => Vec::new(),
+            // A receipt can overtake the send's own result: the statuses it
+            // skipped are reported too, so a webhook sees every step.
+            (from, to) => match (from.rank(), to.rank()) {
+                (Some(from), Some(to)) if from < to => Self::OUTBOUND[from + 1..=to].to_vec(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
 /// An outbound message as its row holds it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboundMessage {
@@ -75,7 +121,7 @@ pub struct OutboundMessage {
     pub chat_id: String,
     pub kind: String,
     pub text: Option<String>,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub created_at: i64,
 }
@@ -90,7 +136,7 @@ pub struct StoredMessage {
     pub sender_id: String,
     pub kind: String,
     pub text: Option<String>,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub timestamp: i64,
     pub updated_at: i64,
@@ -117,10 +163,6 @@ pub enum Accepted {
 
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// Outbound statuses in the order they may move; `failed` only follows
-/// `queued` (never sent) or `sent` (refused by the server).
-pub const OUTBOUND_STATUSES: [&str; 5] = ["queued", "sent", "delivered", "read", "failed"];
 
 const OUTBOUND_COLUMNS: &str = "id, message_id, chat_id, kind, text, status, error, created_at";
 
@@ -284,13 +326,9 @@ impl Store {
         &self,
         tenant: &TenantId,
         message_id: &str,
-        status: &str,
+        status: MessageStatus,
         error: Option<&str>,
     ) -> Result<bool> {
-        let rank = |s: &str| OUTBOUND_STATUSES.iter().position(|x| *x == s);
-        let Some(new_rank) = rank(status) else {
-            return Ok(false);
-        };
         let mut tx = self.begin_write().await?;
         // Receipts and the send's own result race: lock the row so that
         // neither overwrites the other (SQLite's write transaction already
@@ -299,7 +337,7 @@ impl Store {
             super::DbKind::Postgres => " FOR UPDATE",
             super::DbKind::Sqlite => "",
         };
-        let current: Option<(String, String)> = sqlx::query_as(&format!(
+        let current: Option<(MessageStatus, String)> = sqlx::query_as(&format!(
             "SELECT status, chat_id FROM messages
              WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2{lock}"
         ))
@@ -310,17 +348,7 @@ impl Store {
         let Some((previous, chat_id)) = current else {
             return Ok(false);
         };
-        let steps: Vec<&str> = match (previous.as_str(), status) {
-            // A send that never went out, or that the server refused.
-            ("queued" | "sent", "failed") => vec!["failed"],
-            (_, "failed") | ("failed", _) => Vec::new(),
-            // A receipt can overtake the send's own result: the statuses it
-            // skipped are reported too, so a webhook sees every step.
-            (from, _) => match rank(from) {
-                Some(from) if from < new_rank => OUTBOUND_STATUSES[from + 1..=new_rank].to_vec(),
-                _ => Vec::new(),
-            },
-        };
+        let steps = previous.steps_to(status);
         if steps.is_empty() {
             return Ok(false);
         }
@@ -340,12 +368,14 @@ impl Store {
             let event = Event::MessageStatus {
                 message_id: message_id.to_owned(),
                 chat_id: chat_id.clone(),
-                status: step.to_owned(),
+                status: step,
                 previous_status: Some(before),
-                error: error.filter(|_| step == "failed").map(str::to_owned),
+                error: error
+                    .filter(|_| step == MessageStatus::Failed)
+                    .map(str::to_owned),
             };
             enqueue_event(&mut tx, tenant, &event).await?;
-            before = step.to_owned();
+            before = step;
         }
         tx.commit().await?;
         self.wake_outbox();
