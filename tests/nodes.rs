@@ -398,6 +398,35 @@ async fn any_node_answers_for_every_session() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (status, otp) = asker
+            .post(
+                &t.key,
+                "/send-otp",
+                json!({ "to": RECIPIENT, "code": "424242" }),
+            )
+            .await;
+        assert_eq!((status, &otp["status"]), (200, &json!("sent")), "{otp}");
+        let (status, inbox_page) = reader.get(&t.key, "/messages").await;
+        assert_eq!(status, 200, "{inbox_page}");
+        let hook = json!({ "url": "http://127.0.0.1:9/hook", "events": ["message.received"] });
+        let (status, set) = asker
+            .call(
+                reqwest::Method::PUT,
+                "/webhook",
+                ("X-API-Key", &t.key),
+                Some(hook),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "{set}");
+        let (status, shown) = reader.get(&t.key, "/webhook").await;
+        assert_eq!(
+            (status, &shown["url"]),
+            (200, &json!("http://127.0.0.1:9/hook")),
+            "{shown}"
+        );
+        let (status, deliveries) = reader.get(&t.key, "/webhook/deliveries").await;
+        assert_eq!(status, 200, "{deliveries}");
 
         let (status, body) = asker.post(&t.key, "/session/logout", json!({})).await;
         assert_eq!(status, 200, "a logout through a non-owner: {body}");

@@ -140,3 +140,30 @@ impl wacore::net::HttpClient for HttpClient {
         Ok(wacore::net::HttpResponse { status_code, body })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wacore::types::events::{Connected, OfflineSyncCompleted};
+
+    use super::*;
+
+    #[test]
+    fn the_event_channel_stays_bounded_and_never_blocks_the_client() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let forward = Forward(tx);
+        // Events the task does not act on are not queued at all.
+        forward.handle_event(Arc::new(Event::OfflineSyncCompleted(
+            OfflineSyncCompleted::builder().count(3).build(),
+        )));
+        // A full channel drops the event instead of growing or blocking.
+        for _ in 0..5 {
+            forward.handle_event(Arc::new(Event::Connected(Connected::builder().build())));
+        }
+        let mut queued = 0;
+        while let Ok(event) = rx.try_recv() {
+            assert!(matches!(event.as_ref(), Event::Connected(_)));
+            queued += 1;
+        }
+        assert_eq!(queued, 2);
+    }
+}

@@ -210,16 +210,7 @@ impl Store {
         let list =
             serde_json::to_string(&sessions.iter().map(SessionId::as_str).collect::<Vec<_>>())
                 .unwrap_or_else(|_| "[]".into());
-        let elements = match self.kind() {
-            DbKind::Postgres => "SELECT jsonb_array_elements_text(CAST($3 AS jsonb))",
-            DbKind::Sqlite => "SELECT value FROM json_each($3)",
-        };
-        let sql = self.with_now(&format!(
-            "UPDATE session_leases SET expires_at = {{now}} + $2
-              WHERE owner_node = $1 AND expires_at > 0 AND session_id IN ({elements})
-              RETURNING session_id"
-        ));
-        let held: Vec<String> = sqlx::query_scalar(&sql)
+        let held: Vec<String> = sqlx::query_scalar(&renew_leases_sql(self.kind()))
             .bind(node.as_str())
             .bind(ttl_ms(ttl))
             .bind(list)
@@ -276,12 +267,7 @@ impl Store {
 
     /// The stored status of one session.
     pub async fn session_status(&self, tenant: &TenantId) -> Result<Option<StoredStatus>> {
-        let sql = self.with_now(&format!(
-            "SELECT {STATUS_COLUMNS} FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
-              WHERE s.tenant_id = $1"
-        ));
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&session_status_sql(self.kind()))
             .bind(tenant.as_str())
             .fetch_optional(self.pool())
             .await?;
@@ -338,14 +324,7 @@ impl Store {
 
     /// Sessions with a linked device that no live lease covers.
     pub async fn unplaced_sessions(&self, limit: i64) -> Result<Vec<TenantId>> {
-        let sql = self.with_now(&format!(
-            "SELECT s.tenant_id FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
-              WHERE s.state IN {WANTED}
-                AND (l.session_id IS NULL OR l.expires_at <= {{now}})
-              ORDER BY s.tenant_id LIMIT $1"
-        ));
-        let ids: Vec<String> = sqlx::query_scalar(&sql)
+        let ids: Vec<String> = sqlx::query_scalar(&unplaced_sql(self.kind()))
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
@@ -391,11 +370,9 @@ impl Store {
 
     /// Tenants with commands nobody has taken yet.
     pub async fn tenants_with_pending_commands(&self) -> Result<Vec<TenantId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT tenant_id FROM session_commands WHERE status = 'pending'",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let ids: Vec<String> = sqlx::query_scalar(PENDING_COMMANDS)
+            .fetch_all(self.pool())
+            .await?;
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
     }
 
@@ -443,9 +420,60 @@ impl Store {
     }
 
     fn with_now(&self, template: &str) -> String {
-        template.replace("{now}", now_ms_sql(self.kind()))
+        with_now(self.kind(), template)
     }
 }
+
+fn with_now(kind: DbKind, template: &str) -> String {
+    template.replace("{now}", now_ms_sql(kind))
+}
+
+/// One session's status with its owner's liveness: `$1` tenant.
+pub(super) fn session_status_sql(kind: DbKind) -> String {
+    with_now(
+        kind,
+        &format!(
+            "SELECT {STATUS_COLUMNS} FROM session_status s
+               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+              WHERE s.tenant_id = $1"
+        ),
+    )
+}
+
+/// A node's lease renewal: `$1` node, `$2` ttl (ms), `$3` its sessions as a
+/// JSON array.
+pub(super) fn renew_leases_sql(kind: DbKind) -> String {
+    let elements = match kind {
+        DbKind::Postgres => "SELECT jsonb_array_elements_text(CAST($3 AS jsonb))",
+        DbKind::Sqlite => "SELECT value FROM json_each($3)",
+    };
+    with_now(
+        kind,
+        &format!(
+            "UPDATE session_leases SET expires_at = {{now}} + $2
+              WHERE owner_node = $1 AND expires_at > 0 AND session_id IN ({elements})
+              RETURNING session_id"
+        ),
+    )
+}
+
+/// Linked sessions no live lease covers: `$1` how many.
+pub(super) fn unplaced_sql(kind: DbKind) -> String {
+    with_now(
+        kind,
+        &format!(
+            "SELECT s.tenant_id FROM session_status s
+               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+              WHERE s.state IN {WANTED}
+                AND (l.session_id IS NULL OR l.expires_at <= {{now}})
+              ORDER BY s.tenant_id LIMIT $1"
+        ),
+    )
+}
+
+/// Tenants with commands nobody has taken yet.
+pub(super) const PENDING_COMMANDS: &str =
+    "SELECT DISTINCT tenant_id FROM session_commands WHERE status = 'pending'";
 
 fn stored_status(r: &sqlx::any::AnyRow) -> Result<StoredStatus> {
     Ok(StoredStatus {

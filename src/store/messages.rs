@@ -308,15 +308,11 @@ impl Store {
         tenant: &TenantId,
         limit: i64,
     ) -> Result<Vec<OutboundMessage>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {OUTBOUND_COLUMNS} FROM messages
-             WHERE tenant_id = $1 AND direction = 'out' AND status = 'queued'
-             ORDER BY id LIMIT $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&queued_outbound_sql(self.kind()))
+            .bind(tenant.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Moves an outbound message forward to `status` (never back: a late
@@ -330,21 +326,12 @@ impl Store {
         error: Option<&str>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        // Receipts and the send's own result race: lock the row so that
-        // neither overwrites the other (SQLite's write transaction already
-        // holds the whole database).
-        let lock = match self.kind() {
-            super::DbKind::Postgres => " FOR UPDATE",
-            super::DbKind::Sqlite => "",
-        };
-        let current: Option<(MessageStatus, String)> = sqlx::query_as(&format!(
-            "SELECT status, chat_id FROM messages
-             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2{lock}"
-        ))
-        .bind(tenant.as_str())
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let current: Option<(MessageStatus, String)> =
+            sqlx::query_as(&outbound_status_sql(self.kind()))
+                .bind(tenant.as_str())
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some((previous, chat_id)) = current else {
             return Ok(false);
         };
@@ -389,15 +376,47 @@ impl Store {
         tenant: &TenantId,
         message_id: &str,
     ) -> Result<Option<StoredMessage>> {
-        Ok(sqlx::query_as(
-            "SELECT id, direction, message_id, chat_id, sender_id, kind, text, status, error,
-                    timestamp, updated_at
-             FROM messages WHERE tenant_id = $1 AND message_id = $2
-             ORDER BY direction DESC, id LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(GET_MESSAGE)
+            .bind(tenant.as_str())
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }
+
+/// A tenant's queued sends, oldest first (the send queue's read). SQLite's
+/// planner prefers the tenant's whole history in id order to the small
+/// partial index of queued rows, so it is told which index to use.
+pub(super) fn queued_outbound_sql(kind: super::DbKind) -> String {
+    let index = match kind {
+        super::DbKind::Postgres => "",
+        super::DbKind::Sqlite => " INDEXED BY messages_queued",
+    };
+    format!(
+        "SELECT {OUTBOUND_COLUMNS} FROM messages{index}
+         WHERE tenant_id = $1 AND direction = 'out' AND status = 'queued'
+         ORDER BY id LIMIT $2"
+    )
+}
+
+/// An outbound message's status, locked on Postgres (acks and receipts).
+pub(super) fn outbound_status_sql(kind: super::DbKind) -> String {
+    // Receipts and the send's own result race: lock the row so that
+    // neither overwrites the other (SQLite's write transaction already
+    // holds the whole database).
+    let lock = match kind {
+        super::DbKind::Postgres => " FOR UPDATE",
+        super::DbKind::Sqlite => "",
+    };
+    format!(
+        "SELECT status, chat_id FROM messages
+         WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2{lock}"
+    )
+}
+
+/// One message by its WhatsApp id, the outbound one first.
+pub(super) const GET_MESSAGE: &str = "
+    SELECT id, direction, message_id, chat_id, sender_id, kind, text, status, error,
+           timestamp, updated_at
+      FROM messages WHERE tenant_id = $1 AND message_id = $2
+     ORDER BY direction DESC, id LIMIT 1";

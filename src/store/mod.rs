@@ -13,6 +13,7 @@ pub mod cluster;
 mod lease;
 mod lock;
 pub mod messages;
+pub mod plans;
 pub mod protocol;
 pub mod tenants;
 mod text_enum;

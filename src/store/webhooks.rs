@@ -254,36 +254,7 @@ impl Store {
         per_tenant: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>> {
-        let due = "status IN ('pending', 'failed') AND next_attempt_at <= $3
-                   AND (locked_until IS NULL OR locked_until < $3)";
-        // Tenants with a delivery under a live lease are computed once (a
-        // partial index keeps that set small) and left out.
-        let candidates = format!(
-            "SELECT id FROM (
-                 SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS rn
-                 FROM webhook_outbox
-                 WHERE {due}
-                   AND tenant_id NOT IN (
-                       SELECT tenant_id FROM webhook_outbox
-                       WHERE status IN ('pending', 'failed') AND locked_until >= $3)
-             ) ranked
-             WHERE rn <= $4 ORDER BY id LIMIT $5"
-        );
-        // Postgres: concurrent dispatchers skip each other's rows instead of
-        // waiting on them. SQLite has one writer at a time anyway.
-        let chosen = match self.kind {
-            DbKind::Postgres => format!(
-                "SELECT id FROM webhook_outbox WHERE id IN ({candidates}) AND {due}
-                 FOR UPDATE SKIP LOCKED"
-            ),
-            DbKind::Sqlite => candidates,
-        };
-        let sql = format!(
-            "UPDATE webhook_outbox SET locked_until = $1, lease_token = $2
-             WHERE id IN ({chosen}) AND {due}
-             RETURNING id, tenant_id, event_id, event, payload, attempts"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&claim_sql(self.kind))
             .bind(lease_until)
             .bind(token)
             .bind(now_ms())
@@ -307,7 +278,43 @@ impl Store {
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
     }
+}
 
+/// The claim of due deliveries: `$1` lease end, `$2` token, `$3` now, `$4`
+/// per tenant, `$5` in all.
+pub(super) fn claim_sql(kind: DbKind) -> String {
+    let due = "status IN ('pending', 'failed') AND next_attempt_at <= $3
+                   AND (locked_until IS NULL OR locked_until < $3)";
+    // Tenants with a delivery under a live lease are computed once (a
+    // partial index keeps that set small) and left out.
+    let candidates = format!(
+        "SELECT id FROM (
+                 SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS rn
+                 FROM webhook_outbox
+                 WHERE {due}
+                   AND tenant_id NOT IN (
+                       SELECT tenant_id FROM webhook_outbox
+                       WHERE status IN ('pending', 'failed') AND locked_until >= $3)
+             ) ranked
+             WHERE rn <= $4 ORDER BY id LIMIT $5"
+    );
+    // Postgres: concurrent dispatchers skip each other's rows instead of
+    // waiting on them. SQLite has one writer at a time anyway.
+    let chosen = match kind {
+        DbKind::Postgres => format!(
+            "SELECT id FROM webhook_outbox WHERE id IN ({candidates}) AND {due}
+                 FOR UPDATE SKIP LOCKED"
+        ),
+        DbKind::Sqlite => candidates,
+    };
+    format!(
+        "UPDATE webhook_outbox SET locked_until = $1, lease_token = $2
+             WHERE id IN ({chosen}) AND {due}
+             RETURNING id, tenant_id, event_id, event, payload, attempts"
+    )
+}
+
+impl Store {
     /// Pushes the lease of rows still held by `token` out to `until`.
     pub async fn extend_leases(&self, ids: &[i64], token: &str, until: i64) -> Result<()> {
         if ids.is_empty() {

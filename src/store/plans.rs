@@ -1,0 +1,146 @@
+//! The statements on the hot paths, with sample parameters, so that their
+//! plans can be checked: each must be served by an index, whatever the
+//! size of its table.
+
+use sqlx::Row;
+
+use super::{DbKind, Result, Store, cluster, messages, webhooks};
+
+/// A sample parameter.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    Text(&'static str),
+    Int(i64),
+}
+
+/// A statement the store runs on a hot path.
+#[derive(Debug, Clone)]
+pub struct HotQuery {
+    pub name: &'static str,
+    pub sql: String,
+    pub params: Vec<Sample>,
+    /// The indexes that may serve it (one of them must).
+    pub indexes: &'static [&'static str],
+}
+
+impl Store {
+    /// The hot paths' statements, exactly as the store runs them.
+    pub fn hot_queries(&self) -> Vec<HotQuery> {
+        use Sample::{Int, Text};
+        let kind = self.kind();
+        let q = |name, sql: String, params: Vec<Sample>, indexes| HotQuery {
+            name,
+            sql,
+            params,
+            indexes,
+        };
+        vec![
+            q(
+                "queued sends",
+                messages::queued_outbound_sql(kind),
+                vec![Text("t1"), Int(50)],
+                &["messages_queued"],
+            ),
+            q(
+                "an outbound message by its WhatsApp id",
+                messages::outbound_status_sql(kind),
+                vec![Text("t1"), Text("m1")],
+                &["messages_by_message_id"],
+            ),
+            q(
+                "a message by its WhatsApp id",
+                messages::GET_MESSAGE.to_owned(),
+                vec![Text("t1"), Text("m1")],
+                &["messages_by_message_id"],
+            ),
+            q(
+                "due outbox rows",
+                webhooks::claim_sql(kind),
+                vec![Int(1), Text("token"), Int(0), Int(10), Int(320)],
+                &["webhook_outbox_due"],
+            ),
+            q(
+                "a session's status",
+                cluster::session_status_sql(kind),
+                vec![Text("t1")],
+                &["session_status_pkey", "sqlite_autoindex_session_status_1"],
+            ),
+            q(
+                "a node's lease renewal",
+                cluster::renew_leases_sql(kind),
+                vec![Text("node-1"), Int(30_000), Text(r#"["t1", "t2"]"#)],
+                &[
+                    "session_leases_pkey",
+                    "session_leases_by_owner",
+                    "sqlite_autoindex_session_leases_1",
+                ],
+            ),
+            q(
+                "sessions to place",
+                cluster::unplaced_sql(kind),
+                vec![Int(64)],
+                &["session_status_by_state"],
+            ),
+            q(
+                "pending commands",
+                cluster::PENDING_COMMANDS.to_owned(),
+                vec![],
+                &["session_commands_pending"],
+            ),
+        ]
+    }
+
+    /// The database's plan for `query`, one line per step. On Postgres
+    /// sequential scans are priced out (`enable_seqscan = off`), so a small
+    /// test table shows the plan a large one would get.
+    pub async fn explain(&self, query: &HotQuery) -> Result<String> {
+        let mut tx = self.pool().begin().await?;
+        let sql = match self.kind() {
+            DbKind::Postgres => {
+                sqlx::query("SET LOCAL enable_seqscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                format!("EXPLAIN {}", query.sql)
+            }
+            DbKind::Sqlite => format!("EXPLAIN QUERY PLAN {}", query.sql),
+        };
+        let mut statement = sqlx::query(&sql);
+        for param in &query.params {
+            statement = match param {
+                Sample::Text(t) => statement.bind(*t),
+                Sample::Int(i) => statement.bind(*i),
+            };
+        }
+        let rows = statement.fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        let column = match self.kind() {
+            DbKind::Postgres => 0,
+            DbKind::Sqlite => 3,
+        };
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(column))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(lines.join("\n"))
+    }
+}
+
+impl HotQuery {
+    /// What is wrong with `plan` for this query, if anything: none of its
+    /// indexes is used, or a table is read whole (a Postgres `Seq Scan`, a
+    /// SQLite `SCAN table` without an index).
+    pub fn fault(&self, plan: &str) -> Option<String> {
+        if !self.indexes.iter().any(|i| plan.contains(i)) {
+            return Some(format!("uses none of {:?}", self.indexes));
+        }
+        let whole_table = plan.lines().map(str::trim).find(|line| {
+            line.contains("Seq Scan")
+                || (line.starts_with("SCAN ")
+                    && !line.contains(" USING ")
+                    && !line.starts_with("SCAN (")
+                    && !line.contains("VIRTUAL TABLE")
+                    && !line.starts_with("SCAN ranked"))
+        });
+        whole_table.map(|line| format!("reads a whole table: {line}"))
+    }
+}
