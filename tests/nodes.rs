@@ -9,309 +9,27 @@
 #![cfg(feature = "sandbox")]
 
 mod common;
+mod support_nodes;
 mod support_sandbox;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use common::TestDb;
 use common::receiver::Receiver;
+use support_nodes::{
+    Node, Tenant, create_tenants, pair_all, placement, wait_all_connected, wait_spread, wait_state,
+};
 use support_sandbox::{STEP, Sandbox};
 
-const ADMIN: &str = "an-admin-token-for-node-tests";
 /// Short, so that failover is quick; renewed every third of it.
 const LEASE: &str = "6s";
 /// The number every tenant writes to.
 const RECIPIENT: &str = "62899000001";
-
-/// One `wago serve` process.
-struct Node {
-    name: String,
-    child: Child,
-    api: String,
-    log: Arc<Mutex<Vec<String>>>,
-    http: reqwest::Client,
-}
-
-impl Node {
-    fn start(name: &str, dsn: &str, sandbox: &Sandbox) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wago"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DSN", dsn)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("ADMIN_TOKEN", ADMIN)
-            .env("WA_SERVER_URL", sandbox.ws_url())
-            .env("SEND_RATE_PER_MINUTE", "0")
-            .env("API_RATE_LIMIT", "0")
-            .env("WEBHOOK_ALLOW_PRIVATE", "true")
-            .env("NODE_ID", name)
-            .env("SESSION_LEASE_TTL", LEASE)
-            .env("RUST_LOG", "info,sqlx=warn,whatsapp_rust=warn,wacore=warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("wago starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(line.clone());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(STEP)
-            .expect("the node says where it listens");
-        let api = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .expect("an address")
-            .to_owned();
-        Node {
-            name: name.to_owned(),
-            child,
-            api,
-            log,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A request to this node; status 0 when it does not answer.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        auth: (&str, &str),
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .header(auth.0, auth.1)
-            .timeout(Duration::from_secs(60));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let bearer = format!("Bearer {ADMIN}");
-        self.call(method, path, ("Authorization", &bearer), body, &[])
-            .await
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, ("X-API-Key", key), None, &[])
-            .await
-    }
-
-    async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
-        self.call(
-            reqwest::Method::POST,
-            path,
-            ("X-API-Key", key),
-            Some(body),
-            &[],
-        )
-        .await
-    }
-
-    /// SIGTERM, then waits for the process to end.
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The node's log, when the test failed (its end) or when asked
-        // for (`WAGO_TEST_NODE_LOGS=1`, all of it).
-        let all = std::env::var_os("WAGO_TEST_NODE_LOGS").is_some();
-        if std::thread::panicking() || all {
-            let log = self.log.lock().unwrap();
-            let tail = if all { 0 } else { log.len().saturating_sub(60) };
-            eprintln!("--- last lines of {} ---", self.name);
-            for line in &log[tail..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-/// A tenant and the sandbox phone its session is paired to.
-#[derive(Clone)]
-struct Tenant {
-    id: String,
-    key: String,
-    phone: String,
-}
-
-async fn create_tenants(node: &Node, sandbox: &Sandbox, n: usize) -> Vec<Tenant> {
-    let mut tenants = Vec::new();
-    for i in 0..n {
-        let (status, body) = node
-            .admin(
-                reqwest::Method::POST,
-                "/admin/tenants",
-                Some(json!({ "name": format!("tenant-{i}") })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let phone = format!("6281{:07}", 1_000_000 + i);
-        sandbox.create_phone(&phone).await;
-        tenants.push(Tenant {
-            id: body["id"].as_str().unwrap().to_owned(),
-            key: body["api_key"].as_str().unwrap().to_owned(),
-            phone,
-        });
-    }
-    tenants
-}
-
-/// Pairs every tenant by QR through `node`, ten at a time.
-async fn pair_all(node: &Node, sandbox: &Sandbox, tenants: &[Tenant]) {
-    for chunk in tenants.chunks(10) {
-        let pairings = chunk.iter().map(|t| async move {
-            let (status, body) = node.get(&t.key, "/session/qr").await;
-            assert_eq!(status, 200, "GET /session/qr: {body}");
-            let (status, linked) = sandbox.link(&t.phone, body["qr"].as_str().unwrap()).await;
-            assert_eq!(status, 200, "link: {linked}");
-            wait_state(node, t, "connected").await;
-        });
-        futures_util::future::join_all(pairings).await;
-    }
-}
-
-/// Polls `GET /session` on `node` until the state is `want`.
-async fn wait_state(node: &Node, tenant: &Tenant, want: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, body) = node.get(&tenant.key, "/session").await;
-        if body["state"] == want {
-            return body;
-        }
-        assert!(
-            start.elapsed() < STEP,
-            "{}: session never became {want} on {}: {body}",
-            tenant.id,
-            node.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `GET /admin/nodes` as (node, sessions), by node id.
-async fn placement(node: &Node) -> BTreeMap<String, i64> {
-    let (status, body) = node.admin(reqwest::Method::GET, "/admin/nodes", None).await;
-    assert_eq!(status, 200, "{body}");
-    body["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().to_owned(),
-                n["sessions"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Waits until `nodes` live nodes hold `total` sessions within one of even;
-/// returns how long it took.
-async fn wait_spread(node: &Node, nodes: usize, total: i64, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let now = placement(node).await;
-        let counts: Vec<i64> = now.values().copied().collect();
-        let even = counts.len() == nodes
-            && counts.iter().sum::<i64>() == total
-            && counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1;
-        if even {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "sessions never spread over {nodes} nodes: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until every tenant's session is `connected` on a live node other
-/// than `gone`; returns how long it took.
-async fn wait_all_connected(
-    node: &Node,
-    tenants: &[Tenant],
-    gone: Option<&str>,
-    within: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let (status, body) = node
-            .admin(reqwest::Method::GET, "/admin/tenants", None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let ours: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-        let waiting: Vec<&Value> = body["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| ours.contains(t["id"].as_str().unwrap()))
-            .filter(|t| {
-                let session = &t["session"];
-                session["state"] != "connected"
-                    || session["node"].is_null()
-                    || gone.is_some_and(|g| session["node"] == g)
-            })
-            .collect();
-        if waiting.is_empty() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "{} sessions not connected, e.g. {}",
-            waiting.len(),
-            waiting[0]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The texts `phone` received, as (text, count).
 async fn inbox(sandbox: &Sandbox, phone: &str) -> HashMap<String, usize> {
@@ -334,14 +52,14 @@ async fn any_node_answers_for_every_session() {
     let db = TestDb::postgres().await;
     let sandbox = Sandbox::start().await;
     sandbox.create_phone(RECIPIENT).await;
-    let a = Node::start("node-a", &db.dsn(), &sandbox);
+    let a = Node::start("node-a", &db.dsn(), &sandbox, LEASE);
     let tenants = create_tenants(&a, &sandbox, 60).await;
     let started = Instant::now();
-    pair_all(&a, &sandbox, &tenants).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
     println!("paired 60 sessions on one node in {:?}", started.elapsed());
 
-    let b = Node::start("node-b", &db.dsn(), &sandbox);
-    let c = Node::start("node-c", &db.dsn(), &sandbox);
+    let b = Node::start("node-b", &db.dsn(), &sandbox, LEASE);
+    let c = Node::start("node-c", &db.dsn(), &sandbox, LEASE);
     let spread = wait_spread(&c, 3, 60, Duration::from_secs(120)).await;
     println!(
         "spread 60 sessions over 3 nodes in {spread:?}: {:?}",
@@ -548,9 +266,9 @@ async fn a_killed_node_loses_nothing_and_sends_nothing_twice() {
     sandbox.create_phone(RECIPIENT).await;
     sandbox.create_phone(SENDER).await;
     let receiver = Receiver::start().await;
-    let a = Node::start("node-a", &db.dsn(), &sandbox);
-    let b = Node::start("node-b", &db.dsn(), &sandbox);
-    let c = Node::start("node-c", &db.dsn(), &sandbox);
+    let a = Node::start("node-a", &db.dsn(), &sandbox, LEASE);
+    let b = Node::start("node-b", &db.dsn(), &sandbox, LEASE);
+    let c = Node::start("node-c", &db.dsn(), &sandbox, LEASE);
     let tenants = create_tenants(&a, &sandbox, TENANTS).await;
     for t in &tenants {
         let (status, body) = a
@@ -564,7 +282,7 @@ async fn a_killed_node_loses_nothing_and_sends_nothing_twice() {
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    pair_all(&a, &sandbox, &tenants).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
     wait_spread(&a, 3, TENANTS as i64, Duration::from_secs(60)).await;
     let devices_before: Vec<Vec<u16>> = {
         let mut all = Vec::new();
@@ -737,10 +455,10 @@ async fn a_rolling_restart_shows_no_qr_code() {
     let names = ["node-a", "node-b", "node-c"];
     let mut nodes: Vec<Node> = names
         .iter()
-        .map(|n| Node::start(n, &db.dsn(), &sandbox))
+        .map(|n| Node::start(n, &db.dsn(), &sandbox, LEASE))
         .collect();
     let tenants = create_tenants(&nodes[0], &sandbox, TENANTS).await;
-    pair_all(&nodes[0], &sandbox, &tenants).await;
+    pair_all(&nodes[0], &sandbox, &tenants, 10).await;
     wait_spread(&nodes[0], 3, TENANTS as i64, Duration::from_secs(60)).await;
 
     let mut figures = Vec::new();
@@ -754,7 +472,7 @@ async fn a_rolling_restart_shows_no_qr_code() {
             let (_, session) = nodes[w].get(&t.key, "/session").await;
             assert_eq!(session["state"], "connected", "{session}");
         }
-        nodes[i] = Node::start(names[i], &db.dsn(), &sandbox);
+        nodes[i] = Node::start(names[i], &db.dsn(), &sandbox, LEASE);
         let back = wait_spread(&nodes[w], 3, TENANTS as i64, Duration::from_secs(60)).await;
         wait_all_connected(&nodes[w], &tenants, None, STEP).await;
         figures.push(format!(
@@ -896,10 +614,10 @@ async fn a_node_cut_from_its_database_never_doubles_a_connection() {
     let proxy = DbProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut through_proxy = url::Url::parse(&db.dsn()).unwrap();
     through_proxy.set_port(Some(proxy.addr.port())).unwrap();
-    let a = Node::start("node-a", &db.dsn(), &sandbox);
-    let _b = Node::start("node-b", through_proxy.as_str(), &sandbox);
+    let a = Node::start("node-a", &db.dsn(), &sandbox, LEASE);
+    let _b = Node::start("node-b", through_proxy.as_str(), &sandbox, LEASE);
     let tenants = create_tenants(&a, &sandbox, TENANTS).await;
-    pair_all(&a, &sandbox, &tenants).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
     wait_spread(&a, 2, TENANTS as i64, Duration::from_secs(60)).await;
     wait_all_connected(&a, &tenants, None, STEP).await;
     assert_no_overlap(&logins(&sandbox).await, 0);

@@ -247,13 +247,16 @@ impl Store {
             if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
                 return Ok(Accepted::Repeat(first));
             }
-            // An expired use of the key gives it up.
+            // An expired use of the key gives it up; only an expired one: a
+            // request with the same key that committed meanwhile keeps it,
+            // and this insert then fails on the unique index (below).
             sqlx::query(
                 "UPDATE messages SET idempotency_key = NULL
-                 WHERE tenant_id = $1 AND idempotency_key = $2",
+                 WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at <= $3",
             )
             .bind(tenant.as_str())
             .bind(key)
+            .bind(now - IDEMPOTENCY_WINDOW_MS)
             .execute(&mut *tx)
             .await?;
         }
