@@ -147,16 +147,15 @@ async fn deliver(
     {
         return Ok(answer(&first));
     }
-    // Every node reads the same status row, whichever node runs the session.
-    let status = state.sessions.status(tenant).await?;
-    let connected = status.state == SessionState::Connected;
+    // From the session's task when it runs here, else from its status row.
+    let (session, jid) = state.sessions.state_for_send(tenant).await?;
+    let connected = session == SessionState::Connected;
     if !connected && !send.queue {
         return Err(ApiError::SessionNotConnected(format!(
-            "the session is {}; pair or reconnect it, or send with \"queue\": true",
-            status.state
+            "the session is {session}; pair or reconnect it, or send with \"queue\": true"
         )));
     }
-    let sender = status.jid.as_deref().map(bare_jid).unwrap_or_default();
+    let sender = jid.as_deref().map(bare_jid).unwrap_or_default();
     let message_id = new_message_id();
     let chat_id = send.to.jid();
     let row = NewOutbound {

@@ -210,11 +210,13 @@ pub enum SessionError {
 /// Asks a session task to act.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Sends are waiting in the database; `reply` (if any) hears how the
-    /// one with this WhatsApp id went.
+    /// Sends are waiting in the database.
+    Wake,
+    /// Sends are waiting; `reply` hears how the one with this WhatsApp id
+    /// went.
     Send {
         message_id: String,
-        reply: Option<oneshot::Sender<Result<(), SessionError>>>,
+        reply: oneshot::Sender<Result<(), SessionError>>,
     },
     PairCode {
         phone: String,
@@ -361,6 +363,24 @@ impl Supervisor {
             Some(stored) => SessionView::of(stored),
             None => SessionView::unpaired(),
         })
+    }
+
+    /// The session's state and linked device, as a send needs them: from
+    /// the task itself when it runs here (no query), else from the status
+    /// row.
+    pub async fn state_for_send(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(SessionState, Option<String>), SessionError> {
+        let local = self.sessions().get(tenant).and_then(|h| {
+            let status = h.status.borrow();
+            (h.running() && status.loaded).then(|| (status.state, status.jid.clone()))
+        });
+        if let Some(local) = local {
+            return Ok(local);
+        }
+        let view = self.status(tenant).await?;
+        Ok((view.state, view.jid))
     }
 
     /// Starts the session's task here unless it runs here; returns its
@@ -564,27 +584,25 @@ impl Supervisor {
     ) -> Result<(), SessionError> {
         if let Some(commands) = self.local_commands(tenant) {
             let Some(wait) = wait else {
-                let _ = commands.try_send(Command::Send {
-                    message_id: message_id.to_owned(),
-                    reply: None,
-                });
+                // A full channel already holds a wake-up.
+                let _ = commands.try_send(Command::Wake);
                 return Ok(());
             };
-            let (reply, outcome) = oneshot::channel();
-            commands
-                .send(Command::Send {
-                    message_id: message_id.to_owned(),
-                    reply: Some(reply),
-                })
-                .await
-                .map_err(|_| SessionError::NotConnected)?;
-            return match tokio::time::timeout(wait, outcome).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(SessionError::NotConnected),
-                Err(_) => Err(SessionError::Timeout(format!(
-                    "not sent within {wait:?}; it stays queued"
-                ))),
+            let asked = async {
+                let (reply, outcome) = oneshot::channel();
+                let message_id = message_id.to_owned();
+                commands
+                    .send(Command::Send { message_id, reply })
+                    .await
+                    .map_err(|_| SessionError::NotConnected)?;
+                outcome.await.map_err(|_| SessionError::NotConnected)?
             };
+            // The whole wait is bounded, the queueing of the ask included.
+            return tokio::time::timeout(wait, asked).await.unwrap_or_else(|_| {
+                Err(SessionError::Timeout(format!(
+                    "not sent within {wait:?}; it stays queued"
+                )))
+            });
         }
         // Elsewhere, or nowhere yet: the row waits for whoever runs it.
         let mut signals = self.inner.bus.subscribe();

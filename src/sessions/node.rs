@@ -226,10 +226,7 @@ impl Supervisor {
 
     fn wake_queue(&self, tenant: &TenantId) {
         if let Some(commands) = self.local_commands(tenant) {
-            let _ = commands.try_send(Command::Send {
-                message_id: String::new(),
-                reply: None,
-            });
+            let _ = commands.try_send(Command::Wake);
         }
     }
 

@@ -291,8 +291,11 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
             }
             command = ctx.commands.recv() => match command {
                 None => break Ok(Ended::Stopped),
-                Some(Command::Send { message_id, reply }) => {
-                    let waiter = reply.map(|reply| Waiter { message_id, reply });
+                Some(command @ (Command::Wake | Command::Send { .. })) => {
+                    let waiter = match command {
+                        Command::Send { message_id, reply } => Some(Waiter { message_id, reply }),
+                        _ => None,
+                    };
                     if signals.send(QueueSignal::Wake(waiter)).await.is_err() {
                         break Err(SessionError::Client("the send queue stopped".into()));
                     }
