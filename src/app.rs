@@ -81,6 +81,7 @@ impl App {
             (None, Dsn::Sqlite(_)) => NodeId::new("local"),
             (None, Dsn::Postgres(_)) => NodeId::generate(),
         };
+        store.prune_cluster_rows().await?;
         // A node restarted under its old id takes its sessions back at once.
         let released = store.release_node_leases(&node).await?;
         if released > 0 {

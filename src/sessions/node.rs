@@ -296,8 +296,9 @@ impl Supervisor {
         Ok(slow)
     }
 
-    /// Gives every tenant without a status row one, once: sessions linked
-    /// before status rows existed, or in a tenant's own store.
+    /// Gives every tenant without a status row one, once: a tenant made
+    /// since the last round, or sessions linked before status rows
+    /// existed (in the main database or a tenant's own store).
     async fn seed_statuses(&self) -> Result<(), SessionError> {
         let store = &self.inner.store;
         let missing = store.tenants_without_status().await?;
@@ -311,16 +312,19 @@ impl Supervisor {
             .map(|s| s.as_str().to_owned())
             .collect();
         for tenant in missing {
+            let own_store = store
+                .get_tenant(&tenant)
+                .await?
+                .is_some_and(|t| t.store_dsn.is_some());
             let linked = paired.contains(tenant.as_str())
-                || self
-                    .inner
-                    .protocol
-                    .is_paired(&tenant)
-                    .await
-                    .unwrap_or(false);
-            if linked {
-                store.seed_session_status(&tenant).await?;
-            }
+                || (own_store
+                    && self
+                        .inner
+                        .protocol
+                        .is_paired(&tenant)
+                        .await
+                        .unwrap_or(false));
+            store.seed_session_status(&tenant, linked).await?;
         }
         Ok(())
     }

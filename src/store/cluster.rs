@@ -161,6 +161,23 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Forgets nodes gone for a day and commands finished an hour ago.
+    pub async fn prune_cluster_rows(&self) -> Result<()> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM nodes WHERE expires_at < $1")
+            .bind(now - 24 * 3600 * 1000)
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "DELETE FROM session_commands
+              WHERE status IN ('done', 'failed', 'expired') AND updated_at < $1",
+        )
+        .bind(now - 3600 * 1000)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Marks this node gone at once (a clean shutdown).
     pub async fn leave_node(&self, node: &NodeId) -> Result<()> {
         sqlx::query("UPDATE nodes SET expires_at = 0 WHERE id = $1")
@@ -286,16 +303,21 @@ impl Store {
             .collect()
     }
 
-    /// Records a session whose device exists but that has no status row
-    /// yet (made before status rows existed, or by a tenant's own store),
-    /// so that placement starts it.
-    pub async fn seed_session_status(&self, tenant: &TenantId) -> Result<()> {
+    /// Gives a tenant without a status row its first one: `connecting` when
+    /// its device is linked (so that placement starts it), else `unpaired`.
+    /// A row an owner wrote meanwhile is kept.
+    pub async fn seed_session_status(&self, tenant: &TenantId, linked: bool) -> Result<()> {
+        let state = if linked {
+            SessionState::Connecting
+        } else {
+            SessionState::Unpaired
+        };
         sqlx::query(
             "INSERT INTO session_status (tenant_id, state, since, updated_at)
              VALUES ($1, $2, $3, $3) ON CONFLICT (tenant_id) DO NOTHING",
         )
         .bind(tenant.as_str())
-        .bind(SessionState::Connecting)
+        .bind(state)
         .bind(now_ms())
         .execute(self.pool())
         .await?;
