@@ -171,6 +171,31 @@ async fn a_restart_reconnects_without_pairing(db: TestDb) {
     assert_eq!(account.online, vec![1]);
 }
 
+/// A database from before session status rows (an upgrade): the linked
+/// session has a device but no status row, and still reconnects.
+async fn a_session_linked_before_status_rows_resumes(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(PHONE).await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, PHONE).await;
+    app.stop().await;
+
+    let store = db.store().await;
+    sqlx::query("DELETE FROM session_status")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    let app = spawn(&db, &sandbox, &[]).await;
+    acme.wait_state(&app, "connected").await;
+    assert_eq!(
+        sandbox.phone(PHONE).await.devices,
+        vec![0, 1],
+        "no new pairing"
+    );
+}
+
 async fn two_tenants_pair_two_numbers(db: TestDb) {
     let sandbox = Sandbox::start().await;
     sandbox.create_phone(PHONE).await;
@@ -414,6 +439,7 @@ async fn a_lost_lease_stops_the_client_until_the_lease_is_free(db: TestDb) {
 
 db_tests!(
     a_lost_lease_stops_the_client_until_the_lease_is_free,
+    a_session_linked_before_status_rows_resumes,
     a_tenant_with_its_own_store_keeps_its_device_there,
     deleting_a_tenant_unlinks_its_device,
     pairs_by_qr_and_reports_the_session,
