@@ -23,9 +23,13 @@ const CAPACITY: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Signal {
-    /// Sends of this tenant wait in the database.
-    Send { tenant: String },
-    /// A send left `queued`: sent, or failed.
+    /// Sends of this tenant wait in the database; `awaited` is one whose
+    /// outcome a node waits for (it hears `Settled` for that one).
+    Send {
+        tenant: String,
+        awaited: Option<String>,
+    },
+    /// An awaited send left `queued`: sent, or failed.
     Settled { tenant: String, message_id: String },
     /// The session's status row changed.
     Status { tenant: String },

@@ -212,6 +212,8 @@ pub enum SessionError {
 pub(crate) enum Command {
     /// Sends are waiting in the database.
     Wake,
+    /// A node waits for this send's outcome: announce it when settled.
+    Watch(String),
     /// Sends are waiting; `reply` hears how the one with this WhatsApp id
     /// went.
     Send {
@@ -610,6 +612,7 @@ impl Supervisor {
             .bus
             .publish(Signal::Send {
                 tenant: tenant.as_str().to_owned(),
+                awaited: wait.map(|_| message_id.to_owned()),
             })
             .await;
         let Some(wait) = wait else { return Ok(()) };

@@ -110,7 +110,13 @@ pub(super) async fn run(
             }
             _ = sup.inner.placement.notified() => next_place = next_place.min(soon()),
             signal = signals.recv() => match signal {
-                Ok(Signal::Send { tenant }) => sup.wake_queue(&TenantId::from_raw(tenant)),
+                Ok(Signal::Send { tenant, awaited }) => {
+                    let tenant = TenantId::from_raw(tenant);
+                    match awaited {
+                        Some(id) => sup.watch_send(&tenant, id),
+                        None => sup.wake_queue(&tenant),
+                    }
+                }
                 Ok(Signal::Command { tenant }) => {
                     let tenant = TenantId::from_raw(tenant);
                     if sup.local_commands(&tenant).is_some() {
@@ -227,6 +233,15 @@ impl Supervisor {
     fn wake_queue(&self, tenant: &TenantId) {
         if let Some(commands) = self.local_commands(tenant) {
             let _ = commands.try_send(Command::Wake);
+        }
+    }
+
+    /// Wakes the session's queue and has it announce when `message_id`
+    /// settles (a request on another node waits for it).
+    fn watch_send(&self, tenant: &TenantId, message_id: String) {
+        if let Some(commands) = self.local_commands(tenant) {
+            // A full channel: the waiter reads the row within a second.
+            let _ = commands.try_send(Command::Watch(message_id));
         }
     }
 

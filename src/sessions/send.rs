@@ -7,7 +7,7 @@
 //! WhatsApp message id from the moment the API accepted it, so a resend
 //! reaches the recipient with the same id and is recognised as a repeat.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,8 @@ type Reply = oneshot::Sender<Result<(), SessionError>>;
 pub(super) enum QueueSignal {
     /// Rows are waiting; `Some` when someone waits for one send's outcome.
     Wake(Option<Waiter>),
+    /// A node waits for this send's outcome: announce it when settled.
+    Watch(String),
     /// The server's answer to a sent message: `error` is its nack code.
     Acked { id: String, error: Option<String> },
 }
@@ -69,7 +71,12 @@ struct Pending {
     waiters: HashMap<String, Reply>,
     /// Written to the server, not yet acknowledged: since when.
     in_flight: HashMap<String, Instant>,
+    /// Sends another node waits for: their outcome is announced.
+    watched: HashSet<String>,
 }
+
+/// Sends watched at once; beyond that a waiter reads the row instead.
+const WATCHED: usize = 4096;
 
 impl SendQueue {
     pub async fn run(mut self) {
@@ -177,11 +184,26 @@ impl SendQueue {
         match signal {
             QueueSignal::Wake(None) => {}
             QueueSignal::Wake(Some(waiter)) => self.register(pending, waiter).await,
+            QueueSignal::Watch(id) => {
+                let queued = self.store.get_message(&self.tenant, &id).await;
+                match queued {
+                    Ok(Some(row)) if row.status == MessageStatus::Queued => {
+                        if pending.watched.len() < WATCHED {
+                            pending.watched.insert(id);
+                        }
+                    }
+                    // Settled before the watch came.
+                    _ => self.settled(&id).await,
+                }
+            }
             QueueSignal::Acked { id, error } => {
                 // Settled even when no longer in flight (its ack came after
                 // a reconnect): a row already moved on is left as it is.
                 pending.in_flight.remove(&id);
-                let outcome = self.settle(&id, error.as_deref()).await;
+                let outcome = self.record(&id, error.as_deref()).await;
+                if pending.watched.remove(&id) {
+                    self.settled(&id).await;
+                }
                 if let Some(reply) = pending.waiters.remove(&id) {
                     let _ = reply.send(outcome);
                 }
@@ -189,14 +211,7 @@ impl SendQueue {
         }
     }
 
-    /// Records the server's answer: `sent`, or `failed` with its reason,
-    /// and tells whoever waits for it on another node.
-    async fn settle(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
-        let outcome = self.record(id, error).await;
-        self.settled(id).await;
-        outcome
-    }
-
+    /// Tells the node that waits for this send that it settled.
     async fn settled(&self, id: &str) {
         let signal = Signal::Settled {
             tenant: self.tenant.as_str().to_owned(),
@@ -205,6 +220,7 @@ impl SendQueue {
         self.bus.publish(signal).await;
     }
 
+    /// Records the server's answer: `sent`, or `failed` with its reason.
     async fn record(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
         match error {
             None => {
@@ -266,7 +282,6 @@ impl SendQueue {
                         Some(&error),
                     )
                     .await?;
-                self.settled(&row.message_id).await;
                 return Err(SessionError::Client(error));
             }
         };

@@ -291,12 +291,15 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
             }
             command = ctx.commands.recv() => match command {
                 None => break Ok(Ended::Stopped),
-                Some(command @ (Command::Wake | Command::Send { .. })) => {
-                    let waiter = match command {
-                        Command::Send { message_id, reply } => Some(Waiter { message_id, reply }),
-                        _ => None,
+                Some(command @ (Command::Wake | Command::Send { .. } | Command::Watch(_))) => {
+                    let signal = match command {
+                        Command::Send { message_id, reply } => {
+                            QueueSignal::Wake(Some(Waiter { message_id, reply }))
+                        }
+                        Command::Watch(message_id) => QueueSignal::Watch(message_id),
+                        _ => QueueSignal::Wake(None),
                     };
-                    if signals.send(QueueSignal::Wake(waiter)).await.is_err() {
+                    if signals.send(signal).await.is_err() {
                         break Err(SessionError::Client("the send queue stopped".into()));
                     }
                 }
