@@ -192,6 +192,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let now = now_ms();
         let mut new = 0;
+        // Whether a webhook event was written: only then is the dispatcher woken.
+        let mut queued = false;
         for m in batch {
             let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind,
@@ -223,10 +225,10 @@ impl Store {
                 timestamp_ms: m.timestamp,
                 data: m.data.clone(),
             };
-            enqueue_event(&mut tx, tenant, &event).await?;
+            queued |= enqueue_event(&mut tx, tenant, &event).await?.is_some();
         }
         tx.commit().await?;
-        if new > 0 {
+        if queued {
             self.wake_outbox();
         }
         Ok(new)
@@ -353,6 +355,7 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        let mut queued = false;
         let mut before = previous;
         for step in steps {
             let event = Event::MessageStatus {
@@ -364,11 +367,13 @@ impl Store {
                     .filter(|_| step == MessageStatus::Failed)
                     .map(str::to_owned),
             };
-            enqueue_event(&mut tx, tenant, &event).await?;
+            queued |= enqueue_event(&mut tx, tenant, &event).await?.is_some();
             before = step;
         }
         tx.commit().await?;
-        self.wake_outbox();
+        if queued {
+            self.wake_outbox();
+        }
         Ok(true)
     }
 

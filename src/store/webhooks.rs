@@ -154,7 +154,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let id = enqueue_event(&mut tx, tenant, event).await?;
         tx.commit().await?;
-        self.wake_outbox();
+        if id.is_some() {
+            self.wake_outbox();
+        }
         Ok(id)
     }
 
