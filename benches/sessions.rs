@@ -9,8 +9,12 @@
 //!   the last one is in the recipient phone's inbox;
 //! - receives: as many texts from a phone to the tenants: messages per
 //!   second, and p50/p99 from the phone's send to the message being stored
-//!   (seen through `GET /messages`).
+//!   (seen through `GET /messages`) and to its webhook arriving at a
+//!   receiver on loopback.
 
+#[allow(dead_code)] // the bench needs only its plain receiver
+#[path = "../tests/common/receiver.rs"]
+mod receiver;
 #[path = "support_db/mod.rs"]
 mod support_db;
 #[path = "../tests/support_sandbox/mod.rs"]
@@ -134,7 +138,20 @@ async fn run(label: &str, dsn: &str) {
     );
 
     sends(label, &api, &sandbox, &keys, messages).await;
-    receives(label, &api, &sandbox, &keys, messages).await;
+    let hooks = receiver::Receiver::start().await;
+    for (_, key) in &keys {
+        let body = json!({ "url": hooks.url(), "events": ["message.received"] });
+        let (status, _) = api
+            .call(
+                reqwest::Method::PUT,
+                "/webhook",
+                ("X-API-Key", key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "PUT /webhook");
+    }
+    receives(label, &api, &sandbox, &keys, messages, &hooks).await;
 
     shutdown.cancel();
     let _ = served.await;
@@ -201,6 +218,7 @@ async fn receives(
     sandbox: &support_sandbox::Sandbox,
     keys: &[(String, String)],
     messages: usize,
+    hooks: &receiver::Receiver,
 ) {
     let per_tenant = messages / keys.len();
     let started = Instant::now();
@@ -243,5 +261,21 @@ async fn receives(
         total as f64 / stored.as_secs_f64(),
         latencies[total / 2],
         latencies[total * 99 / 100],
+    );
+    let received = hooks.wait_for(total, Duration::from_secs(120)).await;
+    let mut to_hook: Vec<Duration> = received
+        .iter()
+        .filter_map(|r| {
+            let body = r.json();
+            let text = body["text"].as_str()?.to_owned();
+            Some(r.at.saturating_duration_since(*sent_at.get(&text)?))
+        })
+        .collect();
+    to_hook.sort();
+    let n = to_hook.len();
+    println!(
+        "{label}: receives: {n} webhooks; phone send to webhook at the receiver p50 {:?} p99 {:?}",
+        to_hook[n / 2],
+        to_hook[n * 99 / 100],
     );
 }
