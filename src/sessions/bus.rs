@@ -31,7 +31,8 @@ pub enum Signal {
     },
     /// An awaited send left `queued`: sent, or failed.
     Settled { tenant: String, message_id: String },
-    /// The session's status row changed.
+    /// The status row of a session that is (or was just) pairing changed:
+    /// a new QR code, or the end of pairing.
     Status { tenant: String },
     /// Commands for this tenant's session wait in the database.
     Command { tenant: String },

@@ -486,9 +486,16 @@ impl Ctx {
             .unwrap_or_else(|_| Err(timed_out()))
         {
             Ok(true) => {
+                // Only requests waiting for a QR code listen for this: a
+                // mass reconnect sends no signal per session.
+                let pairing = |state: SessionState| state == SessionState::Pairing;
+                let waited_for =
+                    pairing(now.0) || self.persisted.as_ref().is_some_and(|p| pairing(p.0));
                 self.persisted = Some(now);
-                let tenant = self.tenant.as_str().to_owned();
-                self.bus.publish(BusSignal::Status { tenant }).await;
+                if waited_for {
+                    let tenant = self.tenant.as_str().to_owned();
+                    self.bus.publish(BusSignal::Status { tenant }).await;
+                }
             }
             Ok(false) => tracing::warn!("the session's lease is gone; its status is not written"),
             Err(e) => tracing::warn!(error = %e, "cannot write the session's status"),
