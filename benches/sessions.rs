@@ -82,6 +82,7 @@ async fn run(label: &str, dsn: &str) {
         ("WA_SERVER_URL", sandbox.ws_url()),
         ("SEND_RATE_PER_MINUTE", "0".into()),
         ("API_RATE_LIMIT", "0".into()),
+        ("WEBHOOK_ALLOW_PRIVATE", "true".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
