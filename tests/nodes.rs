@@ -85,8 +85,13 @@ async fn any_node_answers_for_every_session() {
     // One tenant per owner, served by the two nodes that do not run it.
     let mut owners_seen = HashSet::new();
     for t in &tenants {
-        let (_, session) = a.get(&t.key, "/session").await;
-        let owner = session["node"].as_str().unwrap().to_owned();
+        // A session re-paired below may move a neighbour on (placement
+        // evens the count out again): wait until this one has its owner.
+        let session = wait_state(&a, t, "connected").await;
+        let owner = match session["node"].as_str() {
+            Some(node) => node.to_owned(),
+            None => continue,
+        };
         if !owners_seen.insert(owner.clone()) {
             continue;
         }
