@@ -9,7 +9,7 @@ use crate::sessions::SessionState;
 use crate::store::messages::MessageStatus;
 use serde_json::{Map, Value, json};
 
-use crate::http::rfc3339;
+use crate::store::rfc3339;
 use crate::tenants::TenantId;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -125,15 +125,6 @@ pub fn query_number(
     }
 }
 
-/// Unix milliseconds as an RFC 3339 UTC time, the API's time format.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            let t = t.replace_nanosecond(0).ok()?;
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+/// The API's time format (kept below the HTTP layer, which events and
+/// sessions use too).
+pub use crate::store::rfc3339;

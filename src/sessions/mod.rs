@@ -156,7 +156,7 @@ impl SessionView {
             jid: f.jid,
             push_name: f.push_name,
             error: f.error,
-            since: Some(crate::http::rfc3339(stored.since)),
+            since: Some(crate::store::rfc3339(stored.since)),
             node: stored.live_owner.as_ref().map(|n| n.as_str().to_owned()),
             qr: f.qr.zip(f.qr_expires_at).map(|(code, expires_at_ms)| Qr {
                 code,
