@@ -20,7 +20,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use tokio_util::sync::CancellationToken;
 use wago::app::App;
-use wago::config::Config;
 use wago::events::Event;
 use wago::store::tenants::NewKey;
 use wago::store::webhooks::SecretUpdate;
@@ -82,18 +81,7 @@ async fn receive(
 }
 
 async fn run_all(db: &str, dsn: &str, receiver: &Receiver) {
-    let vars: HashMap<String, String> = [
-        ("DSN", dsn),
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-        ("ADMIN_TOKEN", "bench-admin-token-0123456789"),
-        ("WEBHOOK_ALLOW_PRIVATE", "true"),
-        ("RUST_LOG", "warn"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = Config::from_map(&vars).expect("config");
+    let config = support_db::webhook_config(dsn);
     let app = App::build(&config).await.expect("app");
     let store = app.store().clone();
     let waker = app.webhook_waker();

@@ -13,9 +13,9 @@ use common::TestDb;
 db_tests!(every_hot_query_uses_its_index);
 
 /// A thousand tenants with their sessions, 40,000 messages (1 in 100
-/// queued), 40,000 outbox rows (1 in 50 due), 2,000 commands (1 in 100
-/// pending).
-const FILL: [&str; 7] = [
+/// queued), 40,000 outbox rows (1 in 50 pending, 1 in 50 failed), webhook
+/// queues (1 in 10 due), 2,000 commands (1 in 100 pending).
+const FILL: [&str; 8] = [
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
      INSERT INTO tenants (id, name, created_at) SELECT 't' || i, 'tenant-' || i, 0 FROM n",
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
@@ -29,7 +29,11 @@ const FILL: [&str; 7] = [
      INSERT INTO webhook_outbox (tenant_id, event_id, event, sequence, payload, status,
                                  next_attempt_at, created_at)
      SELECT 't' || (1 + i % 1000), 'e' || i, 'message.received', i, '{}',
-            CASE WHEN i % 50 = 0 THEN 'pending' ELSE 'delivered' END, i, i FROM n",
+            CASE WHEN i % 50 = 0 THEN 'pending' WHEN i % 50 = 1 THEN 'failed'
+                 ELSE 'delivered' END, i, i FROM n",
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+     INSERT INTO webhook_queues (tenant_id, due_at)
+     SELECT 't' || i, CASE WHEN i % 10 = 0 THEN i END FROM n",
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
      INSERT INTO session_status (tenant_id, state, node_id, lease_token, since, updated_at)
      SELECT 't' || i, CASE WHEN i % 10 = 0 THEN 'unpaired' ELSE 'connected' END,

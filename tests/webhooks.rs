@@ -582,3 +582,159 @@ mod many {
         app.stop().await;
     }
 }
+
+/// The queue a dispatcher claims from, driven through the store alone.
+mod queues {
+    use super::*;
+    use wago::store::Store;
+    use wago::store::now_ms;
+    use wago::store::tenants::NewKey;
+    use wago::store::webhooks::{AttemptRecord, Hold, NextStep, SecretUpdate};
+    use wago::tenants::{ApiKey, KeySource, TenantName};
+
+    db_tests!(
+        a_dispatcher_that_lost_its_hold_writes_nothing,
+        a_waiting_retry_holds_back_no_later_event,
+    );
+
+    async fn tenant(store: &Store, name: &str) -> TenantId {
+        let key = NewKey::for_key(&ApiKey::generate(), KeySource::Admin);
+        let t = store
+            .create_tenant(&TenantName::parse(name).unwrap(), None, &key)
+            .await
+            .unwrap();
+        let id = TenantId::from_raw(t.id);
+        let events = vec!["message.received".to_owned()];
+        store
+            .put_webhook(
+                &id,
+                "http://127.0.0.1:9/",
+                SecretUpdate::Remove,
+                &events,
+                true,
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    fn attempt(next: NextStep) -> AttemptRecord {
+        AttemptRecord {
+            attempted_at: now_ms(),
+            status_code: Some(if next == NextStep::Delivered {
+                200
+            } else {
+                500
+            }),
+            error: None,
+            latency_ms: 1,
+            response_prefix: None,
+            next,
+        }
+    }
+
+    async fn a_dispatcher_that_lost_its_hold_writes_nothing(db: TestDb) {
+        let store = db.store().await;
+        let t = tenant(&store, "fenced").await;
+        store.record_event(&t, &received("a")).await.unwrap();
+        // The first dispatcher's lease is over as soon as it is taken.
+        let first = store.claim_queues("first", now_ms() - 1, 10).await.unwrap();
+        assert_eq!(first, vec![t.clone()]);
+        let rows = store.due_deliveries(&t, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let second = store
+            .claim_queues("second", now_ms() + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(second, vec![t.clone()], "an expired hold is claimed again");
+        assert!(
+            store
+                .claim_queues("third", now_ms() + 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a live hold is not"
+        );
+        let late = [(rows[0].id, attempt(NextStep::Delivered))];
+        let written = store
+            .settle_deliveries(&t, "first", &late, Hold::Release)
+            .await
+            .unwrap();
+        assert!(!written, "the late dispatcher is told it lost the tenant");
+        let again = store.due_deliveries(&t, 10).await.unwrap();
+        assert_eq!(again.len(), 1, "and its attempt changed nothing");
+        assert!(
+            store
+                .settle_deliveries(&t, "second", &late, Hold::Release)
+                .await
+                .unwrap()
+        );
+        assert!(store.due_deliveries(&t, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_queues("fourth", now_ms() + 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing is due once all is delivered"
+        );
+    }
+
+    async fn a_waiting_retry_holds_back_no_later_event(db: TestDb) {
+        let store = db.store().await;
+        let t = tenant(&store, "retrying").await;
+        store.record_event(&t, &received("a")).await.unwrap();
+        let claimed = store
+            .claim_queues("d", now_ms() + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let rows = store.due_deliveries(&t, 10).await.unwrap();
+        let later = now_ms() + 3_600_000;
+        let failed = [(rows[0].id, attempt(NextStep::RetryAt(later)))];
+        assert!(
+            store
+                .settle_deliveries(&t, "d", &failed, Hold::Release)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_queues("d", now_ms() + 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing is due before the retry"
+        );
+        store.record_event(&t, &received("b")).await.unwrap();
+        assert_eq!(
+            store
+                .claim_queues("d", now_ms() + 60_000, 10)
+                .await
+                .unwrap(),
+            vec![t.clone()],
+            "a new event makes the tenant due at once"
+        );
+        let rows = store.due_deliveries(&t, 10).await.unwrap();
+        assert_eq!(rows.len(), 1, "only the new event, not the waiting retry");
+        assert!(rows[0].payload.contains("\"b\""));
+        let ok = [(rows[0].id, attempt(NextStep::Delivered))];
+        assert!(
+            store
+                .settle_deliveries(&t, "d", &ok, Hold::Release)
+                .await
+                .unwrap()
+        );
+        let due_at: Option<i64> =
+            sqlx::query_scalar("SELECT due_at FROM webhook_queues WHERE tenant_id = $1")
+                .bind(t.as_str())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        let due_at = due_at.expect("the retry still waits");
+        assert!(
+            (later - 1..=later + 1).contains(&due_at),
+            "due again when the retry is ({due_at} vs {later})"
+        );
+    }
+}

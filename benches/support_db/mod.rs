@@ -42,3 +42,21 @@ where
         Err(e) => println!("Postgres: not measured ({e})"),
     }
 }
+
+/// An in-process WAGO on `dsn` for the webhook benches: a random port,
+/// and webhooks allowed to the receiver on loopback.
+#[allow(dead_code)] // not every bench that reads this file starts one
+pub fn webhook_config(dsn: &str) -> wago::config::Config {
+    let vars = [
+        ("DSN", dsn),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ADMIN_TOKEN", "bench-admin-token-0123456789"),
+        ("WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("RUST_LOG", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    wago::config::Config::from_map(&vars).expect("bench config")
+}

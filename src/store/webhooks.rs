@@ -1,10 +1,13 @@
 //! Webhook endpoints, the event outbox and its delivery attempts.
 //!
 //! Events enter the outbox in the transaction of the fact they report
-//! ([`enqueue_event`]); dispatchers claim due rows under a lease
-//! ([`Store::claim_deliveries`]) and record each attempt
-//! ([`Store::finish_delivery`]). A lease token fences a dispatcher whose
-//! lease ran out: its late result is not written over a newer claim's.
+//! ([`enqueue_event`]), which also marks the tenant's queue due. Dispatchers
+//! claim due tenants under a lease ([`Store::claim_queues`]), read each
+//! one's first due rows ([`Store::due_deliveries`]) and record attempts in
+//! batches ([`Store::settle_deliveries`]). The claim reads the small queue
+//! table, never the backlog, so it costs what it takes. A lease token
+//! fences a dispatcher whose lease ran out: its late results are not
+//! written over a newer holder's.
 
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
@@ -136,6 +139,7 @@ pub async fn enqueue_event(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
+    mark_due(conn, tenant, now).await?;
     Ok(Some(id))
 }
 
@@ -245,145 +249,91 @@ impl Store {
         Ok(())
     }
 
-    /// Claims up to `limit` due deliveries, at most `per_tenant` of one
-    /// tenant, oldest first, leasing them to `token` until `lease_until`.
-    /// A tenant that has any delivery under a live lease is skipped, so a
-    /// tenant's events go out one at a time, in order.
-    pub async fn claim_deliveries(
+    /// Claims up to `limit` tenants with deliveries due, longest waiting
+    /// first, leasing each to `token` until `lease_until`. A tenant held
+    /// under a live lease is skipped, so one dispatcher at a time delivers
+    /// a tenant's events, in order. Costs what it claims, however long the
+    /// backlog.
+    pub async fn claim_queues(
         &self,
         token: &str,
         lease_until: i64,
-        per_tenant: i64,
         limit: i64,
-    ) -> Result<Vec<Claimed>> {
-        let rows = sqlx::query(&claim_sql(self.kind))
+    ) -> Result<Vec<TenantId>> {
+        let tenants: Vec<String> = sqlx::query_scalar(&claim_queues_sql(self.kind))
             .bind(lease_until)
             .bind(token)
             .bind(now_ms())
-            .bind(per_tenant)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut claimed = rows
-            .into_iter()
+        Ok(tenants.into_iter().map(TenantId::from_raw).collect())
+    }
+
+    /// The first `limit` deliveries of a claimed tenant that are due:
+    /// never-tried ones and due retries, in the order they were written.
+    pub async fn due_deliveries(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Claimed>> {
+        let rows = sqlx::query(DUE_DELIVERIES)
+            .bind(tenant.as_str())
+            .bind(now_ms())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
             .map(|row| {
                 Ok(Claimed {
                     id: row.try_get("id")?,
-                    tenant_id: TenantId::from_raw(row.try_get::<String, _>("tenant_id")?),
+                    tenant_id: tenant.clone(),
                     event_id: row.try_get("event_id")?,
                     event: row.try_get("event")?,
                     payload: row.try_get("payload")?,
                     attempts: row.try_get("attempts")?,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
-    }
-}
-
-/// The claim of due deliveries: `$1` lease end, `$2` token, `$3` now, `$4`
-/// per tenant, `$5` in all.
-pub(super) fn claim_sql(kind: DbKind) -> String {
-    let due = "status IN ('pending', 'failed') AND next_attempt_at <= $3
-                   AND (locked_until IS NULL OR locked_until < $3)";
-    // Tenants with a delivery under a live lease are computed once (a
-    // partial index keeps that set small) and left out.
-    let candidates = format!(
-        "SELECT id FROM (
-                 SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS rn
-                 FROM webhook_outbox
-                 WHERE {due}
-                   AND tenant_id NOT IN (
-                       SELECT tenant_id FROM webhook_outbox
-                       WHERE status IN ('pending', 'failed') AND locked_until >= $3)
-             ) ranked
-             WHERE rn <= $4 ORDER BY id LIMIT $5"
-    );
-    // Postgres: concurrent dispatchers skip each other's rows instead of
-    // waiting on them. SQLite has one writer at a time anyway.
-    let chosen = match kind {
-        DbKind::Postgres => format!(
-            "SELECT id FROM webhook_outbox WHERE id IN ({candidates}) AND {due}
-                 FOR UPDATE SKIP LOCKED"
-        ),
-        DbKind::Sqlite => candidates,
-    };
-    format!(
-        "UPDATE webhook_outbox SET locked_until = $1, lease_token = $2
-             WHERE id IN ({chosen}) AND {due}
-             RETURNING id, tenant_id, event_id, event, payload, attempts"
-    )
-}
-
-impl Store {
-    /// Pushes the lease of rows still held by `token` out to `until`.
-    pub async fn extend_leases(&self, ids: &[i64], token: &str, until: i64) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "UPDATE webhook_outbox SET locked_until = $1
-             WHERE lease_token = $2 AND id IN ({})",
-            placeholders(3, ids.len())
-        );
-        let mut query = sqlx::query(&sql).bind(until).bind(token);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        query.execute(&self.pool).await?;
-        Ok(())
+            .collect()
     }
 
-    /// Records an attempt and moves the delivery on, if `token` still holds
-    /// it. False when the lease was lost (another dispatcher has it now).
-    pub async fn finish_delivery(
+    /// Records the attempts made under `token`'s hold on the tenant's
+    /// queue, in one transaction, then keeps holding it (`Hold::Until`) or
+    /// lets it go, due again when its earliest remaining delivery is.
+    /// False, and nothing written, when the hold was lost (another
+    /// dispatcher has the tenant now).
+    pub async fn settle_deliveries(
         &self,
-        id: i64,
+        tenant: &TenantId,
         token: &str,
-        attempt: &AttemptRecord,
+        attempts: &[(i64, AttemptRecord)],
+        hold: Hold,
     ) -> Result<bool> {
-        let (status, next_at, delivered_at) = match attempt.next {
-            NextStep::Delivered => (
-                "delivered",
-                attempt.attempted_at,
-                Some(attempt.attempted_at),
-            ),
-            NextStep::RetryAt(at) => ("failed", at, None),
-            NextStep::Dead => ("dead", attempt.attempted_at, None),
+        let now = now_ms();
+        let until = match hold {
+            Hold::Until(until) => until,
+            Hold::Release => now,
         };
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE webhook_outbox SET
-                 status = $1, attempts = attempts + 1, next_attempt_at = $2, delivered_at = $3,
-                 last_status_code = $4, last_error = $5, locked_until = NULL, lease_token = NULL
-             WHERE id = $6 AND lease_token = $7",
+        // The queue row's lock comes first: events committed before it are
+        // seen by the release below, later ones wait for this commit.
+        let held = sqlx::query(
+            "UPDATE webhook_queues SET locked_until = $3 WHERE tenant_id = $1 AND lease_token = $2",
         )
-        .bind(status)
-        .bind(next_at)
-        .bind(delivered_at)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.error)
-        .bind(id)
+        .bind(tenant.as_str())
         .bind(token)
+        .bind(until)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
+        if held.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO webhook_attempts (outbox_id, attempted_at, status_code, error,
-                                           latency_ms, response_prefix)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(attempt.attempted_at)
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.error)
-        .bind(attempt.latency_ms)
-        .bind(&attempt.response_prefix)
-        .execute(&mut *tx)
-        .await?;
+        for (id, attempt) in attempts {
+            record_attempt(&mut tx, tenant, *id, attempt).await?;
+        }
+        if hold == Hold::Release {
+            sqlx::query(RELEASE_QUEUE)
+                .bind(tenant.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -464,22 +414,151 @@ impl Store {
     }
 
     /// Makes the tenant's deliveries matching `filter` (on `$3 = value`)
-    /// pending again, due now, with no lease and a fresh retry schedule.
+    /// pending again, due now, with a fresh retry schedule.
     async fn requeue<T>(&self, tenant: &TenantId, filter: &str, value: T) -> Result<u64>
     where
         T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send,
     {
         let sql = format!(
-            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = $1,
-                                       locked_until = NULL, lease_token = NULL
+            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = $1
              WHERE tenant_id = $2 AND {filter}"
         );
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(&sql)
-            .bind(now_ms())
+            .bind(now)
             .bind(tenant.as_str())
             .bind(value)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() > 0 {
+            mark_due(&mut tx, tenant, now).await?;
+        }
+        tx.commit().await?;
+        if done.rows_affected() > 0 {
+            self.wake_outbox();
+        }
         Ok(done.rows_affected())
     }
+}
+
+/// Whether a dispatcher keeps a tenant's queue after recording attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Keeps it, leased until then (unix ms).
+    Until(i64),
+    /// Lets it go.
+    Release,
+}
+
+/// The claim of tenants with deliveries due: `$1` lease end, `$2` token,
+/// `$3` now, `$4` how many.
+pub(super) fn claim_queues_sql(kind: DbKind) -> String {
+    // Postgres: concurrent dispatchers skip each other's rows instead of
+    // waiting on them. SQLite has one writer at a time anyway.
+    let skip_locked = match kind {
+        DbKind::Postgres => "FOR UPDATE SKIP LOCKED",
+        DbKind::Sqlite => "",
+    };
+    format!(
+        "UPDATE webhook_queues SET locked_until = $1, lease_token = $2
+         WHERE tenant_id IN (
+             SELECT tenant_id FROM webhook_queues
+             WHERE due_at <= $3 AND (locked_until IS NULL OR locked_until < $3)
+             ORDER BY due_at LIMIT $4 {skip_locked})
+         RETURNING tenant_id"
+    )
+}
+
+/// A claimed tenant's first due rows: `$1` tenant, `$2` now, `$3` how
+/// many. Each branch reads its own small partial index.
+pub(super) const DUE_DELIVERIES: &str = "
+    SELECT id, event_id, event, payload, attempts FROM webhook_outbox
+    WHERE id IN (
+        SELECT id FROM (SELECT id FROM webhook_outbox
+                        WHERE tenant_id = $1 AND status = 'pending'
+                        ORDER BY id LIMIT $3) AS fresh
+        UNION ALL
+        SELECT id FROM (SELECT id FROM webhook_outbox
+                        WHERE tenant_id = $1 AND status = 'failed' AND next_attempt_at <= $2
+                        ORDER BY next_attempt_at LIMIT $3) AS retries)
+    ORDER BY id LIMIT $3";
+
+/// Lets a tenant's queue go, due when its earliest waiting row is: now if
+/// a row was never tried, else at its first retry. `$1` tenant, `$2` now.
+pub(super) const RELEASE_QUEUE: &str = "
+    UPDATE webhook_queues SET
+        due_at = CASE
+            WHEN EXISTS (SELECT 1 FROM webhook_outbox
+                         WHERE tenant_id = $1 AND status = 'pending') THEN $2
+            ELSE (SELECT MIN(next_attempt_at) FROM webhook_outbox
+                  WHERE tenant_id = $1 AND status = 'failed')
+        END,
+        locked_until = NULL, lease_token = NULL
+    WHERE tenant_id = $1";
+
+/// Marks the tenant's queue due at `now` (an event was written, or
+/// deliveries were queued again), unless it is due sooner already.
+async fn mark_due(conn: &mut AnyConnection, tenant: &TenantId, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_queues (tenant_id, due_at) VALUES ($1, $2)
+         ON CONFLICT (tenant_id) DO UPDATE SET due_at = excluded.due_at
+         WHERE webhook_queues.due_at IS NULL OR webhook_queues.due_at > excluded.due_at",
+    )
+    .bind(tenant.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One attempt: the row moves on and the attempt is logged.
+async fn record_attempt(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    id: i64,
+    attempt: &AttemptRecord,
+) -> Result<()> {
+    let (status, next_at, delivered_at) = match attempt.next {
+        NextStep::Delivered => (
+            "delivered",
+            attempt.attempted_at,
+            Some(attempt.attempted_at),
+        ),
+        NextStep::RetryAt(at) => ("failed", at, None),
+        NextStep::Dead => ("dead", attempt.attempted_at, None),
+    };
+    let updated = sqlx::query(
+        "UPDATE webhook_outbox SET
+             status = $1, attempts = attempts + 1, next_attempt_at = $2, delivered_at = $3,
+             last_status_code = $4, last_error = $5
+         WHERE id = $6 AND tenant_id = $7 AND status IN ('pending', 'failed')",
+    )
+    .bind(status)
+    .bind(next_at)
+    .bind(delivered_at)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(&attempt.error)
+    .bind(id)
+    .bind(tenant.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // Deleted meanwhile: nothing to log the attempt on.
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO webhook_attempts (outbox_id, attempted_at, status_code, error,
+                                       latency_ms, response_prefix)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(attempt.attempted_at)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(&attempt.error)
+    .bind(attempt.latency_ms)
+    .bind(&attempt.response_prefix)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

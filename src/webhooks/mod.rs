@@ -13,7 +13,6 @@
 pub mod guard;
 pub mod sign;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +23,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WebhookSettings;
-use crate::store::webhooks::{AttemptRecord, Claimed, NextStep, WebhookEndpoint};
+use crate::store::webhooks::{AttemptRecord, Claimed, Hold, NextStep, WebhookEndpoint};
 use crate::store::{Store, now_ms};
+use crate::tenants::TenantId;
 
 /// How many tenants are delivered to at once.
 const TENANTS_AT_ONCE: usize = 32;
-/// How many of one tenant's deliveries one claim takes.
-const PER_TENANT_BATCH: usize = 10;
+/// How many of one tenant's deliveries one claim covers at most.
+const PER_TENANT_BATCH: i64 = 100;
+/// How long attempts wait in memory before they are written together.
+/// A crash loses at most this much record; the events go out again.
+const SETTLE_EVERY: Duration = Duration::from_millis(250);
 /// How often the outbox is looked at when nothing wakes the dispatcher:
 /// retries coming due, and events written by other nodes while this one's
 /// own dispatcher is busy. Events this process commits wake it at once.
@@ -101,13 +104,16 @@ impl Dispatcher {
             let mut claimed_any = false;
             if free > 0 && !shutdown.is_cancelled() {
                 match this.claim(free).await {
-                    Ok(batches) => {
-                        claimed_any = !batches.is_empty();
-                        for (token, rows) in batches {
-                            let span =
-                                tracing::info_span!("webhook", tenant_id = %rows[0].tenant_id);
-                            let batch = this.clone().deliver_batch(token, rows, shutdown.clone());
-                            workers.spawn(batch.instrument(span));
+                    Ok((token, tenants)) => {
+                        claimed_any = !tenants.is_empty();
+                        for tenant in tenants {
+                            let span = tracing::info_span!("webhook", tenant_id = %tenant);
+                            let work = this.clone().deliver_tenant(
+                                token.clone(),
+                                tenant,
+                                shutdown.clone(),
+                            );
+                            workers.spawn(work.instrument(span));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
@@ -140,67 +146,64 @@ impl Dispatcher {
         self.settings.timeout + LEASE_MARGIN
     }
 
-    /// Claims due rows and splits them into one batch per tenant, each
-    /// under its own lease token. Batches beyond `free` are handed back.
-    async fn claim(&self, free: usize) -> crate::store::Result<Vec<(String, Vec<Claimed>)>> {
+    /// Claims up to `free` tenants with deliveries due, under one token.
+    async fn claim(&self, free: usize) -> crate::store::Result<(String, Vec<TenantId>)> {
         let token = uuid::Uuid::new_v4().to_string();
         let lease_until = now_ms() + self.lease_len().as_millis() as i64;
-        let limit = (free * PER_TENANT_BATCH) as i64;
-        let rows = self
+        let tenants = self
             .store
-            .claim_deliveries(&token, lease_until, PER_TENANT_BATCH as i64, limit)
+            .claim_queues(&token, lease_until, free as i64)
             .await?;
-        let mut by_tenant: BTreeMap<i64, Vec<Claimed>> = BTreeMap::new();
-        let mut first_of: std::collections::HashMap<String, i64> = Default::default();
-        for row in rows {
-            let key = *first_of.entry(row.tenant_id.to_string()).or_insert(row.id);
-            by_tenant.entry(key).or_default().push(row);
-        }
-        let mut batches: Vec<Vec<Claimed>> = by_tenant.into_values().collect();
-        if batches.len() > free {
-            let extra: Vec<i64> = batches
-                .split_off(free)
-                .into_iter()
-                .flatten()
-                .map(|r| r.id)
-                .collect();
-            self.store.extend_leases(&extra, &token, 0).await?;
-        }
-        Ok(batches.into_iter().map(|b| (token.clone(), b)).collect())
+        Ok((token, tenants))
     }
 
-    /// Delivers one tenant's claimed rows in order.
-    async fn deliver_batch(
+    /// Delivers a claimed tenant's first due rows in order, recording the
+    /// attempts every [`SETTLE_EVERY`] and at the end, when the tenant is
+    /// let go. Rows left untried (a shutdown) stay due.
+    async fn deliver_tenant(
         self: Arc<Self>,
         token: String,
-        rows: Vec<Claimed>,
+        tenant: TenantId,
         stop: CancellationToken,
     ) {
-        let Some(tenant) = rows.first().map(|r| r.tenant_id.clone()) else {
-            return;
-        };
-        let mut endpoint = match self.store.get_webhook(&tenant).await {
-            Ok(e) => e.filter(|e| e.enabled),
+        let rows = match self.store.due_deliveries(&tenant, PER_TENANT_BATCH).await {
+            Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the webhook endpoint; retrying later");
+                tracing::warn!(error = %e, "cannot read due webhook deliveries; retrying later");
                 return;
             }
         };
-        let mut lease_until = Instant::now() + self.lease_len();
-        for (i, row) in rows.iter().enumerate() {
-            if stop.is_cancelled() {
-                let rest: Vec<i64> = rows[i..].iter().map(|r| r.id).collect();
-                let _ = self.store.extend_leases(&rest, &token, 0).await;
-                return;
-            }
-            if Instant::now() + self.settings.timeout + Duration::from_secs(1) > lease_until {
-                let rest: Vec<i64> = rows[i..].iter().map(|r| r.id).collect();
-                let until = now_ms() + self.lease_len().as_millis() as i64;
-                if let Err(e) = self.store.extend_leases(&rest, &token, until).await {
-                    tracing::warn!(error = %e, "cannot extend webhook leases");
+        let mut endpoint = if rows.is_empty() {
+            None
+        } else {
+            match self.store.get_webhook(&tenant).await {
+                Ok(e) => e.filter(|e| e.enabled),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the webhook endpoint; retrying later");
                     return;
                 }
+            }
+        };
+        let mut done: Vec<(i64, AttemptRecord)> = Vec::with_capacity(rows.len());
+        let mut lease_until = Instant::now() + self.lease_len();
+        let mut settled_at = Instant::now();
+        for row in &rows {
+            if stop.is_cancelled() {
+                break;
+            }
+            let lease_short =
+                Instant::now() + self.settings.timeout + Duration::from_secs(1) > lease_until;
+            if lease_short || (!done.is_empty() && settled_at.elapsed() >= SETTLE_EVERY) {
+                let until = now_ms() + self.lease_len().as_millis() as i64;
+                if !self
+                    .settle(&tenant, &token, &done, Hold::Until(until))
+                    .await
+                {
+                    return;
+                }
+                done.clear();
                 lease_until = Instant::now() + self.lease_len();
+                settled_at = Instant::now();
             }
             let record = match &endpoint {
                 Some(ep) => self.attempt(row, ep).await,
@@ -227,15 +230,37 @@ impl Dispatcher {
                 endpoint = None;
             }
             log_attempt(row, &record);
-            match self.store.finish_delivery(row.id, &token, &record).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    delivery = row.id,
-                    "lease lost before the attempt was recorded"
-                ),
-                Err(e) => {
-                    tracing::warn!(delivery = row.id, error = %e, "cannot record the attempt")
-                }
+            done.push((row.id, record));
+        }
+        self.settle(&tenant, &token, &done, Hold::Release).await;
+    }
+
+    /// Writes attempts under the tenant's lease; false when they could not
+    /// be (the lease was lost, or the database failed: the rows come due
+    /// again once the lease runs out).
+    async fn settle(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+        done: &[(i64, AttemptRecord)],
+        hold: Hold,
+    ) -> bool {
+        match self
+            .store
+            .settle_deliveries(tenant, token, done, hold)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    attempts = done.len(),
+                    "lease lost before the attempts were recorded"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(attempts = done.len(), error = %e, "cannot record webhook attempts");
+                false
             }
         }
     }
