@@ -203,6 +203,7 @@ fn session_settings(config: &Config) -> SessionSettings {
     }
     settings.pace = config.send_pace;
     settings.lease_ttl = config.session_lease_ttl;
+    settings.queue_sweep = config.send_queue_sweep;
     settings
 }
 

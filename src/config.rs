@@ -140,6 +140,9 @@ pub struct Config {
     /// (`SESSION_LEASE_TTL`): how soon another node takes over the
     /// sessions of a node that died. Renewed every third of it.
     pub session_lease_ttl: Duration,
+    /// How often a node looks for sends left queued without a wake-up
+    /// (`SEND_QUEUE_SWEEP`); sends normally wake their queue at once.
+    pub send_queue_sweep: Duration,
 }
 
 /// The tenant API's rate limit per key.
@@ -277,18 +280,16 @@ impl Config {
         let allow_private = get("WEBHOOK_ALLOW_PRIVATE").map_or(Ok(false), |v| parse_bool(&v));
         let allow_private = errors.check("WEBHOOK_ALLOW_PRIVATE", allow_private);
 
-        let lease_ttl = get("SESSION_LEASE_TTL").map_or(Ok(Duration::from_secs(30)), |v| {
-            parse_duration(&v).and_then(|d| {
-                if d < Duration::from_secs(1) {
-                    Err("must be at least 1s".to_owned())
-                } else {
-                    Ok(d)
-                }
-            })
-        });
+        let lease_ttl = get("SESSION_LEASE_TTL")
+            .map_or(Ok(Duration::from_secs(30)), |v| parse_whole_seconds(&v));
         let session_lease_ttl = errors
             .check("SESSION_LEASE_TTL", lease_ttl)
             .unwrap_or(Duration::from_secs(30));
+        let sweep = get("SEND_QUEUE_SWEEP")
+            .map_or(Ok(Duration::from_secs(60)), |v| parse_whole_seconds(&v));
+        let send_queue_sweep = errors
+            .check("SEND_QUEUE_SWEEP", sweep)
+            .unwrap_or(Duration::from_secs(60));
         let wa_version = get("WA_VERSION").map(|v| parse_version(&v));
         let wa_version = wa_version.and_then(|r| errors.check("WA_VERSION", r));
         let count = |name: &str, default: u32, errors: &mut Errors| {
@@ -349,10 +350,20 @@ impl Config {
                 api_rate,
                 node_id: get("NODE_ID").map(|v| v.trim().to_owned()),
                 session_lease_ttl,
+                send_queue_sweep,
             }),
             _ => Err(ConfigError(errors.0)),
         }
     }
+}
+
+/// A duration of at least a second (`30s`, `2m`).
+fn parse_whole_seconds(value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(d)
 }
 
 /// A duration such as `500ms`, `5s`, `5m`, `2h` (a bare number is seconds).

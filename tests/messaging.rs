@@ -405,6 +405,8 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
 }
 
 db_tests!(
+    a_send_whose_wake_up_was_lost_goes_at_the_sweep,
+    a_send_the_pace_holds_back_answers_queued_at_once,
     one_idempotency_key_sent_at_once_sends_once,
     a_send_to_a_number_not_on_whatsapp_fails,
     texts_and_otps_reach_the_phone_with_receipts,
@@ -412,6 +414,78 @@ db_tests!(
     two_tenants_talk_and_never_mix,
     a_crash_loses_neither_accepted_sends_nor_received_messages,
 );
+
+/// A send written with no wake-up for its queue (as if the signal were
+/// lost) is found by the node's sweep and goes; the queue itself never
+/// polls.
+async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ACME).await;
+    sandbox.create_phone(BOB).await;
+    let app = spawn(&db, &sandbox, &[("SEND_QUEUE_SWEEP", "1s")]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, ACME).await;
+
+    let message_id = wago::sessions::new_message_id();
+    let chat_id = format!("{BOB}@s.whatsapp.net");
+    let row = wago::store::messages::NewOutbound {
+        message_id: &message_id,
+        chat_id: &chat_id,
+        kind: "conversation",
+        text: "found by the sweep",
+        idempotency_key: None,
+    };
+    let tenant = wago::tenants::TenantId::from_raw(acme.id.clone());
+    app.store
+        .accept_outbound(&tenant, "", &row)
+        .await
+        .expect("written straight to the store");
+    let inbox = phone_inbox_until(&sandbox, BOB, 1, STEP).await;
+    assert_eq!(inbox[0]["text"], "found by the sweep");
+}
+
+/// At 60 a minute with a burst of 2, the first two sends go at once and
+/// answer `sent`; the next ones answer `202 queued` while still queued,
+/// each with a later `expected_at`, and all of them go, in order.
+async fn a_send_the_pace_holds_back_answers_queued_at_once(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ACME).await;
+    sandbox.create_phone(BOB).await;
+    let paced = [("SEND_RATE_PER_MINUTE", "60"), ("SEND_BURST", "2")];
+    let app = spawn(&db, &sandbox, &paced).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, ACME).await;
+
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(
+            acme.post(&app, "/send-text", text_to(BOB, &format!("n{i}")))
+                .await,
+        );
+    }
+    for (status, body) in &answers[..2] {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["status"], "sent");
+        assert!(body.get("expected_at").is_none(), "{body}");
+    }
+    let mut last = String::new();
+    for (status, body) in &answers[2..] {
+        assert_eq!(*status, 202, "{body}");
+        assert_eq!(body["status"], "queued");
+        let expected = body["expected_at"]
+            .as_str()
+            .expect("expected_at")
+            .to_owned();
+        assert!(expected > last, "later and later: {answers:?}");
+        last = expected;
+    }
+    let texts: Vec<String> = phone_inbox_until(&sandbox, BOB, 5, STEP)
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(texts, ["n0", "n1", "n2", "n3", "n4"]);
+}
 
 /// Eight requests with one `Idempotency-Key` at the same moment: every one
 /// answers with the first send (none fails), and there is one send.

@@ -3,8 +3,10 @@
 //! A send is written as a `queued` row (with its WhatsApp id fixed) before
 //! anything goes out, so an accepted send survives a crash; the session's
 //! queue sends it. A connected session sends at once and the request waits
-//! for the outcome; `"queue": true` accepts the send while the session is
-//! down. `Idempotency-Key` makes a retried request answer as the first did.
+//! for the outcome, unless the number's pace holds the send back: then it
+//! answers `202 queued` at once, with when the send should go. `"queue":
+//! true` accepts the send while the session is down. `Idempotency-Key`
+//! makes a retried request answer as the first did.
 
 use std::time::Duration;
 
@@ -12,14 +14,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, TenantAuth};
-use crate::sessions::{Phone, SessionError, SessionState, new_message_id};
+use crate::sessions::{Phone, SendOutcome, SessionError, SessionState, new_message_id};
 use crate::store::messages::{Accepted, MessageStatus, NewOutbound, OutboundMessage};
+use crate::store::rfc3339;
 use crate::tenants::TenantId;
 
 pub fn routes() -> Router<AppState> {
@@ -77,7 +79,7 @@ async fn send_text(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SendText>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     let text = check_text("text", body.text)?;
     let send = Send::new(&body.to, text, body.queue, &headers)?;
     deliver(&state, &auth.tenant_id, send).await
@@ -88,7 +90,7 @@ async fn send_otp(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SendOtp>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     let code = body.code.trim();
     if code.is_empty()
         || code.len() > 32
@@ -141,7 +143,7 @@ async fn deliver(
     state: &AppState,
     tenant: &TenantId,
     send: Send,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     if let Some(key) = &send.idempotency_key
         && let Some(first) = state.store.find_idempotent_send(tenant, key).await?
     {
@@ -180,7 +182,12 @@ async fn deliver(
         .submit(tenant, &row.message_id, Some(SEND_WAIT))
         .await
     {
-        Ok(()) => Ok(answer(&refreshed(state, tenant, row).await?)),
+        Ok(SendOutcome::Settled) => Ok(answer(&refreshed(state, tenant, row).await?)),
+        Ok(SendOutcome::Held { until_ms }) => {
+            let (code, Json(mut body)) = answer(&row);
+            body.expected_at = Some(rfc3339(until_ms));
+            Ok((code, Json(body)))
+        }
         // Still waiting (the number's pace, a slow server, another node):
         // it stays queued and goes exactly once.
         Err(SessionError::Timeout(_)) => Ok(answer(&row)),
@@ -223,19 +230,33 @@ async fn refreshed(
     )
 }
 
+/// The answer to a send.
+#[derive(Debug, Serialize)]
+pub struct SendAnswer {
+    /// The WhatsApp message id, fixed when the send was accepted.
+    pub message_id: String,
+    /// `sent`, `queued` or `failed`.
+    pub status: MessageStatus,
+    /// When a send the number's pace holds back should go (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_at: Option<String>,
+}
+
 /// 202 while a send waits in the queue, 200 once it went out. The answer
 /// reports the send itself (a repeat gets the first answer): receipts that
 /// moved it further are for `GET /messages/{id}` and the webhook to tell.
-fn answer(row: &OutboundMessage) -> (StatusCode, Json<Value>) {
+fn answer(row: &OutboundMessage) -> (StatusCode, Json<SendAnswer>) {
     let (code, status) = match row.status {
         MessageStatus::Queued => (StatusCode::ACCEPTED, MessageStatus::Queued),
         MessageStatus::Failed => (StatusCode::OK, MessageStatus::Failed),
         _ => (StatusCode::OK, MessageStatus::Sent),
     };
-    (
-        code,
-        Json(json!({ "message_id": row.message_id, "status": status })),
-    )
+    let body = SendAnswer {
+        message_id: row.message_id.clone(),
+        status,
+        expected_at: None,
+    };
+    (code, Json(body))
 }
 
 /// `62811:3@s.whatsapp.net` as `62811@s.whatsapp.net`.

@@ -31,6 +31,13 @@ pub enum Signal {
     },
     /// An awaited send left `queued`: sent, or failed.
     Settled { tenant: String, message_id: String },
+    /// An awaited send waits for the number's pace; it should go at about
+    /// `until_ms` (unix ms).
+    Held {
+        tenant: String,
+        message_id: String,
+        until_ms: i64,
+    },
     /// The status row of a session that is (or was just) pairing changed:
     /// a new QR code, or the end of pairing.
     Status { tenant: String },

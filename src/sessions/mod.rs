@@ -215,10 +215,10 @@ pub(crate) enum Command {
     /// A node waits for this send's outcome: announce it when settled.
     Watch(String),
     /// Sends are waiting; `reply` hears how the one with this WhatsApp id
-    /// went.
+    /// went, or that the number's pace holds it back.
     Send {
         message_id: String,
-        reply: oneshot::Sender<Result<(), SessionError>>,
+        reply: oneshot::Sender<Result<SendOutcome, SessionError>>,
     },
     PairCode {
         phone: String,
@@ -227,6 +227,16 @@ pub(crate) enum Command {
     Logout {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// What became of a send someone waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// It left `queued`: sent, or failed (read the row).
+    Settled,
+    /// The number's pace holds it back; it is expected to go at about
+    /// this time (unix ms).
+    Held { until_ms: i64 },
 }
 
 /// Why a session task is started.
@@ -249,6 +259,8 @@ pub struct SessionSettings {
     pub pace: SendPace,
     /// How long a session's lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// How often queued sends are looked for, in case a wake-up was lost.
+    pub queue_sweep: Duration,
     /// The longest wait between restarts of a failing session.
     pub max_backoff: Duration,
     /// How long a call waits for another node's answer.
@@ -264,6 +276,7 @@ impl SessionSettings {
             push_name: None,
             pace: SendPace::default(),
             lease_ttl: Duration::from_secs(30),
+            queue_sweep: Duration::from_secs(60),
             max_backoff: Duration::from_secs(60),
             remote_wait: Duration::from_secs(15),
             http: reqwest::Client::new(),
@@ -576,19 +589,19 @@ impl Supervisor {
     }
 
     /// Hands an accepted send to the session, wherever it runs, and waits
-    /// up to `wait` for WhatsApp's answer. `Ok` when the row left `queued`
-    /// (sent or failed: read it), `Timeout` while it is still queued.
+    /// up to `wait` for WhatsApp's answer, or until the number's pace holds
+    /// it back. `Timeout` while it is still queued.
     pub(crate) async fn submit(
         &self,
         tenant: &TenantId,
         message_id: &str,
         wait: Option<Duration>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<SendOutcome, SessionError> {
         if let Some(commands) = self.local_commands(tenant) {
             let Some(wait) = wait else {
                 // A full channel already holds a wake-up.
                 let _ = commands.try_send(Command::Wake);
-                return Ok(());
+                return Ok(SendOutcome::Settled);
             };
             let asked = async {
                 let (reply, outcome) = oneshot::channel();
@@ -615,21 +628,33 @@ impl Supervisor {
                 awaited: wait.map(|_| message_id.to_owned()),
             })
             .await;
-        let Some(wait) = wait else { return Ok(()) };
+        let Some(wait) = wait else {
+            return Ok(SendOutcome::Settled);
+        };
         let deadline = tokio::time::Instant::now() + wait;
+        let mut held = None;
         loop {
             let row = self.inner.store.get_message(tenant, message_id).await?;
             if row.is_some_and(|r| r.status != MessageStatus::Queued) {
-                return Ok(());
+                return Ok(SendOutcome::Settled);
             }
-            let settled = |s: &Signal| {
-                matches!(s, Signal::Settled { message_id: m, .. } if m == message_id)
-                    || *s == Signal::Resync
+            if let Some(until_ms) = held {
+                return Ok(SendOutcome::Held { until_ms });
+            }
+            let heard = |s: &Signal| match s {
+                Signal::Settled { message_id: m, .. } => m == message_id,
+                Signal::Held { message_id: m, .. } => m == message_id,
+                Signal::Resync => true,
+                _ => false,
             };
-            if !wait_for_signal(&mut signals, settled, deadline).await {
-                return Err(SessionError::Timeout(format!(
-                    "not sent within {wait:?}; it stays queued"
-                )));
+            match wait_for_signal(&mut signals, heard, deadline).await {
+                None => {
+                    return Err(SessionError::Timeout(format!(
+                        "not sent within {wait:?}; it stays queued"
+                    )));
+                }
+                Some(Some(Signal::Held { until_ms, .. })) => held = Some(until_ms),
+                Some(_) => {}
             }
         }
     }
@@ -705,7 +730,10 @@ impl Supervisor {
                 matches!(s, Signal::Status { tenant: t } if t == tenant.as_str())
                     || *s == Signal::Resync
             };
-            if !wait_for_signal(&mut signals, changed, deadline).await {
+            if wait_for_signal(&mut signals, changed, deadline)
+                .await
+                .is_none()
+            {
                 return Err(SessionError::NoQr(QR_WAIT));
             }
         }
@@ -752,7 +780,10 @@ impl Supervisor {
                 Some(CommandStatus::Pending | CommandStatus::Running) => {}
             }
             let done = |s: &Signal| *s == Signal::CommandDone { id } || *s == Signal::Resync;
-            if wait_for_signal(&mut signals, done, deadline).await {
+            if wait_for_signal(&mut signals, done, deadline)
+                .await
+                .is_some()
+            {
                 continue;
             }
             if taken_late {
@@ -789,28 +820,27 @@ impl Supervisor {
     }
 }
 
-/// Waits until a signal `wanted` accepts arrives, `REREAD` passes (rows
-/// are re-read then, as signals may be lost) or the deadline; false only
-/// at the deadline.
+/// Waits until a signal `wanted` accepts arrives (`Some(Some(signal))`),
+/// `REREAD` passes (`Some(None)`: rows are re-read then, as signals may be
+/// lost) or the deadline (`None`).
 async fn wait_for_signal(
     signals: &mut broadcast::Receiver<Signal>,
     wanted: impl Fn(&Signal) -> bool,
     deadline: tokio::time::Instant,
-) -> bool {
+) -> Option<Option<Signal>> {
     let reread = (tokio::time::Instant::now() + REREAD).min(deadline);
+    let before_deadline = || (tokio::time::Instant::now() < deadline).then_some(None);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(reread) => {
-                return tokio::time::Instant::now() < deadline;
-            }
+            _ = tokio::time::sleep_until(reread) => return before_deadline(),
             signal = signals.recv() => match signal {
-                Ok(s) if wanted(&s) => return true,
+                Ok(s) if wanted(&s) => return Some(Some(s)),
                 Ok(_) => {}
                 // Missed some: read the rows again.
-                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(None),
                 Err(broadcast::error::RecvError::Closed) => {
                     tokio::time::sleep_until(reread).await;
-                    return tokio::time::Instant::now() < deadline;
+                    return before_deadline();
                 }
             },
         }

@@ -16,6 +16,10 @@
 //!   a node above it hands sessions over once another node has room.
 //! - **Commands.** Other nodes' commands for sessions that run here are
 //!   taken from their rows and carried out by the session's task.
+//! - **Send queues.** A session's queue sleeps until a send wakes it (in
+//!   process, or by `NOTIFY`); every `SEND_QUEUE_SWEEP` one query finds
+//!   the tenants with sends still queued and wakes those running here, in
+//!   case a wake-up was lost. An idle session costs no query and no timer.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -59,6 +63,8 @@ pub(super) async fn run(
     let mut deadline: Option<Instant> = None;
     let mut next_keep = Instant::now();
     let mut next_place = Instant::now() + every;
+    let sweep = sup.inner.settings.queue_sweep;
+    let mut next_sweep = Instant::now() + sweep;
     let mut registered = false;
     tracing::info!(node = %sup.node(), %address, "node started");
     loop {
@@ -107,6 +113,18 @@ pub(super) async fn run(
                     }
                     Err(_) => Instant::now() + every,
                 };
+            }
+            _ = sleep_until(next_sweep) => {
+                next_sweep = Instant::now() + sweep;
+                match timeout_at(bound(every), sup.inner.store.tenants_with_queued_sends()).await {
+                    Ok(Ok(tenants)) => {
+                        for tenant in tenants {
+                            sup.wake_queue(&tenant);
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for queued sends"),
+                    Err(_) => tracing::warn!("looking for queued sends timed out"),
+                }
             }
             _ = sup.inner.placement.notified() => next_place = next_place.min(soon()),
             signal = signals.recv() => match signal {

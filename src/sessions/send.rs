@@ -22,12 +22,12 @@ use whatsapp_rust::send::SendOptions;
 
 use super::bus::{Bus, Signal};
 use super::pace::{Bucket, SendPace};
-use super::{SessionError, SessionState, SessionStatus};
-use crate::store::Store;
+use super::{SendOutcome, SessionError, SessionState, SessionStatus};
 use crate::store::messages::{MessageStatus, OutboundMessage};
+use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
 
-type Reply = oneshot::Sender<Result<(), SessionError>>;
+type Reply = oneshot::Sender<Result<SendOutcome, SessionError>>;
 
 /// What the session task tells its queue.
 pub(super) enum QueueSignal {
@@ -58,10 +58,6 @@ pub(super) struct SendQueue {
 
 /// Rows read per round; the pace, not this, limits the rate.
 const BATCH: i64 = 50;
-/// How often the queue is looked at without a signal: a fallback for a
-/// lost wake-up. Sends accepted here or on another node wake the queue,
-/// and rows left by a crash are read when the session (re)connects.
-const POLL: Duration = Duration::from_secs(30);
 /// A sent message the server has not acknowledged by then goes again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -110,27 +106,42 @@ impl SendQueue {
                 .filter(|r| !pending.in_flight.contains_key(&r.message_id))
                 .collect();
             if rows.is_empty() {
-                if !self.idle(&mut pending, Some(POLL)).await {
+                // An idle queue sleeps until woken: by a send accepted here
+                // or on another node, by a reconnect, or by the node's
+                // sweep for a lost wake-up. Only a send awaiting its ack
+                // sets a timer, to go again if none comes.
+                let resend = pending
+                    .in_flight
+                    .values()
+                    .min()
+                    .map(|sent| (*sent + ACK_WAIT).saturating_duration_since(Instant::now()));
+                if !self.idle(&mut pending, resend).await {
                     return;
                 }
                 continue;
             }
-            for row in rows {
+            for (i, row) in rows.iter().enumerate() {
                 while let Ok(signal) = self.signals.try_recv() {
                     self.handle(&mut pending, signal).await;
                 }
                 let wait = bucket.take(Instant::now());
                 if !wait.is_zero() {
                     let until = Instant::now() + wait;
-                    // Acks and waiters keep being handled while the pace
-                    // holds this row back.
+                    // Nobody waits on the pace: whoever waits for this row
+                    // or a later one hears when it should go.
+                    let mut held = Held::new(&rows[i..], wait, self.pace);
+                    self.hold(&mut pending, &mut held).await;
+                    // Acks and waiters keep being handled meanwhile.
                     loop {
                         tokio::select! {
                             _ = self.stop.cancelled() => return,
                             _ = tokio::time::sleep_until(until) => break,
                             signal = self.signals.recv() => match signal {
                                 None => return,
-                                Some(signal) => self.handle(&mut pending, signal).await,
+                                Some(signal) => {
+                                    self.handle(&mut pending, signal).await;
+                                    self.hold(&mut pending, &mut held).await;
+                                }
                             },
                         }
                     }
@@ -139,7 +150,7 @@ impl SendQueue {
                 if !self.connected() {
                     break;
                 }
-                match self.send_one(&row).await {
+                match self.send_one(row).await {
                     Ok(()) => {
                         pending
                             .in_flight
@@ -205,8 +216,34 @@ impl SendQueue {
                     self.settled(&id).await;
                 }
                 if let Some(reply) = pending.waiters.remove(&id) {
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(outcome.map(|()| SendOutcome::Settled));
                 }
+            }
+        }
+    }
+
+    /// Answers everyone waiting for a row the pace holds back (not one
+    /// written already and awaiting its ack) with when it should go.
+    async fn hold(&self, pending: &mut Pending, held: &mut Held) {
+        let waiting: Vec<String> = pending
+            .waiters
+            .keys()
+            .chain(pending.watched.iter())
+            .filter(|id| !pending.in_flight.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in waiting {
+            let until_ms = held.expected(&id);
+            if let Some(reply) = pending.waiters.remove(&id) {
+                let _ = reply.send(Ok(SendOutcome::Held { until_ms }));
+            }
+            if pending.watched.remove(&id) {
+                let signal = Signal::Held {
+                    tenant: self.tenant.as_str().to_owned(),
+                    message_id: id,
+                    until_ms,
+                };
+                self.bus.publish(signal).await;
             }
         }
     }
@@ -259,7 +296,7 @@ impl SendQueue {
                 let _ = waiter.reply.send(Err(SessionError::Client(error)));
             }
             Ok(_) => {
-                let _ = waiter.reply.send(Ok(()));
+                let _ = waiter.reply.send(Ok(SendOutcome::Settled));
             }
             Err(e) => {
                 let _ = waiter.reply.send(Err(e.into()));
@@ -301,6 +338,41 @@ impl SendQueue {
                 Err(SessionError::Client(e.to_string()))
             }
         }
+    }
+}
+
+/// Rows the pace holds back, in the order they will go, and when.
+struct Held {
+    /// The WhatsApp ids of the rows read, from the held one on.
+    order: Vec<String>,
+    /// When the first of them goes (unix ms).
+    first_ms: i64,
+    /// The time between two sends at the pace.
+    interval_ms: i64,
+    /// Waiters for rows beyond those read: they queue behind.
+    behind: i64,
+}
+
+impl Held {
+    fn new(rows: &[OutboundMessage], wait: Duration, pace: SendPace) -> Self {
+        Held {
+            order: rows.iter().map(|r| r.message_id.clone()).collect(),
+            first_ms: now_ms() + wait.as_millis() as i64,
+            interval_ms: 60_000 / i64::from(pace.per_minute.max(1)),
+            behind: 0,
+        }
+    }
+
+    /// When the row with this id is expected to go.
+    fn expected(&mut self, id: &str) -> i64 {
+        let place = match self.order.iter().position(|o| o == id) {
+            Some(place) => place as i64,
+            None => {
+                self.behind += 1;
+                self.order.len() as i64 + self.behind - 1
+            }
+        };
+        self.first_ms + place * self.interval_ms
     }
 }
 

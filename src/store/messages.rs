@@ -320,6 +320,14 @@ impl Store {
             .await?)
     }
 
+    /// Every tenant that has sends still queued.
+    pub async fn tenants_with_queued_sends(&self) -> Result<Vec<TenantId>> {
+        let tenants: Vec<String> = sqlx::query_scalar(tenants_with_queued_sql(self.kind()))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(tenants.into_iter().map(TenantId::from_raw).collect())
+    }
+
     /// Moves an outbound message forward to `status` (never back: a late
     /// delivery receipt does not undo `read`) and records the change as an
     /// event in the same transaction. Returns whether it moved.
@@ -405,6 +413,32 @@ pub(super) fn queued_outbound_sql(kind: super::DbKind) -> String {
          WHERE tenant_id = $1 AND direction = 'out' AND status = 'queued'
          ORDER BY id LIMIT $2"
     )
+}
+
+/// The tenants with sends still queued (the node's sweep for lost
+/// wake-ups). Postgres skips from tenant to tenant through the partial
+/// index instead of reading every queued row.
+pub(super) fn tenants_with_queued_sql(kind: super::DbKind) -> &'static str {
+    match kind {
+        super::DbKind::Postgres => {
+            "WITH RECURSIVE queued(tenant_id) AS (
+                 (SELECT tenant_id FROM messages
+                  WHERE direction = 'out' AND status = 'queued'
+                  ORDER BY tenant_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT m.tenant_id FROM messages m
+                         WHERE m.direction = 'out' AND m.status = 'queued'
+                           AND m.tenant_id > q.tenant_id
+                         ORDER BY m.tenant_id LIMIT 1)
+                 FROM queued q WHERE q.tenant_id IS NOT NULL)
+             SELECT tenant_id FROM queued WHERE tenant_id IS NOT NULL"
+        }
+        // SQLite skips through the index by itself.
+        super::DbKind::Sqlite => {
+            "SELECT DISTINCT tenant_id FROM messages INDEXED BY messages_queued
+             WHERE direction = 'out' AND status = 'queued'"
+        }
+    }
 }
 
 /// An outbound message's status, locked on Postgres (acks and receipts).

@@ -42,6 +42,12 @@ impl Store {
                 &[&["messages_queued"]],
             ),
             q(
+                "tenants with queued sends",
+                messages::tenants_with_queued_sql(kind).to_owned(),
+                vec![],
+                &[&["messages_queued"]],
+            ),
+            q(
                 "an outbound message by its WhatsApp id",
                 messages::outbound_status_sql(kind),
                 vec![Text("t1"), Text("m1")],
