@@ -27,14 +27,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use support_db::env_or;
 use support_nodes::{Node, Tenant, create_tenants, pair_all, wait_all_connected, wait_spread};
 use support_sandbox::Sandbox;
 
 const RECIPIENT: &str = "628129990001";
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 #[tokio::main]
 async fn main() {

@@ -60,3 +60,9 @@ pub fn webhook_config(dsn: &str) -> wago::config::Config {
     .collect();
     wago::config::Config::from_map(&vars).expect("bench config")
 }
+
+/// A bench setting from the environment, or its default.
+#[allow(dead_code)] // not every bench that reads this file has settings
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}

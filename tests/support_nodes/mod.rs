@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support_sandbox::{STEP, Sandbox};
+use crate::support_sandbox::{Control, STEP};
 
 pub const ADMIN: &str = "an-admin-token-for-node-tests";
 
@@ -25,7 +25,18 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(name: &str, dsn: &str, sandbox: &Sandbox, lease: &str) -> Node {
+    pub fn start(name: &str, dsn: &str, sandbox: &Control, lease: &str) -> Node {
+        Self::start_with(name, dsn, sandbox, lease, &[])
+    }
+
+    /// `start`, with more environment (or settings overridden).
+    pub fn start_with(
+        name: &str,
+        dsn: &str,
+        sandbox: &Control,
+        lease: &str,
+        extra: &[(&str, &str)],
+    ) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wago"))
             .arg("serve")
             .env_clear()
@@ -41,6 +52,7 @@ impl Node {
             .env("NODE_ID", name)
             .env("SESSION_LEASE_TTL", lease)
             .env("RUST_LOG", "info,sqlx=warn,whatsapp_rust=warn,wacore=warn")
+            .envs(extra.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("wago starts");
@@ -167,7 +179,7 @@ pub struct Tenant {
     pub phone: String,
 }
 
-pub async fn create_tenants(node: &Node, sandbox: &Sandbox, n: usize) -> Vec<Tenant> {
+pub async fn create_tenants(node: &Node, sandbox: &Control, n: usize) -> Vec<Tenant> {
     let mut tenants = Vec::new();
     for i in 0..n {
         let (status, body) = node
@@ -190,7 +202,7 @@ pub async fn create_tenants(node: &Node, sandbox: &Sandbox, n: usize) -> Vec<Ten
 }
 
 /// Pairs every tenant by QR through `node`, `at_once` at a time.
-pub async fn pair_all(node: &Node, sandbox: &Sandbox, tenants: &[Tenant], at_once: usize) {
+pub async fn pair_all(node: &Node, sandbox: &Control, tenants: &[Tenant], at_once: usize) {
     for chunk in tenants.chunks(at_once) {
         let pairings = chunk.iter().map(|t| async move {
             let (status, body) = node.get(&t.key, "/session/qr").await;

@@ -1,0 +1,343 @@
+//! WAGO under load, as a user would run it: `cargo bench --features
+//! sandbox --bench load`.
+//!
+//! A sandbox (`wago sandbox`) and a WAGO server (`wago serve`) run as
+//! separate processes, on SQLite and then on Postgres (`BENCH_DB` picks
+//! one). For each N in `BENCH_N` (default `100,1000`) the bench creates N
+//! tenants and pairs them all through the HTTP API and the sandbox's
+//! control API, then prints:
+//! - the time to pair and connect the N sessions;
+//! - idle: the server's RSS per connected session, its CPU use, and (on
+//!   Postgres) the table accesses per second (scans and inserts, from
+//!   `pg_stat_user_tables`), over `BENCH_IDLE` (default 10s) of doing
+//!   nothing, 10 s after the last pairing;
+//! - the time from a restart to all N sessions `connected` again, after
+//!   SIGTERM and after `kill -9` (`SESSION_LEASE_TTL` = `BENCH_LEASE`,
+//!   default 10s);
+//! - `/send-text` across tenants: throughput with 32 requests in flight
+//!   (`BENCH_SENDS`, default 5,000), and request time p50/p99 at a fixed
+//!   `BENCH_RATE` per second (default 1,000) for five seconds; every send
+//!   is answered `sent` only once the sandbox acknowledged it, and the
+//!   recipient's inbox is counted: none lost, none twice.
+//!
+//! A figure that misses the target the project set for it says by how
+//! much. A progress line goes to stderr while it runs.
+
+#[path = "support_db/mod.rs"]
+mod support_db;
+#[path = "../tests/support_nodes/mod.rs"]
+mod support_nodes;
+#[path = "../tests/support_sandbox/mod.rs"]
+mod support_sandbox;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use sqlx::Connection;
+use support_db::env_or;
+use support_nodes::{Node, Tenant, create_tenants, pair_all, wait_all_connected};
+use support_sandbox::Control;
+
+const RECIPIENT: &str = "628129990001";
+
+fn duration_env(name: &str, default: &str) -> Duration {
+    let raw = env_or(name, default);
+    wago::config::parse_duration(&raw).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = env_or("BENCH_N", "100,1000")
+        .split(',')
+        .map(|n| n.trim().parse().expect("BENCH_N: a list of counts"))
+        .collect();
+    for n in sizes {
+        support_db::each_database(|label, dsn| async move { run(label, &dsn, n).await }).await;
+    }
+}
+
+/// `wago sandbox` in a process of its own.
+struct SandboxProcess {
+    child: Child,
+    control: Control,
+}
+
+impl SandboxProcess {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_wago"))
+            .args(["sandbox", "--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wago sandbox starts");
+        let control = Control::new(addr);
+        let started = Instant::now();
+        while control
+            .http
+            .get(control.url("/phones"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the sandbox never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SandboxProcess { child, control }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(db: &str, dsn: &str, n: usize) {
+    let lease = env_or("BENCH_LEASE", "10s");
+    let idle = duration_env("BENCH_IDLE", "10s");
+    let sandbox = SandboxProcess::start().await;
+    let sandbox = &sandbox.control;
+    sandbox.create_phone(RECIPIENT).await;
+    let settings = [("SEND_RATE_PER_MINUTE", "0"), ("API_RATE_LIMIT", "0")];
+    let mut node = Node::start_with("load", dsn, sandbox, &lease, &settings);
+    let label = format!("{db:8} | N = {n:>5}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base_rss = rss_kib(node.child.id());
+
+    progress(&format!("{db}: creating {n} tenants"));
+    let tenants = create_tenants(&node, sandbox, n).await;
+    progress(&format!("{db}: pairing {n} sessions"));
+    let started = Instant::now();
+    pair_all(&node, sandbox, &tenants, 50).await;
+    let paired = started.elapsed();
+    println!(
+        "{label} | paired and connected in {:.1} s",
+        paired.as_secs_f64()
+    );
+
+    // Idle, once the work that follows pairing has settled.
+    progress(&format!("{db}: settling, then idle for {idle:?}"));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_before = cpu_ticks(node.child.id());
+    let accesses_before = table_accesses(dsn).await;
+    let idle_started = Instant::now();
+    tokio::time::sleep(idle).await;
+    let secs = idle_started.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(node.child.id()) - cpu_before) as f64 / ticks_per_second() / secs;
+    // Statistics reach the view within a second or so of each statement.
+    let accesses = match (accesses_before, table_accesses(dsn).await) {
+        (Some(a), Some(b)) => format!("{:.1} table accesses/s", (b - a) as f64 / secs),
+        _ => "table accesses not counted on SQLite".to_owned(),
+    };
+    let rss = rss_kib(node.child.id());
+    let per_session = rss.saturating_sub(base_rss) as f64 / n as f64;
+    println!(
+        "{label} | idle: RSS {rss} KiB ({per_session:.0} KiB per session{}), CPU {:.1}%, {accesses}",
+        versus(per_session, 128.0, "KiB", false),
+        cpu * 100.0
+    );
+
+    // Restarts.
+    for how in ["SIGTERM", "kill -9"] {
+        progress(&format!("{db}: restart after {how}"));
+        let signal = if how == "SIGTERM" { "-TERM" } else { "-KILL" };
+        Command::new("kill")
+            .args([signal, &node.child.id().to_string()])
+            .status()
+            .expect("kill");
+        let _ = node.child.wait();
+        let stopped = Instant::now();
+        node = Node::start_with("load", dsn, sandbox, &lease, &settings);
+        wait_all_connected(&node, &tenants, None, Duration::from_secs(900)).await;
+        let back = stopped.elapsed().as_secs_f64();
+        let target = if n >= 10_000 { 20.0 } else { 5.0 };
+        println!(
+            "{label} | restart after {how}: all {n} connected again in {back:.1} s{}",
+            versus(back, target, "s", false)
+        );
+    }
+
+    // Sends.
+    let sends: usize = env_or("BENCH_SENDS", "5000").parse().expect("BENCH_SENDS");
+    let inbox_before = inbox(sandbox).await;
+    progress(&format!("{db}: {sends} sends, 32 in flight"));
+    let started = Instant::now();
+    let times = send_many(&node, &tenants, sends, 32, None).await;
+    let rate = sends as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{label} | /send-text, 32 in flight: {rate:.0}/s{}, {}",
+        versus(rate, 5000.0, "/s", true),
+        summary(&times)
+    );
+    let per_second: f64 = env_or("BENCH_RATE", "1000").parse().expect("BENCH_RATE");
+    let count = (per_second * 5.0) as usize;
+    progress(&format!("{db}: {count} sends at {per_second}/s"));
+    let times = send_many(&node, &tenants, count, 4096, Some(per_second)).await;
+    let p99 = quantile(&times, 0.99).as_secs_f64() * 1000.0;
+    println!(
+        "{label} | /send-text at {per_second}/s: {}{}",
+        summary(&times),
+        versus(p99, 20.0, "ms at p99", false)
+    );
+    let accepted = sends + count;
+    check_inbox(sandbox, inbox_before, accepted, &label).await;
+    drop(node);
+}
+
+/// `count` sends spread over the tenants, `in_flight` at most at once, at
+/// `rate` per second if given (else as fast as they are answered): each
+/// request's time and whether it answered `sent`.
+async fn send_many(
+    node: &Node,
+    tenants: &[Tenant],
+    count: usize,
+    in_flight: usize,
+    rate: Option<f64>,
+) -> Vec<(Duration, bool)> {
+    let started = Instant::now();
+    futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let tenant = &tenants[i % tenants.len()];
+            let began = Instant::now();
+            let (status, body) = node
+                .post(
+                    &tenant.key,
+                    "/send-text",
+                    json!({ "to": RECIPIENT, "text": format!("load {} {i}", started.elapsed().as_nanos()) }),
+                )
+                .await;
+            (began.elapsed(), status == 200 && body["status"] == "sent")
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await
+}
+
+fn quantile(times: &[(Duration, bool)], q: f64) -> Duration {
+    let mut sorted: Vec<Duration> = times.iter().map(|t| t.0).collect();
+    sorted.sort();
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn summary(times: &[(Duration, bool)]) -> String {
+    let ok = times.iter().filter(|t| t.1).count();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, {ok} of {} answered sent",
+        ms(quantile(times, 0.5)),
+        ms(quantile(times, 0.99)),
+        times.len()
+    )
+}
+
+/// " (target X: missed by Y)" when a figure misses its target.
+fn versus(value: f64, target: f64, unit: &str, higher_is_better: bool) -> String {
+    let missed = if higher_is_better {
+        value < target
+    } else {
+        value > target
+    };
+    if missed {
+        format!(
+            " (target {target} {unit}: missed by {:.1}%)",
+            ((value - target).abs() / target) * 100.0
+        )
+    } else {
+        String::new()
+    }
+}
+
+async fn inbox(sandbox: &Control) -> Vec<String> {
+    let (status, body) = sandbox.get(&format!("/phones/{RECIPIENT}/messages")).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every accepted send arrived once.
+async fn check_inbox(sandbox: &Control, before: Vec<String>, accepted: usize, label: &str) {
+    let started = Instant::now();
+    let texts = loop {
+        let texts = inbox(sandbox).await;
+        if texts.len() >= before.len() + accepted || started.elapsed() > Duration::from_secs(120) {
+            break texts;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let new = &texts[before.len().min(texts.len())..];
+    let distinct: HashSet<&String> = new.iter().collect();
+    println!(
+        "{label} | recipient got {} of {accepted} sends, {} twice",
+        distinct.len(),
+        new.len() - distinct.len()
+    );
+}
+
+fn progress(what: &str) {
+    eprintln!("  … {what}");
+}
+
+/// The process's resident set, from `/proc`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User and system CPU ticks the process used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn ticks_per_second() -> f64 {
+    100.0 // USER_HZ on Linux
+}
+
+/// Table accesses in the database so far: index and sequential scans
+/// plus rows inserted, a count of the statements that touch data (pings
+/// and the bench's own reading of the statistics are not counted).
+async fn table_accesses(dsn: &str) -> Option<i64> {
+    if !dsn.starts_with("postgres") {
+        return None;
+    }
+    let mut conn = sqlx::PgConnection::connect(dsn).await.ok()?;
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(seq_scan + COALESCE(idx_scan, 0) + n_tup_ins), 0) AS BIGINT)
+         FROM pg_stat_user_tables",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()
+}
