@@ -18,7 +18,12 @@
 //!   (`BENCH_SENDS`, default 5,000), and request time p50/p99 at a fixed
 //!   `BENCH_RATE` per second (default 1,000) for five seconds; every send
 //!   is answered `sent` only once the sandbox acknowledged it, and the
-//!   recipient's inbox is counted: none lost, none twice.
+//!   recipient's inbox is counted: none lost, none twice;
+//! - inbound messages (a sandbox phone's sends to the tenants' numbers, at
+//!   `BENCH_INBOUND` per second, default 500, for five seconds) to their
+//!   webhook's receipt, p50/p99, the receiver in a third process (this
+//!   bench's binary, run again as one); every message counted at the
+//!   receiver: none lost, none twice.
 //!
 //! A figure that misses the target the project set for it says by how
 //! much. A progress line goes to stderr while it runs.
@@ -42,6 +47,10 @@ use support_nodes::{Node, Tenant, create_tenants, pair_all, wait_all_connected};
 use support_sandbox::Control;
 
 const RECIPIENT: &str = "628129990001";
+/// The phone that writes to every tenant's number.
+const WRITER: &str = "628129990002";
+/// Set in the environment of this binary run as the webhook receiver.
+const RECEIVER_ROLE: &str = "WAGO_BENCH_RECEIVER";
 
 fn duration_env(name: &str, default: &str) -> Duration {
     let raw = env_or(name, default);
@@ -50,6 +59,9 @@ fn duration_env(name: &str, default: &str) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os(RECEIVER_ROLE).is_some() {
+        return receiver::serve().await;
+    }
     let sizes: Vec<usize> = env_or("BENCH_N", "100,1000")
         .split(',')
         .map(|n| n.trim().parse().expect("BENCH_N: a list of counts"))
@@ -193,7 +205,181 @@ async fn run(db: &str, dsn: &str, n: usize) {
     );
     let accepted = sends + count;
     check_inbox(sandbox, inbox_before, accepted, &label).await;
+    inbound(&node, sandbox, &tenants, &label).await;
     drop(node);
+}
+
+/// A phone writes to the tenants' numbers at a fixed rate; each message's
+/// time from the phone's send to its webhook's arrival at the receiver.
+async fn inbound(node: &Node, sandbox: &Control, tenants: &[Tenant], label: &str) {
+    let receiver = receiver::Process::start();
+    sandbox.create_phone(WRITER).await;
+    for tenant in tenants {
+        let (status, body) = node
+            .call(
+                reqwest::Method::PUT,
+                "/webhook",
+                ("X-API-Key", &tenant.key),
+                Some(json!({ "url": receiver.url(), "events": ["message.received"] })),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "PUT /webhook: {body}");
+    }
+    let per_second: f64 = env_or("BENCH_INBOUND", "500")
+        .parse()
+        .expect("BENCH_INBOUND");
+    let count = (per_second * 5.0) as usize;
+    progress(&format!("inbound: {count} messages at {per_second}/s"));
+    let started = Instant::now();
+    let sent: Vec<(String, u128)> = futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let due = started + Duration::from_secs_f64(i as f64 / per_second);
+            tokio::time::sleep_until(due.into()).await;
+            let tenant = &tenants[i % tenants.len()];
+            let text = format!("inbound {i}");
+            let at = receiver::now_us();
+            let (status, body) = sandbox
+                .post(
+                    &format!("/phones/{WRITER}/messages"),
+                    json!({ "to": tenant.phone, "text": text }),
+                )
+                .await;
+            assert_eq!(status, 200, "the phone sends: {body}");
+            (text, at)
+        })
+        .buffer_unordered(1024)
+        .collect()
+        .await;
+    let arrivals = receiver.wait_for(count, Duration::from_secs(120)).await;
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(text, at)| {
+            let arrived = arrivals.get(text)?.0;
+            Some(Duration::from_micros(arrived.saturating_sub(*at) as u64))
+        })
+        .collect();
+    latencies.sort();
+    let twice = arrivals.values().filter(|(_, n)| *n > 1).count();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{label} | inbound at {per_second}/s to webhook: p50 {:.1} ms, p99 {:.1} ms{}, {} of {count} arrived, {twice} twice",
+        at(0.5),
+        at(0.99),
+        versus(at(0.99), 50.0, "ms at p99", false),
+        latencies.len()
+    );
+}
+
+/// The webhook receiver, in a process of its own: this binary again.
+mod receiver {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+
+    /// Message text -> (first arrival in µs since the epoch, arrivals).
+    type Arrivals = Arc<Mutex<HashMap<String, (u128, u32)>>>;
+
+    pub fn now_us() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros())
+    }
+
+    /// Serves `POST /hook` (records) and `GET /arrivals` (reports) until
+    /// killed; prints its address first.
+    pub async fn serve() {
+        let arrivals: Arrivals = Arc::default();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(record))
+            .route("/arrivals", axum::routing::get(report))
+            .with_state(arrivals);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        axum::serve(listener, app).await.expect("serve");
+    }
+
+    async fn record(State(arrivals): State<Arrivals>, body: Bytes) -> &'static str {
+        let at = now_us();
+        let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = event["text"].as_str().unwrap_or_default().to_owned();
+        let mut arrivals = arrivals.lock().expect("lock");
+        let entry = arrivals.entry(text).or_insert((at, 0));
+        entry.1 += 1;
+        "ok"
+    }
+
+    async fn report(State(arrivals): State<Arrivals>) -> axum::Json<HashMap<String, (u128, u32)>> {
+        axum::Json(arrivals.lock().expect("lock").clone())
+    }
+
+    pub struct Process {
+        child: Child,
+        addr: String,
+    }
+
+    impl Process {
+        pub fn start() -> Self {
+            let mut child = Command::new(std::env::current_exe().expect("this binary"))
+                .env(super::RECEIVER_ROLE, "1")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the receiver starts");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the receiver says where it listens");
+            Process {
+                child,
+                addr: line.trim().to_owned(),
+            }
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://{}/hook", self.addr)
+        }
+
+        /// The arrivals once `count` distinct messages arrived, or at the
+        /// deadline.
+        pub async fn wait_for(
+            &self,
+            count: usize,
+            within: Duration,
+        ) -> HashMap<String, (u128, u32)> {
+            let started = Instant::now();
+            loop {
+                let arrivals: HashMap<String, (u128, u32)> =
+                    reqwest::get(format!("http://{}/arrivals", self.addr))
+                        .await
+                        .expect("the receiver answers")
+                        .json()
+                        .await
+                        .expect("arrivals");
+                if arrivals.len() >= count || started.elapsed() > within {
+                    return arrivals;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// `count` sends spread over the tenants, `in_flight` at most at once, at
