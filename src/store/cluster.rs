@@ -116,7 +116,7 @@ impl Store {
             .bind(address)
             .bind(started_at)
             .bind(ttl_ms(ttl))
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(())
     }
@@ -156,7 +156,7 @@ impl Store {
             "UPDATE session_leases SET expires_at = 0 WHERE owner_node = $1 AND expires_at > 0",
         )
         .bind(node.as_str())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
     }
@@ -166,14 +166,14 @@ impl Store {
         let now = now_ms();
         sqlx::query("DELETE FROM nodes WHERE expires_at < $1")
             .bind(now - 24 * 3600 * 1000)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         sqlx::query(
             "DELETE FROM session_commands
               WHERE status IN ('done', 'failed', 'expired') AND updated_at < $1",
         )
         .bind(now - 3600 * 1000)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -182,7 +182,7 @@ impl Store {
     pub async fn leave_node(&self, node: &NodeId) -> Result<()> {
         sqlx::query("UPDATE nodes SET expires_at = 0 WHERE id = $1")
             .bind(node.as_str())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(())
     }
@@ -231,7 +231,7 @@ impl Store {
             .bind(node.as_str())
             .bind(ttl_ms(ttl))
             .bind(list)
-            .fetch_all(self.pool())
+            .fetch_all(self.writer())
             .await?;
         Ok((
             held.iter().map(|s| SessionId::from_raw(s)).collect(),
@@ -277,7 +277,7 @@ impl Store {
             .bind(now_ms())
             .bind(lease.session().as_str())
             .bind(lease.token())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -319,7 +319,7 @@ impl Store {
         .bind(tenant.as_str())
         .bind(state)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -369,7 +369,7 @@ impl Store {
         .bind(kind)
         .bind(argument)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(self.writer())
         .await?)
     }
 
@@ -383,7 +383,7 @@ impl Store {
         )
         .bind(tenant.as_str())
         .bind(now_ms())
-        .fetch_all(self.pool())
+        .fetch_all(self.writer())
         .await?;
         let mut commands: Vec<CommandRow> = rows.iter().map(command_row).collect::<Result<_>>()?;
         commands.sort_by_key(|c| c.id);
@@ -412,7 +412,7 @@ impl Store {
         .bind(status)
         .bind(result)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -425,7 +425,7 @@ impl Store {
         )
         .bind(id)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }

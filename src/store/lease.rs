@@ -140,7 +140,7 @@ impl Store {
             .bind(session.as_str())
             .bind(node.as_str())
             .bind(ttl_ms(ttl))
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await?;
         let Some(row) = row else {
             self.log_live_elsewhere(session, node).await?;
@@ -167,7 +167,7 @@ impl Store {
             .bind(lease.node.as_str())
             .bind(lease.token)
             .bind(ttl_ms(ttl))
-            .fetch_optional(self.pool())
+            .fetch_optional(self.writer())
             .await?;
         let Some(row) = row else {
             tracing::warn!(
@@ -188,7 +188,7 @@ impl Store {
             .bind(lease.session.as_str())
             .bind(lease.node.as_str())
             .bind(lease.token)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         if done.rows_affected() > 0 {
             tracing::info!(session = %lease.session, node = %lease.node, "released the session lease");

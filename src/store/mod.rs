@@ -75,6 +75,11 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where writes go. On a SQLite file, one connection: writers wait
+    /// their turn in the pool's queue, handed the connection the moment
+    /// it is free, instead of sleeping in SQLite's busy handler. Elsewhere
+    /// the same pool as reads.
+    writer: AnyPool,
     kind: DbKind,
     /// Told whenever this process commits webhook events, so the
     /// dispatcher wakes at once instead of at its next poll.
@@ -102,14 +107,8 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
         let in_memory = matches!(dsn, Dsn::Sqlite(p) if p.as_os_str() == ":memory:");
-        let pool = AnyPoolOptions::new()
-            // Each connection to ":memory:" would be a database of its own.
-            .max_connections(if in_memory { 1 } else { 16 })
-            .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
-            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
+        let pool_options = move || {
+            AnyPoolOptions::new().after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if kind == DbKind::Sqlite {
                         // sqlx already turns on foreign keys and a 5 s busy
@@ -119,11 +118,30 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(options)
+        };
+        let pool = pool_options()
+            // Each connection to ":memory:" would be a database of its own.
+            .max_connections(if in_memory { 1 } else { 16 })
+            .min_connections(if in_memory { 1 } else { 0 })
+            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
             .await
             .map_err(connect_error)?;
+        let writer = if kind == DbKind::Sqlite && !in_memory {
+            pool_options()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .map_err(connect_error)?
+        } else {
+            pool.clone()
+        };
         Ok(Store {
             pool,
+            writer,
             kind,
             outbox: Arc::new(Notify::new()),
         })
@@ -155,14 +173,19 @@ impl Store {
         &self.pool
     }
 
+    /// The pool for statements that write (see [`Store`]'s `writer`).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
     /// Starts a transaction that will write. On SQLite it takes the write
     /// lock up front (`BEGIN IMMEDIATE`): a transaction that read first and
     /// wrote later could otherwise fail at once with "database is locked"
     /// when another connection wrote in between, instead of waiting.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.kind {
-            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            DbKind::Postgres => self.pool.begin().await?,
+            DbKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.writer.begin().await?,
         })
     }
 
@@ -173,6 +196,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -179,7 +179,7 @@ impl Store {
         .bind(now_ms())
         .bind(tenant.as_str())
         .bind(key_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -216,7 +216,7 @@ impl Store {
         .bind(now)
         .bind(key_id)
         .bind(now - LAST_USED_RESOLUTION_MS)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -292,7 +292,7 @@ impl Store {
         .bind(ADMIN_TOKEN_HASH)
         .bind(hash.as_str())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -307,7 +307,7 @@ impl Store {
         .bind(ADMIN_TOKEN_HASH)
         .bind(hash.as_str())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -222,7 +222,7 @@ impl Store {
         .bind(i64::from(trusted))
         .bind(now)
         .bind(keep)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -230,7 +230,7 @@ impl Store {
     pub async fn delete_webhook(&self, tenant: &TenantId) -> Result<bool> {
         let done = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1")
             .bind(tenant.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -244,7 +244,7 @@ impl Store {
         .bind(reason)
         .bind(now_ms())
         .bind(tenant.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -265,7 +265,7 @@ impl Store {
             .bind(token)
             .bind(now_ms())
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         Ok(tenants.into_iter().map(TenantId::from_raw).collect())
     }

@@ -117,7 +117,7 @@ impl Store {
     /// [`Store::delete_tenant`] does this itself; a tenant with its own
     /// store DSN needs this called on that database.
     pub async fn delete_protocol_rows(&self, session: &SessionId) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         delete_protocol_rows_in(&mut tx, session).await?;
         tx.commit().await?;
         Ok(())
@@ -147,13 +147,22 @@ impl SessionStore {
         self.store.pool()
     }
 
+    fn writer(&self) -> &AnyPool {
+        self.store.writer()
+    }
+
     fn id(&self) -> &str {
         self.session.as_str()
     }
 
     async fn execute(&self, query: AnyQuery<'_>) -> Result<u64> {
-        let done = query.execute(self.pool()).await.map_err(db_error)?;
+        let done = query.execute(self.writer()).await.map_err(db_error)?;
         Ok(done.rows_affected())
+    }
+
+    /// A statement that writes and returns a row (`DELETE … RETURNING`).
+    async fn take_optional(&self, query: AnyQuery<'_>) -> Result<Option<AnyRow>> {
+        query.fetch_optional(self.writer()).await.map_err(db_error)
     }
 
     async fn fetch_optional(&self, query: AnyQuery<'_>) -> Result<Option<AnyRow>> {
@@ -207,9 +216,11 @@ impl SessionStore {
     ) -> Result<()> {
         let per_statement = rows_per_statement(statement.width);
         if rows.len() <= per_statement {
-            return self.write_chunk(statement, rows, &bind, self.pool()).await;
+            return self
+                .write_chunk(statement, rows, &bind, self.writer())
+                .await;
         }
-        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
         for chunk in rows.chunks(per_statement) {
             self.write_chunk(statement, chunk, &bind, &mut *tx).await?;
         }
@@ -298,7 +309,7 @@ impl SessionStore {
             let query = self.in_list_query(list, &sql, keys, &bind);
             return self.execute(query).await.map(drop);
         }
-        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let mut tx = self.writer().begin().await.map_err(db_error)?;
         for chunk in keys.chunks(list.chunk_size()) {
             let sql = list.sql(chunk.len());
             let query = self.in_list_query(list, &sql, chunk, &bind);

@@ -431,7 +431,7 @@ impl ProtocolStore for SessionStore {
         .bind(self.id())
         .bind(chat_jid)
         .bind(message_id);
-        self.fetch_optional(query)
+        self.take_optional(query)
             .await?
             .map(|row| column(&row, 0))
             .transpose()
