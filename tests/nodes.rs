@@ -260,6 +260,53 @@ async fn phone_until(
 /// Its sessions connect again on the survivors without pairing, and every
 /// message is counted exactly once at both ends: the recipient's phone for
 /// sends, the tenants' inboxes and the webhook receiver for receipts.
+/// A send asked of a node that does not run the session, which the
+/// number's pace holds back on the owner, answers 202 at once with when it
+/// should go: the owner tells the asking node over NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_send_answers_queued_through_any_node() {
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(RECIPIENT).await;
+    let paced = [("SEND_RATE_PER_MINUTE", "60"), ("SEND_BURST", "1")];
+    let a = Node::start_with("node-a", &db.dsn(), &sandbox, LEASE, &paced);
+    let tenants = create_tenants(&a, &sandbox, 1).await;
+    pair_all(&a, &sandbox, &tenants, 1).await;
+    let b = Node::start_with("node-b", &db.dsn(), &sandbox, LEASE, &paced);
+    wait_spread(&a, 2, 1, STEP).await;
+    let owner = wait_state(&a, &tenants[0], "connected").await;
+    assert_eq!(
+        owner["node"], "node-a",
+        "one session stays on the first node"
+    );
+
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let body = json!({ "to": RECIPIENT, "text": format!("paced {i}") });
+        answers.push(b.post(&tenants[0].key, "/send-text", body).await);
+    }
+    assert_eq!(answers[0].0, 200, "the burst goes at once: {answers:?}");
+    assert_eq!(answers[0].1["status"], "sent");
+    let mut last = String::new();
+    for (status, body) in &answers[1..] {
+        assert_eq!(*status, 202, "held back by the pace: {answers:?}");
+        assert_eq!(body["status"], "queued");
+        let expected = body["expected_at"]
+            .as_str()
+            .expect("expected_at")
+            .to_owned();
+        assert!(expected > last, "later and later: {answers:?}");
+        last = expected;
+    }
+    let got = phone_until(&sandbox, RECIPIENT, "three paced sends", |texts| {
+        (0..3).all(|i| texts.contains_key(&format!("paced {i}")))
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(got[&format!("paced {i}")].len(), 1, "once each: {got:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_sends_nothing_twice() {
     const TENANTS: usize = 12;
