@@ -23,7 +23,10 @@
 //!   `BENCH_INBOUND` per second, default 500, for five seconds) to their
 //!   webhook's receipt, p50/p99, the receiver in a third process (this
 //!   bench's binary, run again as one); every message counted at the
-//!   receiver: none lost, none twice.
+//!   receiver: none lost, none twice;
+//! - webhook deliveries per second, for one tenant and across all: the
+//!   deliveries made so far are replayed (one tenant gets 2,000 more
+//!   messages first) and the receiver counts them arriving again.
 //!
 //! A figure that misses the target the project set for it says by how
 //! much. A progress line goes to stderr while it runs.
@@ -273,6 +276,58 @@ async fn inbound(node: &Node, sandbox: &Control, tenants: &[Tenant], label: &str
         versus(at(0.99), 50.0, "ms at p99", false),
         latencies.len()
     );
+
+    // One tenant gets more to deliver, then deliveries are replayed.
+    let extra = 2_000;
+    progress(&format!("webhooks: {extra} more messages to one tenant"));
+    futures_util::stream::iter(0..extra)
+        .map(|i| async move {
+            let (status, body) = sandbox
+                .post(
+                    &format!("/phones/{WRITER}/messages"),
+                    json!({ "to": tenants[0].phone, "text": format!("one tenant {i}") }),
+                )
+                .await;
+            assert_eq!(status, 200, "the phone sends: {body}");
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    receiver
+        .wait_for(count + extra, Duration::from_secs(120))
+        .await;
+    for (scope, what, target) in [
+        (&tenants[..1], "one tenant", Some(1000.0)),
+        (tenants, "all tenants", None),
+    ] {
+        progress(&format!("webhooks: replaying {what}"));
+        let before = receiver.total().await;
+        let started = Instant::now();
+        let mut replayed = 0;
+        for tenant in scope {
+            let (status, body) = node
+                .post(
+                    &tenant.key,
+                    "/webhook/deliveries/replay",
+                    json!({ "status": "delivered" }),
+                )
+                .await;
+            assert_eq!(status, 200, "replay: {body}");
+            replayed += body["replayed"].as_u64().unwrap_or(0);
+        }
+        while receiver.total().await < before + replayed
+            && started.elapsed() < Duration::from_secs(300)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let arrived = receiver.total().await - before;
+        let rate = arrived as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "{label} | webhook deliveries, {what}: {arrived} of {replayed} in {:.1} s = {rate:.0}/s{}",
+            started.elapsed().as_secs_f64(),
+            target.map_or_else(String::new, |t| versus(rate, t, "/s", true))
+        );
+    }
 }
 
 /// The webhook receiver, in a process of its own: this binary again.
@@ -350,6 +405,24 @@ mod receiver {
             format!("http://{}/hook", self.addr)
         }
 
+        /// Every arrival so far, repeats included.
+        pub async fn total(&self) -> u64 {
+            self.arrivals()
+                .await
+                .values()
+                .map(|(_, n)| u64::from(*n))
+                .sum()
+        }
+
+        async fn arrivals(&self) -> HashMap<String, (u128, u32)> {
+            reqwest::get(format!("http://{}/arrivals", self.addr))
+                .await
+                .expect("the receiver answers")
+                .json()
+                .await
+                .expect("arrivals")
+        }
+
         /// The arrivals once `count` distinct messages arrived, or at the
         /// deadline.
         pub async fn wait_for(
@@ -359,13 +432,7 @@ mod receiver {
         ) -> HashMap<String, (u128, u32)> {
             let started = Instant::now();
             loop {
-                let arrivals: HashMap<String, (u128, u32)> =
-                    reqwest::get(format!("http://{}/arrivals", self.addr))
-                        .await
-                        .expect("the receiver answers")
-                        .json()
-                        .await
-                        .expect("arrivals");
+                let arrivals = self.arrivals().await;
                 if arrivals.len() >= count || started.elapsed() > within {
                     return arrivals;
                 }
