@@ -138,7 +138,7 @@ impl Store {
     /// (no foreign key there: see [`Store::delete_protocol_rows`]). False if
     /// there was no such tenant.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         delete_protocol_rows_in(&mut tx, &SessionId::from(id)).await?;
         sqlx::query("DELETE FROM session_leases WHERE session_id = $1")
             .bind(id.as_str())
