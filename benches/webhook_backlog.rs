@@ -32,10 +32,7 @@ const ROWS: i64 = 100;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    support_db::init_tracing();
     let sizes: Vec<i64> = std::env::var("BACKLOG")
         .unwrap_or_else(|_| "100000,1000000".into())
         .split(',')

@@ -32,10 +32,7 @@ type Arrivals = Arc<Mutex<HashMap<(String, i64), Instant>>>;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    support_db::init_tracing();
     let receiver = start_receiver().await;
     support_db::each_database(|label, dsn| {
         let receiver = &receiver;

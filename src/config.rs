@@ -500,6 +500,20 @@ mod tests {
     }
 
     #[test]
+    fn the_send_queue_sweep_defaults_to_a_minute_and_takes_whole_seconds() {
+        assert_eq!(
+            config(&[]).unwrap().send_queue_sweep,
+            Duration::from_secs(60)
+        );
+        let c = config(&[("SEND_QUEUE_SWEEP", "5s")]).unwrap();
+        assert_eq!(c.send_queue_sweep, Duration::from_secs(5));
+        let err = config(&[("SEND_QUEUE_SWEEP", "500ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("- SEND_QUEUE_SWEEP:"), "{err}");
+    }
+
+    #[test]
     fn old_sqlite3_form_means_the_same_file() {
         let d = Dsn::parse("sqlite3://file:session.db?_foreign_keys=on").unwrap();
         assert_eq!(d, Dsn::Sqlite("session.db".into()));

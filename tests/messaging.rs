@@ -468,17 +468,7 @@ async fn a_send_the_pace_holds_back_answers_queued_at_once(db: TestDb) {
         assert_eq!(body["status"], "sent");
         assert!(body.get("expected_at").is_none(), "{body}");
     }
-    let mut last = String::new();
-    for (status, body) in &answers[2..] {
-        assert_eq!(*status, 202, "{body}");
-        assert_eq!(body["status"], "queued");
-        let expected = body["expected_at"]
-            .as_str()
-            .expect("expected_at")
-            .to_owned();
-        assert!(expected > last, "later and later: {answers:?}");
-        last = expected;
-    }
+    common::assert_held_in_order(&answers[2..]);
     let texts: Vec<String> = phone_inbox_until(&sandbox, BOB, 5, STEP)
         .await
         .iter()

@@ -287,17 +287,7 @@ async fn a_paced_send_answers_queued_through_any_node() {
     }
     assert_eq!(answers[0].0, 200, "the burst goes at once: {answers:?}");
     assert_eq!(answers[0].1["status"], "sent");
-    let mut last = String::new();
-    for (status, body) in &answers[1..] {
-        assert_eq!(*status, 202, "held back by the pace: {answers:?}");
-        assert_eq!(body["status"], "queued");
-        let expected = body["expected_at"]
-            .as_str()
-            .expect("expected_at")
-            .to_owned();
-        assert!(expected > last, "later and later: {answers:?}");
-        last = expected;
-    }
+    common::assert_held_in_order(&answers[1..]);
     let got = phone_until(&sandbox, RECIPIENT, "three paced sends", |texts| {
         (0..3).all(|i| texts.contains_key(&format!("paced {i}")))
     })

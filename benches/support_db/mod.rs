@@ -66,3 +66,12 @@ pub fn webhook_config(dsn: &str) -> wago::config::Config {
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
+
+/// Logs to stderr, filtered by `RUST_LOG`.
+#[allow(dead_code)] // not every bench that reads this file logs this way
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}

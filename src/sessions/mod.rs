@@ -648,13 +648,13 @@ impl Supervisor {
                 _ => false,
             };
             match wait_for_signal(&mut signals, heard, deadline).await {
-                None => {
+                Woken::Deadline => {
                     return Err(SessionError::Timeout(format!(
                         "not sent within {wait:?}; it stays queued"
                     )));
                 }
-                Some(Some(Signal::Held { until_ms, .. })) => held = Some(until_ms),
-                Some(_) => {}
+                Woken::Heard(Signal::Held { until_ms, .. }) => held = Some(until_ms),
+                Woken::Heard(_) | Woken::Reread => {}
             }
         }
     }
@@ -730,10 +730,7 @@ impl Supervisor {
                 matches!(s, Signal::Status { tenant: t } if t == tenant.as_str())
                     || *s == Signal::Resync
             };
-            if wait_for_signal(&mut signals, changed, deadline)
-                .await
-                .is_none()
-            {
+            if let Woken::Deadline = wait_for_signal(&mut signals, changed, deadline).await {
                 return Err(SessionError::NoQr(QR_WAIT));
             }
         }
@@ -780,10 +777,10 @@ impl Supervisor {
                 Some(CommandStatus::Pending | CommandStatus::Running) => {}
             }
             let done = |s: &Signal| *s == Signal::CommandDone { id } || *s == Signal::Resync;
-            if wait_for_signal(&mut signals, done, deadline)
-                .await
-                .is_some()
-            {
+            if !matches!(
+                wait_for_signal(&mut signals, done, deadline).await,
+                Woken::Deadline
+            ) {
                 continue;
             }
             if taken_late {
@@ -820,27 +817,41 @@ impl Supervisor {
     }
 }
 
-/// Waits until a signal `wanted` accepts arrives (`Some(Some(signal))`),
-/// `REREAD` passes (`Some(None)`: rows are re-read then, as signals may be
-/// lost) or the deadline (`None`).
+/// What [`wait_for_signal`] woke up to.
+enum Woken {
+    /// A signal `wanted` accepted.
+    Heard(Signal),
+    /// `REREAD` passed, or signals were lost: read the rows again.
+    Reread,
+    /// The deadline passed.
+    Deadline,
+}
+
+/// Waits until a signal `wanted` accepts arrives, `REREAD` passes (rows
+/// are re-read then, as signals may be lost) or the deadline.
 async fn wait_for_signal(
     signals: &mut broadcast::Receiver<Signal>,
     wanted: impl Fn(&Signal) -> bool,
     deadline: tokio::time::Instant,
-) -> Option<Option<Signal>> {
+) -> Woken {
     let reread = (tokio::time::Instant::now() + REREAD).min(deadline);
-    let before_deadline = || (tokio::time::Instant::now() < deadline).then_some(None);
+    let at_reread = || {
+        if tokio::time::Instant::now() < deadline {
+            Woken::Reread
+        } else {
+            Woken::Deadline
+        }
+    };
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(reread) => return before_deadline(),
+            _ = tokio::time::sleep_until(reread) => return at_reread(),
             signal = signals.recv() => match signal {
-                Ok(s) if wanted(&s) => return Some(Some(s)),
+                Ok(s) if wanted(&s) => return Woken::Heard(s),
                 Ok(_) => {}
-                // Missed some: read the rows again.
-                Err(broadcast::error::RecvError::Lagged(_)) => return Some(None),
+                Err(broadcast::error::RecvError::Lagged(_)) => return Woken::Reread,
                 Err(broadcast::error::RecvError::Closed) => {
                     tokio::time::sleep_until(reread).await;
-                    return before_deadline();
+                    return at_reread();
                 }
             },
         }

@@ -320,3 +320,19 @@ macro_rules! db_tests {
         }
     };
 }
+
+/// Send answers the number's pace held back: each `202 queued`, with an
+/// `expected_at` later than the one before.
+pub fn assert_held_in_order(answers: &[(u16, serde_json::Value)]) {
+    let mut last = String::new();
+    for (status, body) in answers {
+        assert_eq!(*status, 202, "held back by the pace: {answers:?}");
+        assert_eq!(body["status"], "queued");
+        let expected = body["expected_at"]
+            .as_str()
+            .expect("expected_at")
+            .to_owned();
+        assert!(expected > last, "later and later: {answers:?}");
+        last = expected;
+    }
+}
