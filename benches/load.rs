@@ -18,7 +18,8 @@
 //!   (`BENCH_SENDS`, default 5,000), and request time p50/p99 at a fixed
 //!   `BENCH_RATE` per second (default 1,000) for five seconds; every send
 //!   is answered `sent` only once the sandbox acknowledged it, and the
-//!   recipient's inbox is counted: none lost, none twice;
+//!   recipient's inbox is counted: none lost, none twice; on Postgres, the
+//!   database commits per send (its own, its ack's and its receipts');
 //! - inbound messages (a sandbox phone's sends to the tenants' numbers, at
 //!   `BENCH_INBOUND` per second, default 500, for five seconds) to their
 //!   webhook's receipt, p50/p99, the receiver in a third process (this
@@ -187,6 +188,7 @@ async fn run(db: &str, dsn: &str, n: usize) {
     // Sends.
     let sends: usize = env_or("BENCH_SENDS", "5000").parse().expect("BENCH_SENDS");
     let inbox_before = inbox(sandbox).await;
+    let commits_before = commits(dsn).await;
     progress(&format!("{db}: {sends} sends, 32 in flight"));
     let started = Instant::now();
     let times = send_many(&node, &tenants, sends, 32, None).await;
@@ -208,6 +210,12 @@ async fn run(db: &str, dsn: &str, n: usize) {
     );
     let accepted = sends + count;
     check_inbox(sandbox, inbox_before, accepted, &label).await;
+    if let (Some(before), Some(after)) = (commits_before, commits(dsn).await) {
+        println!(
+            "{label} | database commits per send (sends, acks and receipts): {:.2}",
+            (after - before) as f64 / accepted as f64
+        );
+    }
     inbound(&node, sandbox, &tenants, &label).await;
     drop(node);
 }
@@ -581,6 +589,21 @@ fn ticks_per_second() -> f64 {
 /// Table accesses in the database so far: index and sequential scans
 /// plus rows inserted, a count of the statements that touch data (pings
 /// and the bench's own reading of the statistics are not counted).
+/// Transactions committed in the bench's Postgres database so far (the
+/// statistics lag by about a second).
+async fn commits(dsn: &str) -> Option<i64> {
+    if !dsn.starts_with("postgres") {
+        return None;
+    }
+    let mut conn = sqlx::PgConnection::connect(dsn).await.ok()?;
+    sqlx::query_scalar(
+        "SELECT CAST(xact_commit AS BIGINT) FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()
+}
+
 async fn table_accesses(dsn: &str) -> Option<i64> {
     if !dsn.starts_with("postgres") {
         return None;

@@ -9,6 +9,7 @@ use serde_json::Value;
 db_tests!(
     inbox_pages_filters_and_isolates_tenants,
     outbound_statuses_only_move_forward_and_report_every_step,
+    status_changes_of_many_sessions_commit_together_as_if_one_by_one,
 );
 
 async fn insert_inbound(app: &TestApp, tenant: &str, n: i64, chat: &str, text: &str) {
@@ -79,28 +80,32 @@ async fn inbox_pages_filters_and_isolates_tenants(db: TestDb) {
     app.stop().await;
 }
 
-/// A delivery receipt can overtake the send's own result: the row ends
-/// `delivered`, not `sent`, and the webhook still sees every step once and
-/// in order. Concurrent moves of one row never lose one another.
-async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
-    use wago::store::messages::{Accepted, MessageStatus, NewOutbound};
-    use wago::store::webhooks::SecretUpdate;
-    use wago::tenants::TenantId;
-
-    let app = TestApp::spawn(&db, &[]).await;
-    let (id, _) = app.create_tenant("a").await;
-    let tenant = TenantId::from_raw(id.as_str());
+/// Gives the tenant a (trusted) webhook for `message.status`.
+async fn subscribe_to_statuses(app: &TestApp, tenant: &wago::tenants::TenantId) {
     let events = ["message.status".to_owned()];
     app.store
         .put_webhook(
-            &tenant,
+            tenant,
             "https://example.com/h",
-            SecretUpdate::Remove,
+            wago::store::webhooks::SecretUpdate::Remove,
             &events,
             true,
         )
         .await
         .unwrap();
+}
+
+/// A delivery receipt can overtake the send's own result: the row ends
+/// `delivered`, not `sent`, and the webhook still sees every step once and
+/// in order. Concurrent moves of one row never lose one another.
+async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
+    use wago::store::messages::{Accepted, MessageStatus, NewOutbound};
+    use wago::tenants::TenantId;
+
+    let app = TestApp::spawn(&db, &[]).await;
+    let (id, _) = app.create_tenant("a").await;
+    let tenant = TenantId::from_raw(id.as_str());
+    subscribe_to_statuses(&app, &tenant).await;
     let send = |message_id: &'static str| NewOutbound {
         message_id,
         chat_id: "62812000001@s.whatsapp.net",
@@ -191,4 +196,160 @@ async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
     }
     let row = store.get_message(&tenant, "3EB0B").await.unwrap().unwrap();
     assert_eq!(row.status, MessageStatus::Read);
+}
+
+/// Acks and receipts of many sessions at once share transactions (the
+/// store's status writer): each change still answers as if it had been
+/// applied alone, in order, and each tenant's webhook sees every step of
+/// its own messages once, in order, and nothing of another tenant's.
+async fn status_changes_of_many_sessions_commit_together_as_if_one_by_one(db: TestDb) {
+    use MessageStatus::{Delivered, Failed, Read, Sent};
+    use wago::store::messages::{Accepted, Advanced, MessageStatus, NewOutbound, StatusChange};
+    use wago::tenants::TenantId;
+
+    let app = TestApp::spawn(&db, &[]).await;
+    let store = &app.store;
+    let mut tenants = Vec::new();
+    for n in 0..12 {
+        let (id, _) = app.create_tenant(&format!("t{n}")).await;
+        let tenant = TenantId::from_raw(id.as_str());
+        // Every other tenant has a webhook.
+        if n % 2 == 0 {
+            subscribe_to_statuses(&app, &tenant).await;
+        }
+        for m in 0..5 {
+            let message_id = format!("3EB0{n:02}{m:02}");
+            let send = NewOutbound {
+                message_id: &message_id,
+                chat_id: "62812000001@s.whatsapp.net",
+                kind: "conversation",
+                text: "hi",
+                idempotency_key: None,
+            };
+            let accepted = store.accept_outbound(&tenant, "", &send).await.unwrap();
+            assert!(matches!(accepted, Accepted::New(_)));
+        }
+        tenants.push(tenant);
+    }
+    let change = |tenant: &TenantId, m: usize, status, error: Option<&str>| StatusChange {
+        tenant: tenant.clone(),
+        message_id: format!("3EB0{}{m:02}", &tenant_number(&tenants, tenant)),
+        status,
+        error: error.map(str::to_owned),
+    };
+    fn tenant_number(tenants: &[TenantId], tenant: &TenantId) -> String {
+        format!("{:02}", tenants.iter().position(|t| t == tenant).unwrap())
+    }
+
+    // One call: several steps of one message, a receipt overtaking its
+    // ack, a refusal, a row that does not exist.
+    let (a, b) = (&tenants[0], &tenants[1]);
+    let answers = store
+        .advance_outbound_many(vec![
+            change(a, 0, Sent, None),
+            change(b, 0, Delivered, None),
+            change(a, 0, Read, None),
+            change(b, 0, Sent, None),
+            change(a, 1, Failed, Some("refused")),
+            change(a, 1, Sent, None),
+            StatusChange {
+                message_id: "3EB0NONE".into(),
+                ..change(a, 2, Sent, None)
+            },
+        ])
+        .await
+        .unwrap();
+    let moved = |status| Advanced {
+        moved: true,
+        status: Some(status),
+    };
+    let stayed = |status| Advanced {
+        moved: false,
+        status: Some(status),
+    };
+    assert_eq!(
+        answers,
+        [
+            moved(Sent),
+            moved(Delivered),
+            moved(Read),
+            stayed(Delivered),
+            moved(Failed),
+            stayed(Failed),
+            Advanced {
+                moved: false,
+                status: None
+            },
+        ]
+    );
+    let a1 = store.get_message(a, "3EB00001").await.unwrap().unwrap();
+    assert_eq!((a1.status, a1.error.as_deref()), (Failed, Some("refused")));
+
+    // Many callers at once, every message through every step, in a
+    // shuffled order of callers: every row ends `read`.
+    let mut calls = Vec::new();
+    for round in [Sent, Delivered, Read] {
+        for (n, tenant) in tenants.iter().enumerate().skip(2) {
+            for m in 0..5 {
+                let store = store.clone();
+                let one = change(tenant, m, round, None);
+                // Some callers bring two messages at once, as a receipt does.
+                let more =
+                    (m % 2 == 0 && n % 3 == 0).then(|| change(tenant, (m + 1) % 5, round, None));
+                calls.push(tokio::spawn(async move {
+                    let mut changes = vec![one];
+                    changes.extend(more);
+                    store.advance_outbound_many(changes).await.unwrap()
+                }));
+            }
+        }
+        for call in calls.drain(..) {
+            call.await.unwrap();
+        }
+    }
+    for tenant in tenants.iter().skip(2) {
+        for m in 0..5 {
+            let id = format!("3EB0{}{m:02}", tenant_number(&tenants, tenant));
+            let row = store.get_message(tenant, &id).await.unwrap().unwrap();
+            assert_eq!(row.status, Read, "{id}");
+        }
+    }
+
+    // Each subscribed tenant's events: its own messages' steps, each
+    // once, in order; unsubscribed tenants got none.
+    for (n, tenant) in tenants.iter().enumerate() {
+        let payloads: Vec<String> = sqlx::query_scalar(
+            "SELECT payload FROM webhook_outbox WHERE tenant_id = $1 ORDER BY sequence",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if n % 2 == 1 {
+            assert!(payloads.is_empty(), "tenant {n} has no webhook");
+            continue;
+        }
+        let mut steps: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for p in &payloads {
+            let body: Value = serde_json::from_str(p).unwrap();
+            assert_eq!(body["tenant"], tenant.as_str());
+            steps
+                .entry(body["message_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(body["status"].as_str().unwrap().to_owned());
+        }
+        let expected: std::collections::BTreeMap<String, Vec<String>> = (0..5)
+            .map(|m| format!("3EB0{n:02}{m:02}"))
+            .filter_map(|id| {
+                let want: &[&str] = match (n, id.as_str()) {
+                    (0, "3EB00000") => &["sent", "delivered", "read"],
+                    (0, "3EB00001") => &["failed"],
+                    (0, _) => return None,
+                    _ => &["sent", "delivered", "read"],
+                };
+                Some((id, want.iter().map(|s| s.to_string()).collect()))
+            })
+            .collect();
+        assert_eq!(steps, expected, "tenant {n}");
+    }
 }

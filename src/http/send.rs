@@ -182,7 +182,9 @@ async fn deliver(
         .submit(tenant, &row.message_id, Some(SEND_WAIT))
         .await
     {
-        Ok(SendOutcome::Settled) => Ok(answer(&refreshed(state, tenant, row).await?)),
+        // The session told how it went.
+        Ok(SendOutcome::Settled(Some(status))) => Ok(answer(&OutboundMessage { status, ..row })),
+        Ok(SendOutcome::Settled(None)) => Ok(answer(&refreshed(state, tenant, row).await?)),
         Ok(SendOutcome::Held { until_ms }) => {
             let (code, Json(mut body)) = answer(&row);
             body.expected_at = Some(rfc3339(until_ms));

@@ -232,8 +232,9 @@ pub(crate) enum Command {
 /// What became of a send someone waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// It left `queued`: sent, or failed (read the row).
-    Settled,
+    /// It left `queued`: sent, or failed. The row's status then, when the
+    /// session knows it (else read the row).
+    Settled(Option<MessageStatus>),
     /// The number's pace holds it back; it is expected to go at about
     /// this time (unix ms).
     Held { until_ms: i64 },
@@ -601,7 +602,7 @@ impl Supervisor {
             let Some(wait) = wait else {
                 // A full channel already holds a wake-up.
                 let _ = commands.try_send(Command::Wake);
-                return Ok(SendOutcome::Settled);
+                return Ok(SendOutcome::Settled(None));
             };
             let asked = async {
                 let (reply, outcome) = oneshot::channel();
@@ -629,14 +630,14 @@ impl Supervisor {
             })
             .await;
         let Some(wait) = wait else {
-            return Ok(SendOutcome::Settled);
+            return Ok(SendOutcome::Settled(None));
         };
         let deadline = tokio::time::Instant::now() + wait;
         let mut held = None;
         loop {
             let row = self.inner.store.get_message(tenant, message_id).await?;
-            if row.is_some_and(|r| r.status != MessageStatus::Queued) {
-                return Ok(SendOutcome::Settled);
+            if let Some(row) = row.filter(|r| r.status != MessageStatus::Queued) {
+                return Ok(SendOutcome::Settled(Some(row.status)));
             }
             if let Some(until_ms) = held {
                 return Ok(SendOutcome::Held { until_ms });

@@ -23,7 +23,7 @@ use whatsapp_rust::send::SendOptions;
 use super::bus::{Bus, Signal};
 use super::pace::{Bucket, SendPace};
 use super::{SendOutcome, SessionError, SessionState, SessionStatus};
-use crate::store::messages::{MessageStatus, OutboundMessage};
+use crate::store::messages::{MessageStatus, OutboundMessage, StatusChange};
 use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
 
@@ -70,6 +70,9 @@ struct Pending {
     /// Sends another node waits for: their outcome is announced.
     watched: HashSet<String>,
 }
+
+/// Acks recorded in one batch at most.
+const ACKS_AT_ONCE: usize = 256;
 
 /// Sends watched at once; beyond that a waiter reads the row instead.
 const WATCHED: usize = 4096;
@@ -191,7 +194,28 @@ impl SendQueue {
         }
     }
 
-    async fn handle(&self, pending: &mut Pending, signal: QueueSignal) {
+    /// Handles a signal. Acks waiting behind an ack are recorded with it,
+    /// in one batch.
+    async fn handle(&mut self, pending: &mut Pending, signal: QueueSignal) {
+        let QueueSignal::Acked { id, error } = signal else {
+            return self.handle_one(pending, signal).await;
+        };
+        let mut acks = vec![(id, error)];
+        let mut later = Vec::new();
+        while acks.len() < ACKS_AT_ONCE {
+            match self.signals.try_recv() {
+                Ok(QueueSignal::Acked { id, error }) => acks.push((id, error)),
+                Ok(other) => later.push(other),
+                Err(_) => break,
+            }
+        }
+        self.record(pending, acks).await;
+        for signal in later {
+            self.handle_one(pending, signal).await;
+        }
+    }
+
+    async fn handle_one(&self, pending: &mut Pending, signal: QueueSignal) {
         match signal {
             QueueSignal::Wake(None) => {}
             QueueSignal::Wake(Some(waiter)) => self.register(pending, waiter).await,
@@ -207,18 +231,7 @@ impl SendQueue {
                     _ => self.settled(&id).await,
                 }
             }
-            QueueSignal::Acked { id, error } => {
-                // Settled even when no longer in flight (its ack came after
-                // a reconnect): a row already moved on is left as it is.
-                pending.in_flight.remove(&id);
-                let outcome = self.record(&id, error.as_deref()).await;
-                if pending.watched.remove(&id) {
-                    self.settled(&id).await;
-                }
-                if let Some(reply) = pending.waiters.remove(&id) {
-                    let _ = reply.send(outcome.map(|()| SendOutcome::Settled));
-                }
-            }
+            QueueSignal::Acked { id, error } => self.record(pending, vec![(id, error)]).await,
         }
     }
 
@@ -257,26 +270,50 @@ impl SendQueue {
         self.bus.publish(signal).await;
     }
 
-    /// Records the server's answer: `sent`, or `failed` with its reason.
-    async fn record(&self, id: &str, error: Option<&str>) -> Result<(), SessionError> {
-        match error {
-            None => {
-                self.store
-                    .advance_outbound(&self.tenant, id, MessageStatus::Sent, None)
-                    .await?;
-                tracing::debug!(message_id = %id, "sent");
-                Ok(())
-            }
-            Some(code) => {
-                let reason = format!("WhatsApp refused the message (error {code})");
-                if self
-                    .store
-                    .advance_outbound(&self.tenant, id, MessageStatus::Failed, Some(&reason))
-                    .await?
-                {
-                    tracing::warn!(message_id = %id, code, "message refused");
+    /// Records the server's answers (`sent`, or `failed` with the nack
+    /// code) in one batch, then tells whoever waits for those sends.
+    /// Settled even when no longer in flight (the ack came after a
+    /// reconnect): a row already moved on is left as it is.
+    async fn record(&self, pending: &mut Pending, acks: Vec<(String, Option<String>)>) {
+        let changes: Vec<StatusChange> = acks
+            .iter()
+            .map(|(id, error)| StatusChange {
+                tenant: self.tenant.clone(),
+                message_id: id.clone(),
+                status: match error {
+                    None => MessageStatus::Sent,
+                    Some(_) => MessageStatus::Failed,
+                },
+                error: error
+                    .as_ref()
+                    .map(|code| format!("WhatsApp refused the message (error {code})")),
+            })
+            .collect();
+        let recorded = self.store.advance_outbound_many(changes).await;
+        if let Err(e) = &recorded {
+            tracing::warn!(error = %e, acks = acks.len(), "cannot record acks");
+        }
+        for (i, (id, error)) in acks.into_iter().enumerate() {
+            pending.in_flight.remove(&id);
+            let outcome = match &recorded {
+                Ok(advanced) => {
+                    let advanced = advanced.get(i).copied();
+                    match &error {
+                        Some(code) if advanced.is_some_and(|a| a.moved) => {
+                            tracing::warn!(message_id = %id, code, "message refused");
+                        }
+                        Some(_) => {}
+                        None => tracing::debug!(message_id = %id, "sent"),
+                    }
+                    Ok(SendOutcome::Settled(advanced.and_then(|a| a.status)))
                 }
-                Ok(())
+                Err(e) => Err(SessionError::Client(format!("cannot record the send: {e}"))),
+            };
+            if pending.watched.remove(&id) {
+                self.settled(&id).await;
+            }
+            if let Some(reply) = pending.waiters.remove(&id) {
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -295,8 +332,9 @@ impl SendQueue {
                 let error = row.error.unwrap_or_default();
                 let _ = waiter.reply.send(Err(SessionError::Client(error)));
             }
-            Ok(_) => {
-                let _ = waiter.reply.send(Ok(SendOutcome::Settled));
+            Ok(row) => {
+                let status = row.map(|r| r.status);
+                let _ = waiter.reply.send(Ok(SendOutcome::Settled(status)));
             }
             Err(e) => {
                 let _ = waiter.reply.send(Err(e.into()));

@@ -32,7 +32,7 @@ use super::transport::Fence;
 use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
 use crate::store::cluster::StatusFields;
-use crate::store::messages::MessageStatus;
+use crate::store::messages::{MessageStatus, StatusChange};
 use crate::store::protocol::{SessionId, SessionStore};
 use crate::store::{Lease, NodeId, Store, now_ms};
 use crate::tenants::TenantId;
@@ -417,14 +417,19 @@ impl Ctx {
             ReceiptType::Read => MessageStatus::Read,
             _ => return,
         };
-        for id in &receipt.message_ids {
-            if let Err(e) = self
-                .store
-                .advance_outbound(&self.tenant, id.as_str(), status, None)
-                .await
-            {
-                tracing::warn!(message_id = %id, error = %e, "cannot record a receipt");
-            }
+        // All of a receipt's messages in one batch.
+        let changes = receipt
+            .message_ids
+            .iter()
+            .map(|id| StatusChange {
+                tenant: self.tenant.clone(),
+                message_id: id.to_string(),
+                status,
+                error: None,
+            })
+            .collect();
+        if let Err(e) = self.store.advance_outbound_many(changes).await {
+            tracing::warn!(error = %e, messages = receipt.message_ids.len(), "cannot record a receipt");
         }
     }
 

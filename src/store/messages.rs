@@ -2,8 +2,12 @@
 
 use serde::Serialize;
 
-use super::webhooks::enqueue_event;
-use super::{Result, Store, now_ms};
+use std::collections::HashMap;
+
+use sqlx::Row as _;
+
+use super::webhooks::{enqueue_event, subscriptions, write_event};
+use super::{Result, Store, batch, now_ms};
 use crate::events::Event;
 use crate::tenants::TenantId;
 
@@ -140,6 +144,33 @@ pub struct StoredMessage {
     pub error: Option<String>,
     pub timestamp: i64,
     pub updated_at: i64,
+}
+
+/// A status an ack or a receipt brings for one outbound message.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub tenant: TenantId,
+    pub message_id: String,
+    pub status: MessageStatus,
+    /// Why, for `failed`.
+    pub error: Option<String>,
+}
+
+/// What a [`StatusChange`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The row moved forward.
+    pub moved: bool,
+    /// The row's status afterwards; `None` when there is no such row.
+    pub status: Option<MessageStatus>,
+}
+
+/// An outbound row while a batch of changes is applied to it.
+struct Row {
+    status: MessageStatus,
+    chat_id: String,
+    error: Option<String>,
+    moved: bool,
 }
 
 /// A send the API accepted, before it is written.
@@ -338,51 +369,157 @@ impl Store {
         status: MessageStatus,
         error: Option<&str>,
     ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<(MessageStatus, String)> =
-            sqlx::query_as(&outbound_status_sql(self.kind()))
-                .bind(tenant.as_str())
-                .bind(message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((previous, chat_id)) = current else {
-            return Ok(false);
+        let change = StatusChange {
+            tenant: tenant.clone(),
+            message_id: message_id.to_owned(),
+            status,
+            error: error.map(str::to_owned),
         };
-        let steps = previous.steps_to(status);
-        if steps.is_empty() {
-            return Ok(false);
+        let advanced = self.advance_outbound_many(vec![change]).await?;
+        Ok(advanced.first().is_some_and(|a| a.moved))
+    }
+
+    /// Applies `changes` in order, each as [`Store::advance_outbound`]
+    /// would, committed together with the changes other callers ask for
+    /// meanwhile (see `statuses.rs`). One answer per change, in order.
+    pub async fn advance_outbound_many(&self, changes: Vec<StatusChange>) -> Result<Vec<Advanced>> {
+        match &self.statuses {
+            Some(writer) => writer.apply(changes).await,
+            None => self.apply_status_changes(&changes).await,
         }
-        sqlx::query(
-            "UPDATE messages SET status = $3, error = $4, updated_at = $5
-             WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(message_id)
-        .bind(status)
-        .bind(error)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        let mut queued = false;
-        let mut before = previous;
-        for step in steps {
-            let event = Event::MessageStatus {
-                message_id: message_id.to_owned(),
-                chat_id: chat_id.clone(),
-                status: step,
-                previous_status: Some(before),
-                error: error
-                    .filter(|_| step == MessageStatus::Failed)
-                    .map(str::to_owned),
+    }
+
+    /// Applies a batch of status changes in one transaction: the rows are
+    /// locked and read in one statement, moved in another, and each step
+    /// is an event for the webhooks that want it.
+    pub(super) async fn apply_status_changes(
+        &self,
+        changes: &[StatusChange],
+    ) -> Result<Vec<Advanced>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.tenant.as_str(), c.message_id.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = self.begin_write().await?;
+        // The rows, locked in key order on Postgres (so that two batches
+        // never wait for each other in a cycle).
+        let mut rows: HashMap<(String, String), Row> = HashMap::new();
+        for chunk in keys.chunks(batch::CHUNK) {
+            let width = batch::width(chunk.len());
+            let sql = lock_outbound_sql(self.kind(), width);
+            let mut query = sqlx::query(&sql);
+            for (tenant, message_id) in batch::padded(chunk, width) {
+                query = query.bind(*tenant).bind(*message_id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let key = (row.try_get("tenant_id")?, row.try_get("message_id")?);
+                let status = row.try_get("status")?;
+                let chat_id = row.try_get("chat_id")?;
+                rows.insert(
+                    key,
+                    Row {
+                        status,
+                        chat_id,
+                        error: None,
+                        moved: false,
+                    },
+                );
+            }
+        }
+        // Each change in turn, as if applied alone.
+        let mut events: Vec<(&TenantId, Event)> = Vec::new();
+        let mut advanced = Vec::with_capacity(changes.len());
+        for change in changes {
+            let key = (change.tenant.as_str().to_owned(), change.message_id.clone());
+            let Some(row) = rows.get_mut(&key) else {
+                advanced.push(Advanced {
+                    moved: false,
+                    status: None,
+                });
+                continue;
             };
-            queued |= enqueue_event(&mut tx, tenant, &event).await?.is_some();
-            before = step;
+            let steps = row.status.steps_to(change.status);
+            let moved = !steps.is_empty();
+            let mut before = row.status;
+            for step in steps {
+                let event = Event::MessageStatus {
+                    message_id: change.message_id.clone(),
+                    chat_id: row.chat_id.clone(),
+                    status: step,
+                    previous_status: Some(before),
+                    error: change
+                        .error
+                        .clone()
+                        .filter(|_| step == MessageStatus::Failed),
+                };
+                events.push((&change.tenant, event));
+                before = step;
+            }
+            if moved {
+                row.status = change.status;
+                row.error.clone_from(&change.error);
+                row.moved = true;
+            }
+            advanced.push(Advanced {
+                moved,
+                status: Some(row.status),
+            });
         }
+        let moved: Vec<(&(String, String), &Row)> = {
+            let mut moved: Vec<_> = rows.iter().filter(|(_, r)| r.moved).collect();
+            moved.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            moved
+        };
+        let now = now_ms();
+        for chunk in moved.chunks(batch::CHUNK) {
+            let width = batch::width(chunk.len());
+            let sql = update_outbound_sql(self.kind(), width);
+            let mut query = sqlx::query(&sql).bind(now);
+            for ((tenant, message_id), row) in batch::padded(chunk, width) {
+                query = query
+                    .bind(tenant.as_str())
+                    .bind(message_id.as_str())
+                    .bind(row.status)
+                    .bind(row.error.as_deref());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let queued = self.write_status_events(&mut tx, events).await?;
         tx.commit().await?;
         if queued {
             self.wake_outbox();
         }
-        Ok(true)
+        Ok(advanced)
+    }
+
+    /// Writes the events their tenants' webhooks want, tenant by tenant
+    /// (the order in which their rows are locked) and in order within a
+    /// tenant. True if any was written.
+    async fn write_status_events(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        mut events: Vec<(&TenantId, Event)>,
+    ) -> Result<bool> {
+        if events.is_empty() {
+            return Ok(false);
+        }
+        events.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let mut tenants: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        tenants.dedup();
+        let wanted = subscriptions(tx, &tenants).await?;
+        let mut queued = false;
+        for (tenant, event) in &events {
+            if wanted.get(tenant.as_str()).is_some_and(|s| s.wants(event)) {
+                write_event(tx, tenant, event).await?;
+                queued = true;
+            }
+        }
+        Ok(queued)
     }
 
     /// One message by its WhatsApp id; the outbound one first when both
@@ -441,18 +578,40 @@ pub(super) fn tenants_with_queued_sql(kind: super::DbKind) -> &'static str {
     }
 }
 
-/// An outbound message's status, locked on Postgres (acks and receipts).
-pub(super) fn outbound_status_sql(kind: super::DbKind) -> String {
-    // Receipts and the send's own result race: lock the row so that
+/// Outbound messages' statuses, locked on Postgres (acks and receipts),
+/// for `width` (tenant, WhatsApp id) pairs.
+pub(super) fn lock_outbound_sql(kind: super::DbKind, width: usize) -> String {
+    // Receipts and the send's own result race: lock the rows so that
     // neither overwrites the other (SQLite's write transaction already
     // holds the whole database).
     let lock = match kind {
-        super::DbKind::Postgres => " FOR UPDATE",
+        super::DbKind::Postgres => " FOR UPDATE OF m",
         super::DbKind::Sqlite => "",
     };
     format!(
-        "SELECT status, chat_id FROM messages
-         WHERE tenant_id = $1 AND direction = 'out' AND message_id = $2{lock}"
+        "SELECT m.tenant_id, m.message_id, m.status, m.chat_id
+           FROM (VALUES {}) AS v
+           JOIN messages m ON m.tenant_id = v.column1 AND m.message_id = v.column2
+          WHERE m.direction = 'out'
+          ORDER BY m.tenant_id, m.message_id{lock}",
+        batch::row_placeholders(1, width, 2)
+    )
+}
+
+/// Moves `width` outbound messages to their new status and error; `$1` is
+/// the time. SQLite would otherwise search a tenant's whole outbound
+/// history through `messages_once`.
+pub(super) fn update_outbound_sql(kind: super::DbKind, width: usize) -> String {
+    let index = match kind {
+        super::DbKind::Postgres => "",
+        super::DbKind::Sqlite => " INDEXED BY messages_by_message_id",
+    };
+    format!(
+        "UPDATE messages{index} SET status = v.column3, error = v.column4, updated_at = $1
+           FROM (VALUES {}) AS v
+          WHERE messages.tenant_id = v.column1 AND messages.direction = 'out'
+            AND messages.message_id = v.column2",
+        batch::row_placeholders(2, width, 4)
     )
 }
 

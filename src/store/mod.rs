@@ -7,14 +7,18 @@
 //! writes SQL, and nothing here knows about HTTP.
 //!
 //! [`protocol`] is whatsapp-rust's storage `Backend`, one [`SessionStore`]
-//! per WhatsApp session; `lease` decides which node runs a session.
+//! per WhatsApp session; `lease` decides which node runs a session;
+//! `statuses` commits the acks and receipts of all sessions in shared
+//! transactions.
 
+mod batch;
 pub mod cluster;
 mod lease;
 mod lock;
 pub mod messages;
 pub mod plans;
 pub mod protocol;
+mod statuses;
 pub mod tenants;
 mod text_enum;
 pub mod webhooks;
@@ -84,6 +88,9 @@ pub struct Store {
     /// Told whenever this process commits webhook events, so the
     /// dispatcher wakes at once instead of at its next poll.
     outbox: Arc<Notify>,
+    /// Commits outbound status changes in batches (`statuses.rs`); `None`
+    /// in the writer's own copy of the store.
+    statuses: Option<Arc<statuses::StatusWriter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,12 +146,15 @@ impl Store {
         } else {
             pool.clone()
         };
-        Ok(Store {
+        let mut store = Store {
             pool,
             writer,
             kind,
             outbox: Arc::new(Notify::new()),
-        })
+            statuses: None,
+        };
+        store.statuses = Some(Arc::new(statuses::StatusWriter::start(store.clone())));
+        Ok(store)
     }
 
     /// Applies every pending migration of this database's dialect.

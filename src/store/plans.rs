@@ -48,9 +48,25 @@ impl Store {
                 &[&["messages_queued"]],
             ),
             q(
-                "an outbound message by its WhatsApp id",
-                messages::outbound_status_sql(kind),
-                vec![Text("t1"), Text("m1")],
+                "outbound messages by their WhatsApp ids, locked",
+                messages::lock_outbound_sql(kind, 2),
+                vec![Text("t1"), Text("m1"), Text("t2"), Text("m2")],
+                &[&["messages_by_message_id"]],
+            ),
+            q(
+                "outbound messages moved to a new status",
+                messages::update_outbound_sql(kind, 2),
+                vec![
+                    Int(0),
+                    Text("t1"),
+                    Text("m1"),
+                    Text("sent"),
+                    Text("no error"),
+                    Text("t2"),
+                    Text("m2"),
+                    Text("read"),
+                    Text("no error"),
+                ],
                 &[&["messages_by_message_id"]],
             ),
             q(
@@ -58,6 +74,15 @@ impl Store {
                 messages::GET_MESSAGE.to_owned(),
                 vec![Text("t1"), Text("m1")],
                 &[&["messages_by_message_id"]],
+            ),
+            q(
+                "webhook subscriptions of several tenants",
+                webhooks::subscriptions_sql(2),
+                vec![Text("t1"), Text("t2")],
+                &[&[
+                    "webhook_endpoints_pkey",
+                    "sqlite_autoindex_webhook_endpoints_1",
+                ]],
             ),
             q(
                 "tenants with webhook deliveries due",
@@ -170,6 +195,8 @@ impl HotQuery {
                     !scanned.contains(" USING ")
                         && !scanned.starts_with('(')
                         && !scanned.contains("VIRTUAL TABLE")
+                        // The rows a statement names itself.
+                        && !scanned.ends_with("VALUES CLAUSE")
                         && !subqueries.contains(&scanned)
                 })
         });

@@ -12,6 +12,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
+use super::batch::placeholders;
 use super::{DbKind, Result, Store, now_ms};
 use crate::events::Event;
 use crate::tenants::TenantId;
@@ -109,12 +110,70 @@ pub async fn enqueue_event(
     .bind(tenant.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let subscribed = events
-        .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
-        .is_some_and(|names| names.iter().any(|n| n == event.name()));
-    if !subscribed {
+    if !Subscription::parse(events.as_deref()).wants(event) {
         return Ok(None);
     }
+    write_event(conn, tenant, event).await.map(Some)
+}
+
+/// The events an enabled endpoint subscribes to (none without one).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Subscription(Vec<String>);
+
+impl Subscription {
+    /// From the endpoint's stored `events` column.
+    pub(super) fn parse(events: Option<&str>) -> Self {
+        Subscription(
+            events
+                .and_then(|e| serde_json::from_str::<Vec<String>>(e).ok())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub(super) fn wants(&self, event: &Event) -> bool {
+        self.0.iter().any(|n| n == event.name())
+    }
+}
+
+/// The enabled endpoints' subscriptions of several tenants at once, on
+/// `conn`: tenants without one are left out.
+pub(super) async fn subscriptions(
+    conn: &mut AnyConnection,
+    tenants: &[&str],
+) -> Result<std::collections::HashMap<String, Subscription>> {
+    let mut found = std::collections::HashMap::new();
+    for chunk in tenants.chunks(super::batch::CHUNK) {
+        let width = super::batch::width(chunk.len());
+        let sql = subscriptions_sql(width);
+        let mut query = sqlx::query(&sql);
+        for tenant in super::batch::padded(chunk, width) {
+            query = query.bind(*tenant);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let tenant: String = row.try_get("tenant_id")?;
+            let events: Option<String> = row.try_get("events")?;
+            found.insert(tenant, Subscription::parse(events.as_deref()));
+        }
+    }
+    Ok(found)
+}
+
+/// The enabled endpoints' subscriptions of `width` tenants.
+pub(super) fn subscriptions_sql(width: usize) -> String {
+    format!(
+        "SELECT tenant_id, events FROM webhook_endpoints
+         WHERE enabled = 1 AND tenant_id IN ({})",
+        placeholders(1, width)
+    )
+}
+
+/// Writes `event` to the tenant's outbox, unconditionally, and marks the
+/// tenant's queue due. Returns the outbox id.
+pub(super) async fn write_event(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    event: &Event,
+) -> Result<i64> {
     // Row lock on the tenant: concurrent events get distinct, increasing
     // sequence numbers in commit order.
     let sequence: i64 = sqlx::query_scalar(
@@ -140,15 +199,7 @@ pub async fn enqueue_event(
     .fetch_one(&mut *conn)
     .await?;
     mark_due(conn, tenant, now).await?;
-    Ok(Some(id))
-}
-
-/// `$first, $first+1, …` for a list of `n` bound values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(id)
 }
 
 impl Store {
