@@ -81,6 +81,10 @@ impl SendQueue {
     pub async fn run(mut self) {
         let mut bucket = Bucket::new(self.pace, Instant::now());
         let mut pending = Pending::default();
+        // The queue is read only when it may hold rows not yet read: at the
+        // start, when woken by an accept, after a reconnect, when a send
+        // must go again, and while a read came back full.
+        let mut stale = true;
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -89,26 +93,18 @@ impl SendQueue {
                 // Unacknowledged sends go again after the reconnect.
                 pending.in_flight.clear();
                 fail_all(&mut pending.waiters);
-                if !self.idle(&mut pending, None).await {
+                stale = true;
+                if self.idle(&mut pending, None).await.is_none() {
                     return;
                 }
                 continue;
             }
+            let before = pending.in_flight.len();
             pending
                 .in_flight
                 .retain(|_, since| since.elapsed() < ACK_WAIT);
-            let rows = match self.store.queued_outbound(&self.tenant, BATCH).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the send queue");
-                    Vec::new()
-                }
-            };
-            let rows: Vec<OutboundMessage> = rows
-                .into_iter()
-                .filter(|r| !pending.in_flight.contains_key(&r.message_id))
-                .collect();
-            if rows.is_empty() {
+            stale |= pending.in_flight.len() < before;
+            if !stale {
                 // An idle queue sleeps until woken: by a send accepted here
                 // or on another node, by a reconnect, or by the node's
                 // sweep for a lost wake-up. Only a send awaiting its ack
@@ -118,14 +114,29 @@ impl SendQueue {
                     .values()
                     .min()
                     .map(|sent| (*sent + ACK_WAIT).saturating_duration_since(Instant::now()));
-                if !self.idle(&mut pending, resend).await {
-                    return;
+                match self.idle(&mut pending, resend).await {
+                    None => return,
+                    Some(woken) => stale = woken,
                 }
                 continue;
             }
+            let rows = match self.store.queued_outbound(&self.tenant, BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the send queue");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            stale = rows.len() as i64 == BATCH;
+            self.settle_strays(&mut pending, &rows).await;
+            let rows: Vec<OutboundMessage> = rows
+                .into_iter()
+                .filter(|r| !pending.in_flight.contains_key(&r.message_id))
+                .collect();
             for (i, row) in rows.iter().enumerate() {
                 while let Ok(signal) = self.signals.try_recv() {
-                    self.handle(&mut pending, signal).await;
+                    stale |= self.handle(&mut pending, signal).await;
                 }
                 let wait = bucket.take(Instant::now());
                 if !wait.is_zero() {
@@ -142,7 +153,7 @@ impl SendQueue {
                             signal = self.signals.recv() => match signal {
                                 None => return,
                                 Some(signal) => {
-                                    self.handle(&mut pending, signal).await;
+                                    stale |= self.handle(&mut pending, signal).await;
                                     self.hold(&mut pending, &mut held).await;
                                 }
                             },
@@ -165,9 +176,37 @@ impl SendQueue {
                         }
                         // Left queued: tried again after a pause.
                         tokio::time::sleep(Duration::from_millis(500)).await;
+                        stale = true;
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// Answers the waiters whose row a fresh read of the queue did not
+    /// return and that are not awaiting their ack: their row was settled
+    /// before they registered (rare: the accept wakes the queue first).
+    async fn settle_strays(&self, pending: &mut Pending, rows: &[OutboundMessage]) {
+        let queued: HashSet<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
+        let strays: Vec<String> = pending
+            .waiters
+            .keys()
+            .filter(|id| !queued.contains(id.as_str()) && !pending.in_flight.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in strays {
+            let outcome = match self.store.get_message(&self.tenant, &id).await {
+                // Beyond a full read: it goes in a later round.
+                Ok(Some(row)) if row.status == MessageStatus::Queued => continue,
+                Ok(Some(row)) if row.status == MessageStatus::Failed => {
+                    Err(SessionError::Client(row.error.unwrap_or_default()))
+                }
+                Ok(row) => Ok(SendOutcome::Settled(row.map(|r| r.status))),
+                Err(e) => Err(e.into()),
+            };
+            if let Some(reply) = pending.waiters.remove(&id) {
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -176,27 +215,24 @@ impl SendQueue {
         self.status.borrow().state == SessionState::Connected
     }
 
-    /// Waits for a signal, a state change or `timeout`; false when the
-    /// queue must end.
-    async fn idle(&mut self, pending: &mut Pending, timeout: Option<Duration>) -> bool {
+    /// Waits for a signal, a state change or `timeout`: `None` when the
+    /// queue must end, else whether the queue must be read again.
+    async fn idle(&mut self, pending: &mut Pending, timeout: Option<Duration>) -> Option<bool> {
         let timeout = timeout.unwrap_or(Duration::MAX);
         tokio::select! {
-            _ = self.stop.cancelled() => false,
-            changed = self.status.changed() => changed.is_ok(),
+            _ = self.stop.cancelled() => None,
+            changed = self.status.changed() => changed.is_ok().then_some(true),
             signal = self.signals.recv() => match signal {
-                None => false,
-                Some(signal) => {
-                    self.handle(pending, signal).await;
-                    true
-                }
+                None => None,
+                Some(signal) => Some(self.handle(pending, signal).await),
             },
-            _ = tokio::time::sleep(timeout) => true,
+            _ = tokio::time::sleep(timeout) => Some(true),
         }
     }
 
-    /// Handles a signal. Acks waiting behind an ack are recorded with it,
-    /// in one batch.
-    async fn handle(&mut self, pending: &mut Pending, signal: QueueSignal) {
+    /// Handles a signal; true when it may have brought rows to read. Acks
+    /// waiting behind an ack are recorded with it, in one batch.
+    async fn handle(&mut self, pending: &mut Pending, signal: QueueSignal) -> bool {
         let QueueSignal::Acked { id, error } = signal else {
             return self.handle_one(pending, signal).await;
         };
@@ -210,15 +246,23 @@ impl SendQueue {
             }
         }
         self.record(pending, acks).await;
+        let mut woken = false;
         for signal in later {
-            self.handle_one(pending, signal).await;
+            woken |= self.handle_one(pending, signal).await;
         }
+        woken
     }
 
-    async fn handle_one(&self, pending: &mut Pending, signal: QueueSignal) {
+    async fn handle_one(&self, pending: &mut Pending, signal: QueueSignal) -> bool {
         match signal {
-            QueueSignal::Wake(None) => {}
-            QueueSignal::Wake(Some(waiter)) => self.register(pending, waiter).await,
+            QueueSignal::Wake(None) => return true,
+            // Answered when its ack comes, or by the next read if its row
+            // is no longer queued.
+            QueueSignal::Wake(Some(waiter)) => {
+                pending.waiters.insert(waiter.message_id, waiter.reply);
+                return true;
+            }
+            // Another node accepted a send and asks to hear how it went.
             QueueSignal::Watch(id) => {
                 let queued = self.store.get_message(&self.tenant, &id).await;
                 match queued {
@@ -226,6 +270,7 @@ impl SendQueue {
                         if pending.watched.len() < WATCHED {
                             pending.watched.insert(id);
                         }
+                        return true;
                     }
                     // Settled before the watch came.
                     _ => self.settled(&id).await,
@@ -233,6 +278,7 @@ impl SendQueue {
             }
             QueueSignal::Acked { id, error } => self.record(pending, vec![(id, error)]).await,
         }
+        false
     }
 
     /// Answers everyone waiting for a row the pace holds back (not one
@@ -314,30 +360,6 @@ impl SendQueue {
             }
             if let Some(reply) = pending.waiters.remove(&id) {
                 let _ = reply.send(outcome);
-            }
-        }
-    }
-
-    /// Keeps a waiter, unless its row was settled already.
-    async fn register(&self, pending: &mut Pending, waiter: Waiter) {
-        match self
-            .store
-            .get_message(&self.tenant, &waiter.message_id)
-            .await
-        {
-            Ok(Some(row)) if row.status == MessageStatus::Queued => {
-                pending.waiters.insert(waiter.message_id, waiter.reply);
-            }
-            Ok(Some(row)) if row.status == MessageStatus::Failed => {
-                let error = row.error.unwrap_or_default();
-                let _ = waiter.reply.send(Err(SessionError::Client(error)));
-            }
-            Ok(row) => {
-                let status = row.map(|r| r.status);
-                let _ = waiter.reply.send(Ok(SendOutcome::Settled(status)));
-            }
-            Err(e) => {
-                let _ = waiter.reply.send(Err(e.into()));
             }
         }
     }

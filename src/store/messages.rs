@@ -274,49 +274,34 @@ impl Store {
         sender_id: &str,
         send: &NewOutbound<'_>,
     ) -> Result<Accepted> {
-        let mut tx = self.begin_write().await?;
         let now = now_ms();
-        if let Some(key) = send.idempotency_key {
-            if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
-                return Ok(Accepted::Repeat(first));
-            }
-            // An expired use of the key gives it up; only an expired one: a
-            // request with the same key that committed meanwhile keeps it,
-            // and this insert then fails on the unique index (below).
-            sqlx::query(
-                "UPDATE messages SET idempotency_key = NULL
-                 WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at <= $3",
-            )
-            .bind(tenant.as_str())
-            .bind(key)
-            .bind(now - IDEMPOTENCY_WINDOW_MS)
-            .execute(&mut *tx)
-            .await?;
+        let Some(key) = send.idempotency_key else {
+            // One statement, atomic by itself.
+            let row = insert_outbound(self.writer(), tenant, sender_id, send, now).await?;
+            return Ok(Accepted::New(row));
+        };
+        let mut tx = self.begin_write().await?;
+        if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
+            return Ok(Accepted::Repeat(first));
         }
-        let inserted = sqlx::query_as(&format!(
-            "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind, text,
-                                   status, idempotency_key, timestamp, created_at, updated_at)
-             VALUES ($1, 'out', $2, $3, $4, $5, $6, 'queued', $7, $8, $8, $8)
-             RETURNING {OUTBOUND_COLUMNS}"
-        ))
+        // An expired use of the key gives it up; only an expired one: a
+        // request with the same key that committed meanwhile keeps it, and
+        // this insert then fails on the unique index (below).
+        sqlx::query(
+            "UPDATE messages SET idempotency_key = NULL
+             WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at <= $3",
+        )
         .bind(tenant.as_str())
-        .bind(send.message_id)
-        .bind(send.chat_id)
-        .bind(sender_id)
-        .bind(send.kind)
-        .bind(send.text)
-        .bind(send.idempotency_key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(super::StoreError::from);
-        let row: OutboundMessage = match inserted {
+        .bind(key)
+        .bind(now - IDEMPOTENCY_WINDOW_MS)
+        .execute(&mut *tx)
+        .await?;
+        let row = match insert_outbound(&mut *tx, tenant, sender_id, send, now).await {
             Ok(row) => row,
             // A request with the same key committed first (Postgres lets two
             // transactions look for the key at once): answer as it did.
-            Err(e) if e.is_unique_violation() && send.idempotency_key.is_some() => {
+            Err(e) if e.is_unique_violation() => {
                 drop(tx);
-                let key = send.idempotency_key.unwrap_or_default();
                 return match self.find_idempotent_send(tenant, key).await? {
                     Some(first) => Ok(Accepted::Repeat(first)),
                     None => Err(e),
@@ -535,6 +520,32 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// Inserts an accepted send, `queued`.
+async fn insert_outbound<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    tenant: &TenantId,
+    sender_id: &str,
+    send: &NewOutbound<'_>,
+    now: i64,
+) -> Result<OutboundMessage> {
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind, text,
+                               status, idempotency_key, timestamp, created_at, updated_at)
+         VALUES ($1, 'out', $2, $3, $4, $5, $6, 'queued', $7, $8, $8, $8)
+         RETURNING {OUTBOUND_COLUMNS}"
+    ))
+    .bind(tenant.as_str())
+    .bind(send.message_id)
+    .bind(send.chat_id)
+    .bind(sender_id)
+    .bind(send.kind)
+    .bind(send.text)
+    .bind(send.idempotency_key)
+    .bind(now)
+    .fetch_one(executor)
+    .await?)
 }
 
 /// A tenant's queued sends, oldest first (the send queue's read). SQLite's
