@@ -40,6 +40,8 @@ pub enum StartupError {
 
 pub struct App {
     listener: TcpListener,
+    /// `METRICS_LISTEN`: `/metrics` without the admin token.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     /// The database's URL, for `LISTEN` (Postgres only).
     listen_url: Option<String>,
@@ -98,6 +100,15 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        crate::metrics::install();
         let state = AppState {
             store,
             admin_token_hash: config.admin_token.as_ref().map(|t| KeyHash::of(t.expose())),
@@ -113,6 +124,7 @@ impl App {
         };
         Ok(App {
             listener,
+            metrics_listener,
             state,
             listen_url,
             sessions_stop,
@@ -124,6 +136,11 @@ impl App {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `METRICS_LISTEN` is bound, when it is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// The admin token made on this first start, to be shown once.
@@ -161,12 +178,27 @@ impl App {
             tokio::spawn(async move { sessions.run_node(address, self.listen_url, stop).await })
         };
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = crate::metrics::listener_router(self.state.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         // If serving failed, the rest must stop too.
         shutdown.cancel();
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         if let Err(e) = node.await {
             tracing::error!(error = %e, "the node's loop ended abnormally");
         }

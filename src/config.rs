@@ -143,6 +143,10 @@ pub struct Config {
     /// How often a node looks for sends left queued without a wake-up
     /// (`SEND_QUEUE_SWEEP`); sends normally wake their queue at once.
     pub send_queue_sweep: Duration,
+    /// A second address serving `GET /metrics` without the admin token
+    /// (`METRICS_LISTEN`, e.g. `127.0.0.1:9090`); unset, only the API's
+    /// `/metrics` answers, with the admin token.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The tenant API's rate limit per key.
@@ -290,6 +294,12 @@ impl Config {
         let send_queue_sweep = errors
             .check("SEND_QUEUE_SWEEP", sweep)
             .unwrap_or(Duration::from_secs(60));
+        let metrics_listen = get("METRICS_LISTEN").map(|v| {
+            v.trim()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("{v:?} is not an address and port (e.g. 127.0.0.1:9090)"))
+        });
+        let metrics_listen = metrics_listen.and_then(|r| errors.check("METRICS_LISTEN", r));
         let wa_version = get("WA_VERSION").map(|v| parse_version(&v));
         let wa_version = wa_version.and_then(|r| errors.check("WA_VERSION", r));
         let count = |name: &str, default: u32, errors: &mut Errors| {
@@ -351,6 +361,7 @@ impl Config {
                 node_id: get("NODE_ID").map(|v| v.trim().to_owned()),
                 session_lease_ttl,
                 send_queue_sweep,
+                metrics_listen,
             }),
             _ => Err(ConfigError(errors.0)),
         }

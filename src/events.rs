@@ -5,10 +5,12 @@
 //! (event streams, NATS) will read the same type. This module only knows
 //! how an event looks on the wire.
 
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
 use crate::sessions::SessionState;
 use crate::store::messages::MessageStatus;
-use serde_json::{Map, Value, json};
-
 use crate::store::rfc3339;
 use crate::tenants::TenantId;
 
@@ -40,28 +42,95 @@ pub enum Event {
     },
 }
 
+crate::text_enum! {
+    /// The kinds of event a webhook can subscribe to.
+    pub enum EventName {
+        MessageReceived = "message.received",
+        MessageStatus = "message.status",
+        SessionStatus = "session.status",
+    }
+}
+
+/// The body of a `message.received` event. Its message fields sit at the
+/// top level, where the old server sent them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageReceivedEvent {
+    /// `message.received`.
+    pub event: EventName,
+    /// The tenant's id.
+    pub tenant: String,
+    /// The tenant's event counter: deliveries go out in this order.
+    pub sequence: i64,
+    pub message_id: String,
+    /// The chat's JID (`62812…@s.whatsapp.net`, or a `@lid` one).
+    pub chat_id: String,
+    pub sender_id: String,
+    /// The text, or `""` for a message without one.
+    pub text: String,
+    /// What kind of message (`conversation`, `extendedTextMessage`, …).
+    pub kind: String,
+    /// When WhatsApp says the message was sent (RFC 3339).
+    pub timestamp: String,
+    /// Anything else about the message, by kind.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+}
+
+/// The body of a `message.status` event: a sent message moved on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageStatusEvent {
+    /// `message.status`.
+    pub event: EventName,
+    pub tenant: String,
+    pub sequence: i64,
+    /// When the event was written (RFC 3339).
+    pub timestamp: String,
+    pub message_id: String,
+    pub chat_id: String,
+    pub status: MessageStatus,
+    pub previous_status: Option<MessageStatus>,
+    /// Why, for `failed`.
+    pub error: Option<String>,
+}
+
+/// The body of a `session.status` event: the session entered a state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionStatusEvent {
+    /// `session.status`.
+    pub event: EventName,
+    pub tenant: String,
+    pub sequence: i64,
+    /// When the event was written (RFC 3339).
+    pub timestamp: String,
+    pub state: SessionState,
+    pub previous_state: Option<SessionState>,
+    /// The linked device's JID, once paired.
+    pub jid: Option<String>,
+    /// Why, when the state was forced (a logout, an error).
+    pub reason: Option<String>,
+}
+
 /// Every event name, for validating subscriptions.
 pub const EVENT_NAMES: [&str; 3] = ["message.received", "message.status", "session.status"];
 
 impl Event {
     pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    pub fn kind(&self) -> EventName {
         match self {
-            Event::MessageReceived { .. } => EVENT_NAMES[0],
-            Event::MessageStatus { .. } => EVENT_NAMES[1],
-            Event::SessionStatus { .. } => EVENT_NAMES[2],
+            Event::MessageReceived { .. } => EventName::MessageReceived,
+            Event::MessageStatus { .. } => EventName::MessageStatus,
+            Event::SessionStatus { .. } => EventName::SessionStatus,
         }
     }
 
-    /// The JSON body sent to the tenant's webhook. The legacy fields of a
-    /// received message stay at the top level, as the old server sent them.
+    /// The JSON body sent to the tenant's webhook.
     pub fn body(&self, tenant: &TenantId, sequence: i64, now_ms: i64) -> Value {
-        let mut body = json!({
-            "event": self.name(),
-            "tenant": tenant.as_str(),
-            "sequence": sequence,
-            "timestamp": rfc3339(now_ms),
-        });
-        let fields = match self {
+        let event = self.kind();
+        let tenant = tenant.as_str().to_owned();
+        let body = match self.clone() {
             Event::MessageReceived {
                 message_id,
                 chat_id,
@@ -70,14 +139,17 @@ impl Event {
                 kind,
                 timestamp_ms,
                 data,
-            } => json!({
-                "message_id": message_id,
-                "chat_id": chat_id,
-                "sender_id": sender_id,
-                "text": text.as_deref().unwrap_or_default(),
-                "kind": kind,
-                "timestamp": rfc3339(*timestamp_ms),
-                "data": data,
+            } => serde_json::to_value(MessageReceivedEvent {
+                event,
+                tenant,
+                sequence,
+                message_id,
+                chat_id,
+                sender_id,
+                text: text.unwrap_or_default(),
+                kind,
+                timestamp: rfc3339(timestamp_ms),
+                data,
             }),
             Event::MessageStatus {
                 message_id,
@@ -85,28 +157,33 @@ impl Event {
                 status,
                 previous_status,
                 error,
-            } => json!({
-                "message_id": message_id,
-                "chat_id": chat_id,
-                "status": status,
-                "previous_status": previous_status,
-                "error": error,
+            } => serde_json::to_value(MessageStatusEvent {
+                event,
+                tenant,
+                sequence,
+                timestamp: rfc3339(now_ms),
+                message_id,
+                chat_id,
+                status,
+                previous_status,
+                error,
             }),
             Event::SessionStatus {
                 state,
                 previous_state,
                 jid,
                 reason,
-            } => json!({
-                "state": state,
-                "previous_state": previous_state,
-                "jid": jid,
-                "reason": reason,
+            } => serde_json::to_value(SessionStatusEvent {
+                event,
+                tenant,
+                sequence,
+                timestamp: rfc3339(now_ms),
+                state,
+                previous_state,
+                jid,
+                reason,
             }),
         };
-        if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
-            body.extend(fields);
-        }
-        body
+        body.expect("event bodies are plain data")
     }
 }

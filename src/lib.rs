@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod sessions;
 pub mod store;
 pub mod tenants;

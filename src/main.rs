@@ -5,6 +5,7 @@
 //!   sessions connect to (sandbox builds only).
 //! - `wago pair`: pair the `default` tenant's number from this terminal.
 //! - `wago migrate`: apply database migrations and exit.
+//! - `wago openapi`: print the API's OpenAPI document.
 //! - `wago admin reset-token`: replace the stored admin token.
 //! - `wago sandbox`: the simulated WhatsApp network (builds with the
 //!   `sandbox` feature only).
@@ -43,6 +44,9 @@ enum Command {
     Pair,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Print the API's OpenAPI 3.1 document (as `GET /openapi.json` serves
+    /// it), then exit.
+    Openapi,
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -77,6 +81,10 @@ async fn main() -> std::process::ExitCode {
     if let Some(Command::Sandbox(args)) = cli.command {
         // The sandbox needs none of the server's configuration.
         return sandbox(args).await;
+    }
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", wago::http::openapi::document_pretty());
+        return std::process::ExitCode::SUCCESS;
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -121,6 +129,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
+        Command::Openapi => unreachable!("handled before the configuration is read"),
         Command::Serve(args) => serve(args, config).await,
         Command::Pair => pair(config).await,
         Command::Migrate => {

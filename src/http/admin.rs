@@ -1,13 +1,14 @@
 //! The admin API: tenants and their keys, behind the admin token.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{AdminAuth, ApiJson};
 use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
@@ -16,32 +17,106 @@ use crate::sessions::SessionView;
 use crate::store::tenants::{KeyInfo, NewKey, Tenant};
 use crate::tenants::{ApiKey, KeySource, TenantId, TenantName};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/tenants", post(create_tenant).get(list_tenants))
-        .route(
-            "/admin/tenants/{id}",
-            get(show_tenant).delete(delete_tenant),
-        )
-        .route("/admin/tenants/{id}/keys", post(create_key))
-        .route("/admin/tenants/{id}/keys/{key_id}", delete(revoke_key))
-        .route("/admin/nodes", get(list_nodes))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(show_tenant, delete_tenant))
+        .routes(routes!(create_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(list_nodes))
 }
 
-#[derive(Deserialize)]
+/// A new tenant.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    /// Unique; letters, digits, `-`, `_` and `.`.
+    #[schema(example = "acme")]
     name: String,
+    /// The tenant's webhook, set at once (see `PUT /webhook`).
     webhook_url: Option<String>,
+    /// Its signing secret; needs `webhook_url`.
     webhook_secret: Option<String>,
+    /// A database of its own for the tenant's WhatsApp keys
+    /// (`sqlite://…` or `postgres://…`); default: the server's.
     store_dsn: Option<String>,
 }
 
+/// A tenant just made, with its first key: shown only here.
+#[derive(Serialize, ToSchema)]
+struct CreatedTenant {
+    id: String,
+    name: String,
+    /// The tenant's API key (`wago_…`). Only its hash is stored.
+    api_key: String,
+    /// RFC 3339.
+    created_at: String,
+}
+
+/// Every tenant, with its session.
+#[derive(Serialize, ToSchema)]
+struct TenantList {
+    tenants: Vec<TenantSummary>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct TenantSummary {
+    id: String,
+    name: String,
+    /// RFC 3339.
+    created_at: String,
+    /// Whether its WhatsApp keys live in a database of their own.
+    own_store: bool,
+    session: SessionView,
+}
+
+/// A tenant, its session and its keys.
+#[derive(Serialize, ToSchema)]
+struct TenantDetail {
+    #[serde(flatten)]
+    tenant: TenantSummary,
+    keys: Vec<KeyBody>,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Serialize, ToSchema)]
+struct KeyBody {
+    id: String,
+    /// The key's first characters, to tell keys apart.
+    prefix: String,
+    /// `admin` (made by the admin API) or `env` (from `API_KEY`).
+    source: String,
+    created_at: String,
+    /// When the key was last used, to the minute.
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+/// A key just made: shown only here.
+#[derive(Serialize, ToSchema)]
+struct CreatedKey {
+    id: String,
+    prefix: String,
+    api_key: String,
+}
+
+/// Create a tenant and its first API key.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created; the key is shown only here.", body = CreatedTenant),
+        (status = 409, description = "The name is taken (`conflict`).", body = ErrorBody),
+    ),
+)]
 async fn create_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateTenant>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedTenant>)> {
     let name = TenantName::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let store_dsn = match body.store_dsn.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -80,12 +155,12 @@ async fn create_tenant(
     tracing::info!(tenant_id = %tenant.id, name = %tenant.name, "tenant created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": tenant.id,
-            "name": tenant.name,
-            "api_key": key.expose(),
-            "created_at": rfc3339(tenant.created_at),
-        })),
+        Json(CreatedTenant {
+            api_key: key.expose().to_owned(),
+            created_at: rfc3339(tenant.created_at),
+            id: tenant.id,
+            name: tenant.name,
+        }),
     ))
 }
 
@@ -100,36 +175,57 @@ fn prefix_webhook_field(e: ApiError) -> ApiError {
     }
 }
 
-async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Every tenant, with its session's state.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The tenants.", body = TenantList)),
+)]
+async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<TenantList>> {
     let tenants = state.store.list_tenants().await?;
     let mut statuses = state.store.session_statuses().await?;
-    let summaries: Vec<Value> = tenants
+    let summaries = tenants
         .iter()
         .map(|t| {
             let session = statuses
                 .remove(&t.id)
                 .map_or_else(SessionView::unpaired, SessionView::of);
-            tenant_summary(t, &session)
+            tenant_summary(t, session)
         })
         .collect();
-    Ok(Json(json!({ "tenants": summaries })))
+    Ok(Json(TenantList { tenants: summaries }))
 }
 
 /// `GET /admin/nodes`: the live nodes and how many sessions each runs.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NodesBody {
     nodes: Vec<NodeBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NodeBody {
+    /// `NODE_ID`, or the name the node made for itself.
     id: String,
+    /// Where the node listens.
     address: String,
+    /// RFC 3339.
     started_at: String,
+    /// Its last heartbeat (RFC 3339).
     heartbeat_at: String,
+    /// How many sessions it runs.
     sessions: i64,
 }
 
+/// The live nodes and how many sessions each runs.
+#[utoipa::path(
+    get,
+    path = "/admin/nodes",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The live nodes.", body = NodesBody)),
+)]
 async fn list_nodes(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<NodesBody>> {
     let nodes = state.store.live_nodes().await?;
     Ok(Json(NodesBody {
@@ -146,19 +242,45 @@ async fn list_nodes(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Js
     }))
 }
 
+/// A tenant, its session and its keys.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants/{id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    responses(
+        (status = 200, description = "The tenant.", body = TenantDetail),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn show_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TenantDetail>> {
     let tenant = find_tenant(&state, &id).await?;
     let keys = state.store.list_keys(&tenant.tenant_id()).await?;
     let session = state.sessions.status(&tenant.tenant_id()).await?;
-    let mut body = tenant_summary(&tenant, &session);
-    body["keys"] = keys.iter().map(key_json).collect();
-    Ok(Json(body))
+    Ok(Json(TenantDetail {
+        tenant: tenant_summary(&tenant, session),
+        keys: keys.iter().map(key_body).collect(),
+    }))
 }
 
+/// Delete a tenant: its device is logged out first, then its keys,
+/// messages, webhook and WhatsApp keys are removed.
+#[utoipa::path(
+    delete,
+    path = "/admin/tenants/{id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn delete_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -184,11 +306,23 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Add an API key to a tenant (the others keep working).
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{id}/keys",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    responses(
+        (status = 201, description = "Created; the key is shown only here.", body = CreatedKey),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn create_key(
     _: AdminAuth,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let tenant = find_tenant(&state, &id).await?;
     let key = ApiKey::generate();
     let row = NewKey::for_key(&key, KeySource::Admin);
@@ -196,10 +330,29 @@ async fn create_key(
     tracing::info!(tenant_id = %tenant.id, key_id = %row.id, "key created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": row.id, "prefix": row.prefix, "api_key": key.expose() })),
+        Json(CreatedKey {
+            id: row.id,
+            prefix: row.prefix,
+            api_key: key.expose().to_owned(),
+        }),
     ))
 }
 
+/// Revoke a key: it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/admin/tenants/{id}/keys/{key_id}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The tenant's id."),
+        ("key_id" = String, Path, description = "The key's id."),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "No such tenant, or no such live key (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn revoke_key(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -221,23 +374,23 @@ pub(super) async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant>
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-fn tenant_summary(t: &Tenant, session: &SessionView) -> Value {
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "created_at": rfc3339(t.created_at),
-        "own_store": t.store_dsn.is_some(),
-        "session": session,
-    })
+fn tenant_summary(t: &Tenant, session: SessionView) -> TenantSummary {
+    TenantSummary {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        created_at: rfc3339(t.created_at),
+        own_store: t.store_dsn.is_some(),
+        session,
+    }
 }
 
-fn key_json(k: &KeyInfo) -> Value {
-    json!({
-        "id": k.id,
-        "prefix": k.prefix,
-        "source": k.source,
-        "created_at": rfc3339(k.created_at),
-        "last_used_at": k.last_used_at.map(rfc3339),
-        "revoked_at": k.revoked_at.map(rfc3339),
-    })
+fn key_body(k: &KeyInfo) -> KeyBody {
+    KeyBody {
+        id: k.id.clone(),
+        prefix: k.prefix.clone(),
+        source: k.source.clone(),
+        created_at: rfc3339(k.created_at),
+        last_used_at: k.last_used_at.map(rfc3339),
+        revoked_at: k.revoked_at.map(rfc3339),
+    }
 }

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -53,25 +54,30 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             ApiError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
-            ApiError::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::SessionNotConnected(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "session_not_connected")
+            ApiError::InvalidField { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField)
             }
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            ApiError::SessionNotConnected(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SessionNotConnected,
+            ),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -96,7 +102,10 @@ impl IntoResponse for ApiError {
             // The request id is on the enclosing span (see http::router).
             tracing::error!(error = ?e, "internal error");
         }
-        let body = Json(json!({ "error": code, "message": self.to_string() }));
+        let body = Json(ErrorBody {
+            error: code,
+            message: self.to_string(),
+        });
         let mut response = (status, body).into_response();
         if let ApiError::RateLimited { retry_after_secs } = self {
             response
@@ -108,3 +117,43 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+crate::text_enum! {
+    /// What went wrong, for programs; `message` says it for people.
+    pub enum ErrorCode {
+        /// Malformed JSON, a wrong content type, a refused pair code.
+        BadRequest = "bad_request",
+        /// No key or token, or an unknown or revoked one.
+        Unauthorized = "unauthorized",
+        Forbidden = "forbidden",
+        /// No such route, tenant, key, message, webhook or delivery.
+        NotFound = "not_found",
+        MethodNotAllowed = "method_not_allowed",
+        /// The request contradicts the current state (a name taken, a
+        /// session already paired).
+        Conflict = "conflict",
+        /// The body is larger than `BODY_LIMIT`.
+        PayloadTooLarge = "payload_too_large",
+        /// A field parsed but its value is not acceptable; the message
+        /// starts with the field's name.
+        InvalidField = "invalid_field",
+        /// Over the key's request rate; `Retry-After` says when to retry.
+        RateLimited = "rate_limited",
+        /// The tenant's session is not connected.
+        SessionNotConnected = "session_not_connected",
+        /// The database does not answer.
+        Unavailable = "unavailable",
+        /// The node that runs the session did not answer in time.
+        Timeout = "timeout",
+        /// A fault of the server, logged with the request id.
+        Internal = "internal",
+    }
+}
+
+/// Every error answer: `{"error": "<code>", "message": "<sentence>"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// A sentence for people; `invalid_field` starts with the field's name.
+    pub message: String,
+}

@@ -1,20 +1,73 @@
 //! The persisted inbox: `GET /messages`.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::TenantAuth;
 use super::{AppState, rfc3339};
-use crate::store::messages::InboxQuery;
+use crate::store::messages::{InboxQuery, MessageStatus};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/messages", get(list_messages))
-        .route("/messages/{message_id}", get(show_message))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_messages))
+        .routes(routes!(show_message))
+}
+
+/// A page of the inbox, oldest first.
+#[derive(Serialize, ToSchema)]
+struct InboxPage {
+    messages: Vec<InboxMessage>,
+    /// Pass as `after` for the next page (the last `id` of this one, or
+    /// `after` itself when the page is empty).
+    next_after: i64,
+}
+
+/// A received message.
+#[derive(Serialize, ToSchema)]
+struct InboxMessage {
+    /// The inbox's own increasing id: page with `after`.
+    id: i64,
+    /// WhatsApp's id of the message.
+    message_id: String,
+    chat_id: String,
+    sender_id: String,
+    /// The text, or `""` for a message without one.
+    text: String,
+    kind: String,
+    /// When WhatsApp says it was sent (RFC 3339).
+    timestamp: String,
+}
+
+crate::text_enum! {
+    /// Which way a message went.
+    enum Direction {
+        Inbound = "inbound",
+        Outbound = "outbound",
+    }
+}
+
+/// One message of either direction, with its status.
+#[derive(Serialize, ToSchema)]
+struct MessageDetail {
+    id: i64,
+    message_id: String,
+    direction: Direction,
+    chat_id: String,
+    sender_id: String,
+    text: String,
+    kind: String,
+    status: MessageStatus,
+    /// Why, for `failed`.
+    error: Option<String>,
+    /// RFC 3339.
+    timestamp: String,
+    /// When the status last changed (RFC 3339).
+    updated_at: String,
 }
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -29,11 +82,27 @@ struct ListQuery {
     limit: Option<String>,
 }
 
+/// The persisted inbox: received messages, oldest first.
+#[utoipa::path(
+    get,
+    path = "/messages",
+    tag = "messages",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(
+        ("chat" = Option<String>, Query, description = "Only this chat: a JID, or a phone number for its personal chat."),
+        ("after" = Option<i64>, Query, description = "Only messages whose `id` is greater (default 0).", minimum = 0),
+        ("limit" = Option<i64>, Query, description = "At most this many (default 100).", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of the inbox.", body = InboxPage),
+        (status = 422, description = "A bad query parameter (`invalid_field`).", body = ErrorBody),
+    ),
+)]
 async fn list_messages(
     auth: TenantAuth,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InboxPage>> {
     let after = super::query_number("after", q.after.as_deref(), 0, 0..=i64::MAX)?;
     let limit = super::query_number("limit", q.limit.as_deref(), DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
     let chat = q.chat.as_deref().map(chat_jid).transpose()?;
@@ -49,47 +118,63 @@ async fn list_messages(
         )
         .await?;
     let next_after = messages.last().map_or(after, |m| m.id);
-    let items: Vec<Value> = messages
+    let messages = messages
         .into_iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "message_id": m.message_id,
-                "chat_id": m.chat_id,
-                "sender_id": m.sender_id,
-                "text": m.text.unwrap_or_default(),
-                "kind": m.kind,
-                "timestamp": rfc3339(m.timestamp),
-            })
+        .map(|m| InboxMessage {
+            id: m.id,
+            message_id: m.message_id,
+            chat_id: m.chat_id,
+            sender_id: m.sender_id,
+            text: m.text.unwrap_or_default(),
+            kind: m.kind,
+            timestamp: rfc3339(m.timestamp),
         })
         .collect();
-    Ok(Json(json!({ "messages": items, "next_after": next_after })))
+    Ok(Json(InboxPage {
+        messages,
+        next_after,
+    }))
 }
 
 /// One message of either direction by its WhatsApp id, with its status.
+#[utoipa::path(
+    get,
+    path = "/messages/{message_id}",
+    tag = "messages",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(("message_id" = String, Path, description = "The WhatsApp message id.")),
+    responses(
+        (status = 200, description = "The message.", body = MessageDetail),
+        (status = 404, description = "No such message (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn show_message(
     auth: TenantAuth,
     State(state): State<AppState>,
     Path(message_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessageDetail>> {
     let m = state
         .store
         .get_message(&auth.tenant_id, &message_id)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Json(json!({
-        "id": m.id,
-        "message_id": m.message_id,
-        "direction": if m.direction == "out" { "outbound" } else { "inbound" },
-        "chat_id": m.chat_id,
-        "sender_id": m.sender_id,
-        "text": m.text.unwrap_or_default(),
-        "kind": m.kind,
-        "status": m.status,
-        "error": m.error,
-        "timestamp": rfc3339(m.timestamp),
-        "updated_at": rfc3339(m.updated_at),
-    })))
+    Ok(Json(MessageDetail {
+        id: m.id,
+        message_id: m.message_id,
+        direction: if m.direction == "out" {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        },
+        chat_id: m.chat_id,
+        sender_id: m.sender_id,
+        text: m.text.unwrap_or_default(),
+        kind: m.kind,
+        status: m.status,
+        error: m.error,
+        timestamp: rfc3339(m.timestamp),
+        updated_at: rfc3339(m.updated_at),
+    }))
 }
 
 /// A chat filter: a JID as given, or a bare number (with an optional `+`)

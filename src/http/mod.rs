@@ -9,6 +9,7 @@ mod admin;
 pub mod error;
 pub mod extract;
 mod messages;
+pub mod openapi;
 mod rate_limit;
 mod send;
 pub mod session;
@@ -17,13 +18,15 @@ pub mod webhooks;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::{ApiError, ApiResult};
 
@@ -47,24 +50,39 @@ pub struct AppState {
     pub api_rate: crate::config::ApiRate,
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.body_limit;
-    let tenant_api = Router::new()
+/// Every route, as the tenant API (behind the per-key rate limit) and the
+/// rest, and their description: `routes!` registers a handler and its
+/// annotation together, so nothing is served undocumented.
+fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    let (tenant_api, tenant_doc) = OpenApiRouter::new()
         .merge(messages::routes())
         .merge(send::routes())
         .merge(session::tenant_routes())
-        .merge(webhooks::routes());
-    let tenant_api = rate_limit::per_key(tenant_api, state.api_rate);
-    Router::new()
-        .route("/health", get(health))
-        .merge(tenant_api)
+        .merge(webhooks::routes())
+        .split_for_parts();
+    let (rest, mut doc) = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(reference_page))
+        .routes(routes!(metrics_text))
         .merge(admin::routes())
         .merge(session::admin_routes())
+        .split_for_parts();
+    doc.merge(tenant_doc);
+    (tenant_api, rest, doc)
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    let (tenant_api, rest, _) = routes();
+    let tenant_api = rate_limit::per_key(tenant_api, state.api_rate);
+    rest.merge(tenant_api)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -80,10 +98,39 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// `GET /health`.
+#[derive(Serialize, ToSchema)]
+struct HealthBody {
+    /// Whether the database answered.
+    ok: bool,
+    /// `database_unreachable` when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    /// Why, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
 /// Liveness that means something: the database answers within 2 s.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses(
+        (status = 200, description = "The server and its database answer.", body = HealthBody),
+        (status = 503, description = "The database does not answer.", body = HealthBody),
+    ),
+)]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "ok": true }))),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(HealthBody {
+                ok: true,
+                error: None,
+                message: None,
+            }),
+        ),
         outcome => {
             let reason = match outcome {
                 Ok(Err(e)) => e.to_string(),
@@ -92,10 +139,72 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(%reason, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "ok": false, "error": "database_unreachable", "message": reason })),
+                Json(HealthBody {
+                    ok: false,
+                    error: Some("database_unreachable"),
+                    message: Some(reason),
+                }),
             )
         }
     }
+}
+
+/// Prometheus metrics in the text format. Also served without the token
+/// on `METRICS_LISTEN`, when that is set.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The metrics (docs/metrics.md lists them).", content_type = "text/plain; version=0.0.4", body = String)),
+)]
+async fn metrics_text(_: extract::AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
+    metrics_answer(&state).await
+}
+
+/// The scrape answer, on the API's port and on `METRICS_LISTEN`.
+pub async fn metrics_answer(state: &AppState) -> impl IntoResponse + use<> {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.store, &state.sessions).await,
+    )
+}
+
+/// This API's OpenAPI 3.1 document, webhook event bodies included.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "The document.", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(),
+    )
+}
+
+/// The API reference for people, drawn from `/openapi.json` in the browser.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "service",
+    responses((status = 200, description = "An HTML page.", content_type = "text/html", body = String)),
+)]
+async fn reference_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        include_str!("reference.html"),
+    )
 }
 
 /// A whole-number query parameter within `range`; absent or empty means

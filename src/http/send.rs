@@ -10,24 +10,26 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, TenantAuth};
 use crate::sessions::{Phone, SendOutcome, SessionError, SessionState, new_message_id};
 use crate::store::messages::{Accepted, MessageStatus, NewOutbound, OutboundMessage};
 use crate::store::rfc3339;
 use crate::tenants::TenantId;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/send-text", post(send_text))
-        .route("/send-otp", post(send_otp))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_text))
+        .routes(routes!(send_otp))
 }
 
 /// The longest text WhatsApp takes in one message.
@@ -36,20 +38,33 @@ const MAX_TEXT_CHARS: usize = 65_536;
 const SEND_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_OTP_TEMPLATE: &str = "Your verification code is %s. Do not share it with anyone.";
 
-#[derive(Deserialize)]
+/// A text to one number.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendText {
+    /// The recipient's phone number, digits with an optional `+`.
+    #[schema(example = "62812000002")]
     to: String,
+    /// At most 65,536 characters, not only blanks.
+    #[schema(example = "halo")]
     text: String,
+    /// Accept the send while the session is not connected; it goes when
+    /// the session connects (`202 queued`).
     #[serde(default)]
     queue: bool,
 }
 
-#[derive(Deserialize)]
+/// A one-time code to one number, in a template.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendOtp {
+    #[schema(example = "62812000002")]
     to: String,
+    /// 1 to 32 letters, digits or dashes.
+    #[schema(example = "482913")]
     code: String,
+    /// The text, with exactly one `%s` where the code goes (default:
+    /// "Your verification code is %s. Do not share it with anyone.").
     template: Option<String>,
     #[serde(default)]
     queue: bool,
@@ -74,6 +89,22 @@ impl Send {
     }
 }
 
+/// Send a text. It is written before it goes and sent at the number's
+/// pace; the answer waits for WhatsApp's acknowledgement (up to 30 s) unless
+/// the pace holds the send back.
+#[utoipa::path(
+    post,
+    path = "/send-text",
+    tag = "send",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a request repeated with the same key gets the first one's answer, and nothing is sent twice.")),
+    request_body = SendText,
+    responses(
+        (status = 200, description = "Sent (acknowledged by WhatsApp), or `failed` (refused by it).", body = SendAnswer),
+        (status = 202, description = "Accepted and queued: held back by the number's pace (with `expected_at`), not yet acknowledged, or sent with `queue` while the session is down.", body = SendAnswer),
+        (status = 503, description = "The session is not connected (`session_not_connected`); send with `queue` to have it go later.", body = ErrorBody),
+    ),
+)]
 async fn send_text(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -82,9 +113,23 @@ async fn send_text(
 ) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     let text = check_text("text", body.text)?;
     let send = Send::new(&body.to, text, body.queue, &headers)?;
-    deliver(&state, &auth.tenant_id, send).await
+    timed(deliver(&state, &auth.tenant_id, send)).await
 }
 
+/// Send a one-time code in a template; otherwise as `/send-text`.
+#[utoipa::path(
+    post,
+    path = "/send-otp",
+    tag = "send",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a request repeated with the same key gets the first one's answer, and nothing is sent twice.")),
+    request_body = SendOtp,
+    responses(
+        (status = 200, description = "Sent (acknowledged by WhatsApp), or `failed` (refused by it).", body = SendAnswer),
+        (status = 202, description = "Accepted and queued (see `/send-text`).", body = SendAnswer),
+        (status = 503, description = "The session is not connected (`session_not_connected`).", body = ErrorBody),
+    ),
+)]
 async fn send_otp(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -110,7 +155,7 @@ async fn send_otp(
     }
     let text = check_text("template", template.replacen("%s", code, 1))?;
     let send = Send::new(&body.to, text, body.queue, &headers)?;
-    deliver(&state, &auth.tenant_id, send).await
+    timed(deliver(&state, &auth.tenant_id, send)).await
 }
 
 fn check_text(field: &str, text: String) -> ApiResult<String> {
@@ -126,6 +171,15 @@ fn check_text(field: &str, text: String) -> ApiResult<String> {
     Ok(text)
 }
 
+crate::text_enum! {
+    /// The statuses a send answers with.
+    enum SendStatus {
+        Queued = "queued",
+        Sent = "sent",
+        Failed = "failed",
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -137,6 +191,18 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
             "must be 1 to 255 visible ASCII characters",
         )),
     }
+}
+
+/// Records how long a send took to answer, by the status answered.
+async fn timed(
+    deliver: impl Future<Output = ApiResult<(StatusCode, Json<SendAnswer>)>>,
+) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
+    let started = std::time::Instant::now();
+    let answer = deliver.await;
+    if let Ok((_, Json(body))) = &answer {
+        crate::metrics::send_answered(body.status, started.elapsed());
+    }
+    answer
 }
 
 async fn deliver(
@@ -233,11 +299,12 @@ async fn refreshed(
 }
 
 /// The answer to a send.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SendAnswer {
     /// The WhatsApp message id, fixed when the send was accepted.
     pub message_id: String,
     /// `sent`, `queued` or `failed`.
+    #[schema(value_type = SendStatus)]
     pub status: MessageStatus,
     /// When a send the number's pace holds back should go (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]

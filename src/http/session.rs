@@ -1,51 +1,53 @@
 //! The session routes: pairing, state, logout. The tenant's own under
 //! `/session`, and the same for any tenant under `/admin/tenants/{id}`.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::admin::find_tenant;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{AdminAuth, ApiJson, TenantAuth};
 use crate::sessions::{Phone, Qr, SessionError, SessionView};
 use crate::store::now_ms;
 use crate::tenants::TenantId;
 
-pub fn tenant_routes() -> Router<AppState> {
-    Router::new()
-        .route("/session", get(tenant_status))
-        .route("/session/qr", get(tenant_qr))
-        .route("/session/pair-code", post(tenant_pair_code))
-        .route("/session/logout", post(tenant_logout))
+pub fn tenant_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant_status))
+        .routes(routes!(tenant_qr))
+        .routes(routes!(tenant_pair_code))
+        .routes(routes!(tenant_logout))
 }
 
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/tenants/{id}/session", get(admin_status))
-        .route("/admin/tenants/{id}/session/qr", get(admin_qr))
-        .route(
-            "/admin/tenants/{id}/session/pair-code",
-            post(admin_pair_code),
-        )
-        .route("/admin/tenants/{id}/session/logout", post(admin_logout))
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin_status))
+        .routes(routes!(admin_qr))
+        .routes(routes!(admin_pair_code))
+        .routes(routes!(admin_logout))
 }
 
 /// `GET /session/qr` as JSON.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QrBody {
+    /// The string the QR code encodes: draw it, or pass it to a scanner.
     qr: String,
     /// Seconds until the code is replaced.
     expires_in: u64,
 }
 
 /// `POST /session/pair-code`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PairCodeBody {
+    /// The code to type on the phone, `ABCD-EFGH`.
+    #[schema(example = "ABCD-EFGH")]
     code: String,
 }
 
@@ -73,12 +75,25 @@ struct QrQuery {
     format: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The number to link by pair code.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PairCodeRequest {
+    /// The phone number the code is for, digits with an optional `+`.
+    #[schema(example = "62811000001")]
     phone: String,
 }
 
+/// The session: state, number, push name, node.
+#[utoipa::path(
+    get,
+    path = "/session",
+    tag = "session",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    responses(
+        (status = 200, description = "The session's state.", body = SessionView),
+    ),
+)]
 async fn tenant_status(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -86,6 +101,18 @@ async fn tenant_status(
     Ok(Json(state.sessions.status(&auth.tenant_id).await?))
 }
 
+/// A tenant's session.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants/{id}/session",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    responses(
+        (status = 200, description = "The session's state.", body = SessionView),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn admin_status(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -95,6 +122,26 @@ async fn admin_status(
     Ok(Json(state.sessions.status(&tenant).await?))
 }
 
+/// The QR code to link the number: starts the session if it is unpaired.
+#[utoipa::path(
+    get,
+    path = "/session/qr",
+    tag = "session",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(("format" = Option<String>, Query, description = "`json` (default), `text` (drawn with block characters), `png` or `svg`.")),
+    responses(
+        (status = 200, description = "The current QR code; a new one replaces it every `expires_in` seconds.", content(
+            (QrBody = "application/json"),
+            (String = "text/plain"),
+            (String = "image/svg+xml"),
+            (Vec<u8> = "image/png"),
+        )),
+        (status = 409, description = "The session is already paired (`conflict`).", body = ErrorBody),
+        (status = 422, description = "An unknown `format` (`invalid_field`).", body = ErrorBody),
+        (status = 503, description = "No QR code can be shown now (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+    ),
+)]
 async fn tenant_qr(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -103,6 +150,27 @@ async fn tenant_qr(
     qr(&state, &auth.tenant_id, q.format.as_deref()).await
 }
 
+/// A tenant's QR code.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants/{id}/session/qr",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id."), ("format" = Option<String>, Query, description = "`json` (default), `text` (drawn with block characters), `png` or `svg`.")),
+    responses(
+        (status = 200, description = "The current QR code; a new one replaces it every `expires_in` seconds.", content(
+            (QrBody = "application/json"),
+            (String = "text/plain"),
+            (String = "image/svg+xml"),
+            (Vec<u8> = "image/png"),
+        )),
+        (status = 409, description = "The session is already paired (`conflict`).", body = ErrorBody),
+        (status = 422, description = "An unknown `format` (`invalid_field`).", body = ErrorBody),
+        (status = 503, description = "No QR code can be shown now (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn admin_qr(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -113,6 +181,21 @@ async fn admin_qr(
     qr(&state, &tenant, q.format.as_deref()).await
 }
 
+/// Link by phone code instead of QR: the code to enter on the phone.
+#[utoipa::path(
+    post,
+    path = "/session/pair-code",
+    tag = "session",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    request_body = PairCodeRequest,
+    responses(
+        (status = 200, description = "The code to enter on the phone.", body = PairCodeBody),
+        (status = 400, description = "WhatsApp refused the pair code (`bad_request`).", body = ErrorBody),
+        (status = 409, description = "The session is already paired (`conflict`).", body = ErrorBody),
+        (status = 503, description = "The session cannot pair now (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+    ),
+)]
 async fn tenant_pair_code(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -121,6 +204,23 @@ async fn tenant_pair_code(
     pair_code(&state, &auth.tenant_id, &body.phone).await
 }
 
+/// A tenant's pair code.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{id}/session/pair-code",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    request_body = PairCodeRequest,
+    responses(
+        (status = 200, description = "The code to enter on the phone.", body = PairCodeBody),
+        (status = 400, description = "WhatsApp refused the pair code (`bad_request`).", body = ErrorBody),
+        (status = 409, description = "The session is already paired (`conflict`).", body = ErrorBody),
+        (status = 503, description = "The session cannot pair now (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn admin_pair_code(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -131,6 +231,18 @@ async fn admin_pair_code(
     pair_code(&state, &tenant, &body.phone).await
 }
 
+/// Unlink the device from the number.
+#[utoipa::path(
+    post,
+    path = "/session/logout",
+    tag = "session",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    responses(
+        (status = 200, description = "Logged out: the device is unlinked; the session's state after it.", body = SessionView),
+        (status = 503, description = "The session is not connected (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+    ),
+)]
 async fn tenant_logout(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -138,6 +250,20 @@ async fn tenant_logout(
     logout(&state, &auth.tenant_id).await
 }
 
+/// Log a tenant's session out.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants/{id}/session/logout",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The tenant's id.")),
+    responses(
+        (status = 200, description = "Logged out: the device is unlinked; the session's state after it.", body = SessionView),
+        (status = 503, description = "The session is not connected (`session_not_connected`).", body = ErrorBody),
+        (status = 504, description = "The node that runs the session did not answer in time (`timeout`).", body = ErrorBody),
+        (status = 404, description = "No such tenant (`not_found`).", body = ErrorBody),
+    ),
+)]
 async fn admin_logout(
     _: AdminAuth,
     State(state): State<AppState>,

@@ -675,10 +675,14 @@ impl Directory {
     }
 }
 
-/// What the control API and tests see of an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the control API and tests see of an account: its simulated phone
+/// (device 0) and its companions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 pub struct AccountView {
+    /// The phone number, digits only.
     pub phone: String,
+    /// The account's LID: its digits, without `@lid`.
     pub lid: String,
     /// Device ids, the phone (0) first.
     pub devices: Vec<u16>,

@@ -25,18 +25,43 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::StringRejection;
 
 use super::accounts::{Behaviour, DirectoryError};
-use super::control::ApiError;
+use super::control::{ApiError, ErrorBody};
 use super::pairing::{self, Linked};
 use super::server::Shared;
 
-/// `POST /admin/mock-phone/scan-qr`: pairs the companion showing the QR to
-/// its push name's account.
+/// Links the companion showing a QR code to its push name's account.
+///
+/// The mock-server contract of `whatsapp-rust`'s own end-to-end suite. The
+/// same push name is the same number (the next device id for each further
+/// companion); a new push name, or none, is a new account with a fresh
+/// number. Push-name prefixes select the account's behaviours
+/// (`restricted:<name>`, `scenario:<flag>,<flag>:<name>`). Answers once the
+/// companion has accepted the pairing.
+#[utoipa::path(
+    post,
+    path = "/admin/mock-phone/scan-qr",
+    tag = "sandbox",
+    request_body(
+        content = String,
+        content_type = "text/plain",
+        description = "The QR string the companion shows, as the raw body (any content type is taken).",
+    ),
+    responses(
+        (status = 200, description = "The companion is linked.", body = Linked),
+        (status = 400, description = "The QR is malformed, or the body is not UTF-8 (`bad_request`).", body = ErrorBody),
+        (status = 409, description = "No connected companion shows that QR, its keys do not match, the companion refused or went away, or the account has no device ids left (`conflict`).", body = ErrorBody),
+        (status = 500, description = "No LID or number left for a new account (`internal`).", body = ErrorBody),
+        (status = 504, description = "The companion did not answer within the pairing timeout (`timeout`).", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn scan_qr(
     State(shared): State<Arc<Shared>>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> Result<Json<Linked>, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(Json(scan(&shared, &body).await?))
 }
 

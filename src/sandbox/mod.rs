@@ -59,6 +59,12 @@ pub use pairing::Linked;
 pub use server::{RunningSandbox, SandboxError, SandboxStats, start};
 pub use state::StateError;
 
+/// The control API's OpenAPI 3.1 document, as `GET /sandbox/openapi.json`
+/// serves it.
+pub fn control_document() -> utoipa::openapi::OpenApi {
+    control::document().clone()
+}
+
 /// `wago sandbox`: serve the simulated WhatsApp network on one port.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxArgs {

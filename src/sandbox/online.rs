@@ -34,13 +34,17 @@ struct Link {
 }
 
 /// One logged-in connection's life, as `GET /sandbox/connections` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Connection)]
 pub(crate) struct Login {
     /// `phone:device`.
     pub device: String,
+    /// The connection's number, in the order connections came.
     pub conn: u64,
-    /// When it logged in and when it ended (unix ms).
+    /// When it logged in (unix ms).
     pub opened_ms: u64,
+    /// When it ended (unix ms); `null` while it is logged in.
+    #[schema(required = true)]
     pub closed_ms: Option<u64>,
     /// It logged in while another connection of the same device was still
     /// logged in (that one was then replaced): two clients drove one device.

@@ -65,11 +65,16 @@ pub(crate) enum LinkError {
 }
 
 /// A companion as a linked device of an account.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = LinkedDevice)]
 pub struct Linked {
+    /// The account's phone number.
     pub phone: String,
+    /// The companion's device id (1 or more).
     pub device: u16,
+    /// The companion's JID, `<phone>:<device>@s.whatsapp.net`.
     pub jid: String,
+    /// The companion's LID JID, `<lid>:<device>@lid`.
     pub lid: String,
 }
 

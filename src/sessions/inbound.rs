@@ -38,6 +38,7 @@ impl whatsapp_rust::InboundDurabilityHook for Inbound {
             return Ok(());
         }
         let new = self.store.store_inbound(&self.tenant, &rows).await?;
+        crate::metrics::messages_received(new);
         tracing::debug!(tenant_id = %self.tenant, received = rows.len(), new, "stored inbound messages");
         Ok(())
     }

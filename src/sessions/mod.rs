@@ -119,11 +119,14 @@ impl Qr {
 }
 
 /// The session as every node reports it (`GET /session`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub state: SessionState,
+    /// The linked device's JID (`62811…:3@s.whatsapp.net`), once paired.
     pub jid: Option<String>,
+    /// The account's push name, once known.
     pub push_name: Option<String>,
+    /// Why the session last failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When the session entered `state` (RFC 3339), if it ever ran.
@@ -808,6 +811,15 @@ impl Supervisor {
 
     fn take_task(&self, tenant: &TenantId) -> Option<JoinHandle<()>> {
         self.sessions().remove(tenant).map(|h| h.task)
+    }
+
+    /// The state of every session running here (for metrics).
+    pub fn local_states(&self) -> Vec<SessionState> {
+        self.sessions()
+            .values()
+            .filter(|h| h.running())
+            .map(|h| h.status.borrow().state)
+            .collect()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Handle>> {

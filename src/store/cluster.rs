@@ -303,6 +303,16 @@ impl Store {
             .collect()
     }
 
+    /// How many sessions are in each state, as recorded (for metrics): an
+    /// index-only count over `session_status_by_state`.
+    pub async fn session_state_counts(&self) -> Result<Vec<(SessionState, i64)>> {
+        let rows: Vec<(SessionState, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM session_status GROUP BY state")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows)
+    }
+
     /// Gives a tenant without a status row its first one: `connecting` when
     /// its device is linked (so that placement starts it), else `unpaired`.
     /// A row an owner wrote meanwhile is kept.

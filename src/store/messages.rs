@@ -474,11 +474,19 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
+        let steps: Vec<MessageStatus> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::MessageStatus { status, .. } => Some(*status),
+                _ => None,
+            })
+            .collect();
         let queued = self.write_status_events(&mut tx, events).await?;
         tx.commit().await?;
         if queued {
             self.wake_outbox();
         }
+        steps.into_iter().for_each(crate::metrics::message_status);
         Ok(advanced)
     }
 

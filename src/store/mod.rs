@@ -199,6 +199,14 @@ impl Store {
         })
     }
 
+    /// The pools by name, for metrics: `main`, and on SQLite `writer`.
+    pub fn pools(&self) -> Vec<(&'static str, &AnyPool)> {
+        match self.kind {
+            DbKind::Sqlite => vec![("main", &self.pool), ("writer", &self.writer)],
+            DbKind::Postgres => vec![("main", &self.pool)],
+        }
+    }
+
     /// A round trip to the database, for health checks.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -2,7 +2,8 @@
 //!
 //! `text_enum!` declares an enum whose variants each have one spelling,
 //! used alike in JSON (serde), in the database (sqlx, through the `Any`
-//! driver that sqlx's own derive does not cover) and in logs.
+//! driver that sqlx's own derive does not cover), in logs and in the
+//! OpenAPI document (a string schema listing every spelling).
 
 /// Declares a closed set stored as text; see the module doc.
 #[macro_export]
@@ -21,6 +22,7 @@ macro_rules! text_enum {
 
         impl $name {
             /// Every value, in declaration order.
+            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             pub fn as_str(self) -> &'static str {
@@ -49,6 +51,17 @@ macro_rules! text_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {}
 
         impl ::sqlx::Type<::sqlx::Any> for $name {
             fn type_info() -> ::sqlx::any::AnyTypeInfo {

@@ -93,6 +93,15 @@ pub struct Attempt {
     pub response_prefix: Option<String>,
 }
 
+/// What waits to be delivered, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog {
+    /// Deliveries never tried, or failed and waiting for a retry.
+    pub waiting: i64,
+    /// When the earliest of them is (or was) due, unix ms.
+    pub earliest_due_ms: Option<i64>,
+}
+
 /// Delivery statuses, as stored and as filtered on.
 pub const STATUSES: [&str; 4] = ["pending", "failed", "delivered", "dead"];
 
@@ -612,4 +621,26 @@ async fn record_attempt(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+impl Store {
+    /// The webhook backlog: the rows still to deliver (through the partial
+    /// indexes on waiting rows, so it costs what waits, not what was
+    /// delivered) and the earliest due time of any tenant's queue.
+    pub async fn webhook_backlog(&self) -> Result<Backlog> {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM webhook_outbox WHERE status = 'pending')
+                  + (SELECT COUNT(*) FROM webhook_outbox WHERE status = 'failed')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let earliest_due_ms: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM webhook_queues WHERE due_at IS NOT NULL")
+                .fetch_one(self.pool())
+                .await?;
+        Ok(Backlog {
+            waiting,
+            earliest_due_ms,
+        })
+    }
 }

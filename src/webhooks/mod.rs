@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WebhookSettings;
+use crate::metrics::AttemptOutcome;
 use crate::store::webhooks::{AttemptRecord, Claimed, Hold, NextStep, WebhookEndpoint};
 use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
@@ -405,6 +406,12 @@ fn log_attempt(row: &Claimed, record: &AttemptRecord) {
         record.status_code,
         record.error.as_deref(),
     );
+    let outcome = match record.next {
+        NextStep::Delivered => AttemptOutcome::Delivered,
+        NextStep::RetryAt(_) => AttemptOutcome::Retry,
+        NextStep::Dead => AttemptOutcome::Dead,
+    };
+    crate::metrics::webhook_attempt(outcome, record.latency_ms);
     match record.next {
         NextStep::Delivered => {
             tracing::debug!(delivery = id, %event, ?code, latency_ms = record.latency_ms, "webhook delivered")

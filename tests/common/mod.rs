@@ -149,6 +149,8 @@ pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
 /// as `kill -9` would, without a graceful anything.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `METRICS_LISTEN`'s address, when the test set it.
+    pub metrics_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub store: wago::store::Store,
     pub generated_admin_token: Option<String>,
@@ -190,6 +192,7 @@ impl TestApp {
             .expect("build task")
             .expect("app starts");
         let addr = app.local_addr().expect("bound");
+        let metrics_addr = app.metrics_addr();
         let store = app.store().clone();
         let webhooks = app.webhook_waker();
         let generated_admin_token = app.generated_admin_token().map(str::to_owned);
@@ -197,6 +200,7 @@ impl TestApp {
         let task = runtime.spawn(app.run(shutdown.clone()));
         TestApp {
             addr,
+            metrics_addr,
             http: reqwest::Client::new(),
             store,
             generated_admin_token,
