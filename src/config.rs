@@ -187,6 +187,112 @@ impl Default for WebhookSettings {
     }
 }
 
+/// Every environment variable `wago serve` reads: its name, its default
+/// and what it does. `wago serve --help` prints this table; a test checks
+/// that it, the README and `deploy/wago.env.example` name every variable
+/// this module reads.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("PORT", "8080", "HTTP port"),
+    ("HOST", "0.0.0.0", "IP address to listen on"),
+    (
+        "DSN",
+        "sqlite://wago.db",
+        "database: sqlite://PATH or postgres://USER@HOST/DB",
+    ),
+    ("DATABASE_URL", "", "the same as DSN (set one of them)"),
+    (
+        "ADMIN_TOKEN",
+        "generated at first start",
+        "the admin API's bearer token, 16+ characters",
+    ),
+    (
+        "API_KEY",
+        "",
+        "the old single-tenant key: makes a tenant named `default`",
+    ),
+    ("WEBHOOK_URL", "", "the `default` tenant's webhook"),
+    ("WEBHOOK_SECRET", "", "its signing secret"),
+    (
+        "WEBHOOK_RETRY_SCHEDULE",
+        "5s,5m,30m,2h,5h,10h,10h",
+        "delay before each webhook retry",
+    ),
+    (
+        "WEBHOOK_TIMEOUT",
+        "15s",
+        "how long one webhook attempt may take",
+    ),
+    (
+        "WEBHOOK_ALLOW_PRIVATE",
+        "false",
+        "let webhooks point at private addresses",
+    ),
+    (
+        "WA_SERVER_URL",
+        "WhatsApp",
+        "the WhatsApp WebSocket sessions connect to",
+    ),
+    (
+        "WA_VERSION",
+        "looked up",
+        "the WhatsApp Web version sessions announce",
+    ),
+    (
+        "SEND_RATE_PER_MINUTE",
+        "60",
+        "one number's sends per minute, on average (0: no pace)",
+    ),
+    ("SEND_BURST", "10", "one number's sends at once"),
+    (
+        "API_RATE_LIMIT",
+        "20",
+        "requests per second per API key (0: no limit)",
+    ),
+    ("API_RATE_BURST", "50", "requests at once per API key"),
+    (
+        "SESSION_LEASE_TTL",
+        "30s",
+        "how long a session's lease lasts unrenewed",
+    ),
+    (
+        "SEND_QUEUE_SWEEP",
+        "60s",
+        "how often a node looks for sends left without a wake-up",
+    ),
+    (
+        "NODE_ID",
+        "local on SQLite, fresh on Postgres",
+        "this node's name in session leases",
+    ),
+    ("BODY_LIMIT", "65536", "largest request body, in bytes"),
+    (
+        "METRICS_LISTEN",
+        "",
+        "an address serving /metrics without the admin token",
+    ),
+    ("LOG_FORMAT", "text", "text or json"),
+    (
+        "RUST_LOG",
+        "info,sqlx=warn,whatsapp_rust=warn,wacore=warn",
+        "log levels",
+    ),
+];
+
+/// [`VARIABLES`] as the text after `wago serve --help`.
+pub fn variables_help() -> String {
+    let width = VARIABLES.iter().map(|v| v.0.len()).max().unwrap_or(0);
+    let mut out = String::from("Environment variables (all optional):\n");
+    for (name, default, meaning) in VARIABLES {
+        let default = if default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {default}]")
+        };
+        out.push_str(&format!("  {name:width$}  {meaning}{default}\n"));
+    }
+    out
+}
+
 /// Every bad variable, each on its own line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]

@@ -16,7 +16,7 @@
 //! them JSON lines.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -76,7 +76,14 @@ enum AdminCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `wago serve --help` lists the environment variables it reads.
+    let command = Cli::command().mut_subcommand("serve", |serve| {
+        serve.after_help(wago::config::variables_help())
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     #[cfg(feature = "sandbox")]
     if let Some(Command::Sandbox(args)) = cli.command {
         // The sandbox needs none of the server's configuration.

@@ -61,7 +61,8 @@ fn systemd_accepts_the_unit() {
     );
 }
 
-/// Every variable `config.rs` reads is in the env example and the README.
+/// Every variable `config.rs` reads is in `config::VARIABLES` (which
+/// `wago serve --help` prints), the env example and the README.
 #[test]
 fn every_variable_is_documented() {
     let config = read("src/config.rs");
@@ -75,9 +76,16 @@ fn every_variable_is_documented() {
         }
     }
     assert!(names.len() >= 20, "found {names:?}");
+    let listed: Vec<&str> = wago::config::VARIABLES.iter().map(|v| v.0).collect();
+    for name in &names {
+        assert!(
+            listed.contains(name),
+            "config::VARIABLES (`wago serve --help`) lacks {name}"
+        );
+    }
     let example = read("deploy/wago.env.example");
     let readme = read("README.md");
-    for name in names {
+    for name in listed {
         assert!(
             example.contains(&format!("{name}=")),
             "deploy/wago.env.example lacks {name}"
@@ -87,4 +95,31 @@ fn every_variable_is_documented() {
             "README.md lacks {name}"
         );
     }
+}
+
+/// `wago serve --help` lists the variables; `wago --version` names the
+/// version.
+#[test]
+fn help_lists_the_variables_and_version_names_the_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wago"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (name, _, _) in wago::config::VARIABLES {
+        assert!(
+            help.contains(name),
+            "`wago serve --help` lacks {name}:\n{help}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wago"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wago {}", env!("CARGO_PKG_VERSION"))
+    );
 }

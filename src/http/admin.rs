@@ -367,11 +367,13 @@ async fn revoke_key(
 }
 
 pub(super) async fn find_tenant(state: &AppState, id: &str) -> ApiResult<Tenant> {
-    state
+    let tenant = state
         .store
         .get_tenant(&TenantId::from_raw(id))
         .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    tracing::Span::current().record("tenant_id", tenant.id.as_str());
+    Ok(tenant)
 }
 
 fn tenant_summary(t: &Tenant, session: SessionView) -> TenantSummary {

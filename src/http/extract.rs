@@ -51,6 +51,7 @@ impl FromRequestParts<AppState> for TenantAuth {
                 }
             });
         }
+        tracing::Span::current().record("tenant_id", owner.tenant_id.as_str());
         Ok(TenantAuth {
             tenant_id: owner.tenant_id,
             tenant_name: owner.tenant_name,

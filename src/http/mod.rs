@@ -65,6 +65,7 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .routes(routes!(reference_page))
         .routes(routes!(metrics_text))
+        .routes(routes!(version))
         .merge(admin::routes())
         .merge(session::admin_routes())
         .split_for_parts();
@@ -92,7 +93,14 @@ pub fn router(state: AppState) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %id,
+                    // Filled in once the request names its tenant.
+                    tenant_id = tracing::field::Empty,
+                )
             }),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -147,6 +155,45 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// `GET /version`.
+#[derive(Serialize, ToSchema)]
+struct VersionBody {
+    /// WAGO's version.
+    #[schema(example = "0.1.0")]
+    version: &'static str,
+    /// `sqlite` or `postgres`.
+    #[schema(value_type = DatabaseKind)]
+    database: &'static str,
+    /// This node's name (`NODE_ID`).
+    node: String,
+}
+
+crate::text_enum! {
+    /// The kind of database a server runs on.
+    enum DatabaseKind {
+        Sqlite = "sqlite",
+        Postgres = "postgres",
+    }
+}
+
+/// The running version, its database kind and this node's name.
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "service",
+    responses((status = 200, description = "What runs here.", body = VersionBody)),
+)]
+async fn version(State(state): State<AppState>) -> Json<VersionBody> {
+    Json(VersionBody {
+        version: env!("CARGO_PKG_VERSION"),
+        database: match state.store.kind() {
+            crate::store::DbKind::Sqlite => DatabaseKind::Sqlite.as_str(),
+            crate::store::DbKind::Postgres => DatabaseKind::Postgres.as_str(),
+        },
+        node: state.sessions.node().as_str().to_owned(),
+    })
 }
 
 /// Prometheus metrics in the text format. Also served without the token
