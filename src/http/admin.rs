@@ -1,7 +1,7 @@
 //! The admin API: tenants and their keys, behind the admin token.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{AdminAuth, ApiJson};
+use super::extract::{AdminAuth, ApiJson, ApiPath};
 use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
 use crate::config::Dsn;
@@ -257,7 +257,7 @@ async fn list_nodes(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Js
 async fn show_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TenantDetail>> {
     let tenant = find_tenant(&state, &id).await?;
     let keys = state.store.list_keys(&tenant.tenant_id()).await?;
@@ -284,7 +284,7 @@ async fn show_tenant(
 async fn delete_tenant(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     // Unlink the device first, so the phone does not keep a dead companion.
@@ -321,7 +321,7 @@ async fn delete_tenant(
 async fn create_key(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let tenant = find_tenant(&state, &id).await?;
     let key = ApiKey::generate();
@@ -356,7 +356,7 @@ async fn create_key(
 async fn revoke_key(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let tenant = find_tenant(&state, &id).await?;
     if !state.store.revoke_key(&tenant.tenant_id(), &key_id).await? {

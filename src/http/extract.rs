@@ -101,6 +101,57 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Like `axum::extract::Path`, but a path parameter that cannot be read
+/// (not UTF-8, not a number where one is wanted) is our JSON 404: such a
+/// path names nothing.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // No stored text holds NUL (Postgres cannot), so no id does.
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::NotFound(format!("no such resource: {}", e.body_text())))?;
+        if raw.iter().any(|(_, value)| value.contains('\0')) {
+            return Err(ApiError::NotFound(
+                "no such resource: the path holds NUL".into(),
+            ));
+        }
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|e| ApiError::NotFound(format!("no such resource: {}", e.body_text())))
+    }
+}
+
+/// Like `axum::extract::Query`, but a query string that cannot be read
+/// (bad percent-encoding, not UTF-8) is our JSON 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::invalid("query", "must not hold NUL characters"));
+        }
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::invalid("query", e.body_text()))
+    }
+}
+
 /// Like `axum::Json`, but malformed JSON and a wrong content type are 400,
 /// a value of the wrong shape is 422 naming the field, and an oversized
 /// body is 413, all in our error shape.
@@ -133,7 +184,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// Parses `bytes`, telling a syntax error (400) from a shape error (422).
+/// Text with NUL characters is refused (422): no database column takes
+/// them (Postgres refuses them outright).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if holds_escaped_nul(bytes) {
+        return Err(ApiError::invalid(
+            "body",
+            "text must not hold NUL characters (\\u0000)",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -151,6 +210,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// Whether JSON text holds `\u0000`, the only way JSON writes NUL: a
+/// `u0000` after an odd run of backslashes (after an even one, the
+/// backslashes escape each other and the text is literal).
+fn holds_escaped_nul(bytes: &[u8]) -> bool {
+    let needle = b"u0000";
+    let mut from = 0;
+    while let Some(at) = bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+    {
+        let slashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if slashes % 2 == 1 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 fn missing_field(message: &str) -> Option<&str> {
@@ -179,5 +262,24 @@ mod mime_type {
             self.0 == "application/json"
                 || (self.0.starts_with("application/") && self.0.ends_with("+json"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_escaped_nul;
+
+    #[test]
+    fn nul_escapes_are_found_and_literal_backslashes_are_not() {
+        assert!(holds_escaped_nul(br#"{"text":"a\u0000b"}"#));
+        assert!(holds_escaped_nul(br#"{"text":"\\\u0000"}"#));
+        assert!(!holds_escaped_nul(br#"{"text":"a\\u0000b"}"#));
+        assert!(!holds_escaped_nul(br#"{"text":"u0000"}"#));
+        assert!(holds_escaped_nul(br#"{"text":"\u00001"}"#));
+        // And serde agrees on what each of them holds.
+        let nul: serde_json::Value = serde_json::from_slice(br#""\\\u0000""#).unwrap();
+        assert_eq!(nul, "\\\u{0}");
+        let literal: serde_json::Value = serde_json::from_slice(br#""\\u0000""#).unwrap();
+        assert_eq!(literal, "\\u0000");
     }
 }

@@ -1,14 +1,14 @@
 //! The persisted inbox: `GET /messages`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::TenantAuth;
+use super::extract::{ApiPath, ApiQuery, TenantAuth};
 use super::{AppState, rfc3339};
 use crate::store::messages::{InboxQuery, MessageStatus};
 
@@ -101,7 +101,7 @@ struct ListQuery {
 async fn list_messages(
     auth: TenantAuth,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<InboxPage>> {
     let after = super::query_number("after", q.after.as_deref(), 0, 0..=i64::MAX)?;
     let limit = super::query_number("limit", q.limit.as_deref(), DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
@@ -151,7 +151,7 @@ async fn list_messages(
 async fn show_message(
     auth: TenantAuth,
     State(state): State<AppState>,
-    Path(message_id): Path<String>,
+    ApiPath(message_id): ApiPath<String>,
 ) -> ApiResult<Json<MessageDetail>> {
     let m = state
         .store

@@ -45,7 +45,15 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         (name = "admin", description = "Tenants, keys, any tenant's session and the nodes, with the admin token."),
         (name = "service", description = "Health and this document."),
     ),
-    components(schemas(ErrorBody, MessageReceivedEvent, MessageStatusEvent, SessionStatusEvent)),
+    // Schemas no body names (only parameters, or only webhooks) are listed
+    // here; the rest come with their routes.
+    components(schemas(
+        ErrorBody,
+        MessageReceivedEvent,
+        MessageStatusEvent,
+        SessionStatusEvent,
+        super::session::QrFormat,
+    )),
 )]
 struct ApiDoc;
 
@@ -146,6 +154,16 @@ fn add_common_errors(op: &mut Operation) {
         .iter()
         .any(|s| s == TENANT_KEY || s == TENANT_BEARER);
     let admin = schemes.iter().any(|s| s == ADMIN_TOKEN);
+    use utoipa::openapi::path::ParameterIn;
+    let has_params = |kind: ParameterIn| {
+        op.parameters
+            .iter()
+            .flatten()
+            .any(|p| p.parameter_in == kind)
+    };
+    let path_params = has_params(ParameterIn::Path);
+    let query_params = has_params(ParameterIn::Query);
+    let has_body = op.request_body.is_some();
     // A status the operation documents already (a 503 for a session that
     // is not connected) also names the common cause.
     let mut add =
@@ -174,7 +192,19 @@ fn add_common_errors(op: &mut Operation) {
     if admin {
         add("401", "No admin token, or a wrong one (`unauthorized`).");
     }
-    if op.request_body.is_some() {
+    if path_params {
+        add(
+            "404",
+            "The path names nothing: no such id, or one that cannot be read (`not_found`).",
+        );
+    }
+    if query_params {
+        add(
+            "422",
+            "A query parameter is not acceptable, or the query string cannot be read (`invalid_field`).",
+        );
+    }
+    if has_body {
         add(
             "400",
             "The body is not JSON or not sent as `application/json` (`bad_request`).",

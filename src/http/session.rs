@@ -2,7 +2,7 @@
 //! `/session`, and the same for any tenant under `/admin/tenants/{id}`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::admin::find_tenant;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{AdminAuth, ApiJson, TenantAuth};
+use super::extract::{AdminAuth, ApiJson, ApiPath, ApiQuery, TenantAuth};
 use crate::sessions::{Phone, Qr, SessionError, SessionView};
 use crate::store::now_ms;
 use crate::tenants::TenantId;
@@ -116,7 +116,7 @@ async fn tenant_status(
 async fn admin_status(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<SessionView>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     Ok(Json(state.sessions.status(&tenant).await?))
@@ -128,7 +128,7 @@ async fn admin_status(
     path = "/session/qr",
     tag = "session",
     security(("tenant_key" = []), ("tenant_bearer" = [])),
-    params(("format" = Option<String>, Query, description = "`json` (default), `text` (drawn with block characters), `png` or `svg`.")),
+    params(("format" = Option<QrFormat>, Query, description = "How to draw the code (default `json`).")),
     responses(
         (status = 200, description = "The current QR code; a new one replaces it every `expires_in` seconds.", content(
             (QrBody = "application/json"),
@@ -145,7 +145,7 @@ async fn admin_status(
 async fn tenant_qr(
     auth: TenantAuth,
     State(state): State<AppState>,
-    Query(q): Query<QrQuery>,
+    ApiQuery(q): ApiQuery<QrQuery>,
 ) -> ApiResult<Response> {
     qr(&state, &auth.tenant_id, q.format.as_deref()).await
 }
@@ -156,7 +156,7 @@ async fn tenant_qr(
     path = "/admin/tenants/{id}/session/qr",
     tag = "admin",
     security(("admin_token" = [])),
-    params(("id" = String, Path, description = "The tenant's id."), ("format" = Option<String>, Query, description = "`json` (default), `text` (drawn with block characters), `png` or `svg`.")),
+    params(("id" = String, Path, description = "The tenant's id."), ("format" = Option<QrFormat>, Query, description = "How to draw the code (default `json`).")),
     responses(
         (status = 200, description = "The current QR code; a new one replaces it every `expires_in` seconds.", content(
             (QrBody = "application/json"),
@@ -174,8 +174,8 @@ async fn tenant_qr(
 async fn admin_qr(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<QrQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<QrQuery>,
 ) -> ApiResult<Response> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     qr(&state, &tenant, q.format.as_deref()).await
@@ -224,7 +224,7 @@ async fn tenant_pair_code(
 async fn admin_pair_code(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PairCodeRequest>,
 ) -> ApiResult<Json<PairCodeBody>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
@@ -267,7 +267,7 @@ async fn tenant_logout(
 async fn admin_logout(
     _: AdminAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<SessionView>> {
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     logout(&state, &tenant).await
@@ -305,25 +305,25 @@ fn display_code(code: &str) -> String {
     }
 }
 
-#[derive(Clone, Copy)]
-enum QrFormat {
-    Json,
-    Text,
-    Png,
-    Svg,
+crate::text_enum! {
+    /// How `GET /session/qr` draws the code.
+    pub(super) enum QrFormat {
+        /// `{"qr", "expires_in"}`.
+        Json = "json",
+        /// Block characters, for a terminal.
+        Text = "text",
+        Png = "png",
+        Svg = "svg",
+    }
 }
 
 impl QrFormat {
     fn parse(raw: Option<&str>) -> ApiResult<Self> {
         match raw.map(str::trim) {
-            None | Some("") | Some("json") => Ok(QrFormat::Json),
-            Some("text") => Ok(QrFormat::Text),
-            Some("png") => Ok(QrFormat::Png),
-            Some("svg") => Ok(QrFormat::Svg),
-            Some(_) => Err(ApiError::invalid(
-                "format",
-                "must be one of: json, text, png, svg",
-            )),
+            None | Some("") => Ok(QrFormat::Json),
+            Some(name) => name
+                .parse()
+                .map_err(|_| ApiError::invalid("format", "must be one of: json, text, png, svg")),
         }
     }
 }

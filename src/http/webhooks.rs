@@ -1,14 +1,14 @@
 //! A tenant's webhook: its settings and its deliveries.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, TenantAuth};
+use super::extract::{ApiJson, ApiPath, ApiQuery, TenantAuth};
 use super::{AppState, rfc3339};
 use crate::events::{EVENT_NAMES, EventName};
 use crate::store::webhooks::{Attempt, Delivery, STATUSES, SecretUpdate, WebhookEndpoint};
@@ -292,7 +292,7 @@ struct DeliveriesQuery {
 async fn deliveries(
     auth: TenantAuth,
     State(state): State<AppState>,
-    Query(q): Query<DeliveriesQuery>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<DeliveriesPage>> {
     let status = q
         .status
@@ -361,7 +361,7 @@ fn attempt_body(a: &Attempt) -> AttemptBody {
 async fn replay_one(
     auth: TenantAuth,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ReplayedOne>> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("delivery"))?;
     if !state.store.replay_delivery(&auth.tenant_id, id).await? {
