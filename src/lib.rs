@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod migrate_db;
 pub mod sessions;
 pub mod store;
 pub mod tenants;

@@ -6,6 +6,7 @@
 //! - `wago pair`: pair the `default` tenant's number from this terminal.
 //! - `wago migrate`: apply database migrations and exit.
 //! - `wago openapi`: print the API's OpenAPI document.
+//! - `wago migrate-db --from DSN --to DSN`: copy one database into another.
 //! - `wago admin reset-token`: replace the stored admin token.
 //! - `wago sandbox`: the simulated WhatsApp network (builds with the
 //!   `sandbox` feature only).
@@ -44,6 +45,10 @@ enum Command {
     Pair,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Copy every table that holds data (WhatsApp keys included) from one
+    /// database to another, e.g. SQLite to Postgres, then count both
+    /// sides. Stop every server on both first.
+    MigrateDb(MigrateDbArgs),
     /// Print the API's OpenAPI 3.1 document (as `GET /openapi.json` serves
     /// it), then exit.
     Openapi,
@@ -55,6 +60,20 @@ enum Command {
     /// Serve the simulated WhatsApp network (WebSocket and control API).
     #[cfg(feature = "sandbox")]
     Sandbox(wago::sandbox::SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateDbArgs {
+    /// The database to copy: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long)]
+    from: String,
+    /// The database to fill: created and migrated if new, and refused
+    /// when it holds data, unless --replace.
+    #[arg(long)]
+    to: String,
+    /// Delete what the target holds before copying.
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -93,6 +112,9 @@ async fn main() -> std::process::ExitCode {
         println!("{}", wago::http::openapi::document_pretty());
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(Command::MigrateDb(args)) = &cli.command {
+        return migrate_db(args).await;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -109,6 +131,25 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("wago: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wago migrate-db`: exit code 2 for a DSN that does not parse, 1 when
+/// the copy fails (the target may then hold part of it: run again with
+/// --replace).
+async fn migrate_db(args: &MigrateDbArgs) -> std::process::ExitCode {
+    let parse = |flag: &str, raw: &str| {
+        wago::config::Dsn::parse(raw).map_err(|e| eprintln!("wago migrate-db: {flag}: {e}"))
+    };
+    let (Ok(from), Ok(to)) = (parse("--from", &args.from), parse("--to", &args.to)) else {
+        return std::process::ExitCode::from(2);
+    };
+    match wago::migrate_db::migrate_db(&from, &to, args.replace, &mut std::io::stderr()).await {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wago migrate-db: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -136,7 +177,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(_) => unreachable!("handled before the configuration is read"),
-        Command::Openapi => unreachable!("handled before the configuration is read"),
+        Command::Openapi | Command::MigrateDb(_) => {
+            unreachable!("handled before the configuration is read")
+        }
         Command::Serve(args) => serve(args, config).await,
         Command::Pair => pair(config).await,
         Command::Migrate => {

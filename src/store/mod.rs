@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod cluster;
+pub mod copy;
 mod lease;
 mod lock;
 pub mod messages;
