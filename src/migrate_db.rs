@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Dsn;
 use crate::store::Store;
-use crate::store::copy::{COPIED_TABLES, SKIPPED_TABLES};
+use crate::store::copy::{SKIPPED_TABLES, copied_tables};
 
 /// What was copied, table by table.
 #[derive(Debug, Default)]
@@ -56,14 +56,15 @@ pub async fn migrate_db(
     source.migrate().await.context("migrating --from")?;
     target.migrate().await.context("migrating --to")?;
 
+    let copied = copied_tables();
     let mut tables = source.table_names().await?;
     tables.retain(|t| !SKIPPED_TABLES.contains(&t.as_str()));
-    if let Some(unknown) = tables.iter().find(|t| !COPIED_TABLES.contains(&t.as_str())) {
+    if let Some(unknown) = tables.iter().find(|t| !copied.contains(&t.as_str())) {
         bail!("the source has a table {unknown} that this version does not know how to copy");
     }
 
     let mut held = Vec::new();
-    for table in COPIED_TABLES {
+    for table in &copied {
         let n = target.count_rows(table).await?;
         if n > 0 {
             held.push(format!("{table}: {n}"));
@@ -77,14 +78,14 @@ pub async fn migrate_db(
             );
         }
         writeln!(out, "deleting what the target holds ({})", held.join(", "))?;
-        let mut all: Vec<&str> = COPIED_TABLES.to_vec();
+        let mut all = copied.clone();
         all.extend(SKIPPED_TABLES);
         target.clear_tables(&all).await?;
     }
 
     writeln!(out, "copying {from} to {to}")?;
     let mut report = Report::default();
-    for table in COPIED_TABLES {
+    for table in copied {
         let total = source.count_rows(table).await?;
         let mut shown = 0;
         let copied = target

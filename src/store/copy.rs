@@ -14,8 +14,9 @@ use sqlx::any::AnyRow;
 
 use super::{DbKind, Result, Store, StoreError};
 
-/// Every table that holds data, parents before children.
-pub const COPIED_TABLES: &[&str] = &[
+/// The tables of the control plane that hold data, parents before
+/// children.
+const CONTROL_TABLES: &[&str] = &[
     "settings",
     "tenants",
     "api_keys",
@@ -25,25 +26,17 @@ pub const COPIED_TABLES: &[&str] = &[
     "webhook_attempts",
     "webhook_queues",
     "session_status",
-    "wa_devices",
-    "wa_identities",
-    "wa_signal_sessions",
-    "wa_prekeys",
-    "wa_signed_prekeys",
-    "wa_sender_keys",
-    "wa_app_state_keys",
-    "wa_app_state_versions",
-    "wa_app_state_mutation_macs",
-    "wa_sender_key_devices",
-    "wa_lid_mappings",
-    "wa_base_keys",
-    "wa_device_lists",
-    "wa_group_metadata",
-    "wa_tc_tokens",
-    "wa_sent_messages",
-    "wa_pending_inbound",
-    "wa_msg_secrets",
 ];
+
+/// Every table that holds data, in an order that satisfies the foreign
+/// keys: the control plane's, then the WhatsApp protocol store's.
+pub fn copied_tables() -> Vec<&'static str> {
+    CONTROL_TABLES
+        .iter()
+        .chain(super::protocol::SESSION_TABLES.iter())
+        .copied()
+        .collect()
+}
 
 /// Tables of running processes, left behind: live nodes, the leases they
 /// hold, commands between them.

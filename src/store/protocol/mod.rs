@@ -81,8 +81,8 @@ impl fmt::Debug for SessionStore {
     }
 }
 
-/// Every table that holds a session's protocol rows, lease included.
-const SESSION_TABLES: [&str; 18] = [
+/// Every table that holds a session's protocol rows.
+pub(crate) const SESSION_TABLES: [&str; 18] = [
     "wa_devices",
     "wa_identities",
     "wa_signal_sessions",
