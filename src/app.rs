@@ -117,6 +117,7 @@ impl App {
             allow_private_webhooks: config.webhooks.allow_private,
             sessions,
             api_rate: config.api_rate,
+            login_limiter: crate::http::admin_ui::login_limiter(),
         };
         let listen_url = match &config.dsn {
             Dsn::Postgres(url) => Some(url.clone()),

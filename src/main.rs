@@ -8,6 +8,7 @@
 //! - `wago openapi`: print the API's OpenAPI document.
 //! - `wago migrate-db --from DSN --to DSN`: copy one database into another.
 //! - `wago admin reset-token`: replace the stored admin token.
+//! - `wago admin set-password`: set the admin page's password.
 //! - `wago sandbox`: the simulated WhatsApp network (builds with the
 //!   `sandbox` feature only).
 //!
@@ -91,6 +92,10 @@ struct ServeArgs {
 enum AdminCommand {
     /// Make a new admin token, print it once, and store only its hash.
     ResetToken,
+    /// Set the password that signs the admin page in (read from standard
+    /// input, one line, at least 12 characters); only its argon2id hash
+    /// is stored.
+    SetPassword,
 }
 
 #[tokio::main]
@@ -186,6 +191,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = Store::connect(&config.dsn).await?;
             store.migrate().await?;
             eprintln!("wago: migrations applied to {}", config.dsn);
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::SetPassword,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 12 {
+                anyhow::bail!("the password must be at least 12 characters");
+            }
+            let hash = wago::http::admin_ui::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            let store = Store::connect(&config.dsn).await?;
+            store.migrate().await?;
+            store.set_admin_password_hash(&hash).await?;
+            eprintln!("wago: the admin password is set; sign in at /admin");
             Ok(())
         }
         Command::Admin {

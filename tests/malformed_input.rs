@@ -37,6 +37,7 @@ fn base_body(method: &str, path: &str) -> Option<Value> {
             json!({ "url": "https://example.org/hook", "secret": "s", "events": ["message.status"] })
         }
         ("post", "/webhook/deliveries/replay") => json!({ "status": "dead" }),
+        ("post", "/admin/login") => json!({ "token": "not-the-token-0123" }),
         _ => return None,
     })
 }

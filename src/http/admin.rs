@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{AdminAuth, ApiJson, ApiPath};
+use super::extract::{AdminAuth, ApiJson, ApiPath, ApiQuery};
 use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
 use crate::config::Dsn;
@@ -53,10 +53,29 @@ struct CreatedTenant {
     created_at: String,
 }
 
-/// Every tenant, with its session.
+/// Tenants with their sessions: all of them, or a page.
 #[derive(Serialize, ToSchema)]
 struct TenantList {
     tenants: Vec<TenantSummary>,
+    /// For a page: pass as `after` for the next one; absent after the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+    /// Sessions by state, over every tenant (recorded states).
+    counts: Vec<StateCount>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct StateCount {
+    state: crate::sessions::SessionState,
+    sessions: i64,
+}
+
+/// `GET /admin/tenants` query: paging and search.
+#[derive(Deserialize)]
+struct ListQuery {
+    q: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -175,17 +194,50 @@ fn prefix_webhook_field(e: ApiError) -> ApiError {
     }
 }
 
-/// Every tenant, with its session's state.
+/// Tenants with their sessions' states: every tenant (by creation), or,
+/// with `limit`, `after` or `q`, a page by name, of names containing `q`.
 #[utoipa::path(
     get,
     path = "/admin/tenants",
     tag = "admin",
     security(("admin_token" = [])),
+    params(
+        ("q" = Option<String>, Query, description = "Only names containing this, in any case."),
+        ("after" = Option<String>, Query, description = "Only names after this one (`next_after` of the page before)."),
+        ("limit" = Option<i64>, Query, description = "A page of at most this many, by name (default 50).", minimum = 1, maximum = 1000),
+    ),
     responses((status = 200, description = "The tenants.", body = TenantList)),
 )]
-async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Json<TenantList>> {
-    let tenants = state.store.list_tenants().await?;
-    let mut statuses = state.store.session_statuses().await?;
+async fn list_tenants(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<TenantList>> {
+    let counts = state
+        .store
+        .session_state_counts()
+        .await?
+        .into_iter()
+        .map(|(state, sessions)| StateCount { state, sessions })
+        .collect();
+    let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let paged = query.limit.is_some() || query.after.is_some() || search.is_some();
+    let (tenants, mut statuses, next_after) = if paged {
+        let limit = super::query_number("limit", query.limit.as_deref(), 50, 1..=1000)?;
+        let tenants = state
+            .store
+            .list_tenants_page(search, query.after.as_deref(), limit)
+            .await?;
+        let ids: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+        let statuses = state.store.session_statuses_of(&ids).await?;
+        let next = (tenants.len() as i64 == limit)
+            .then(|| tenants.last().map(|t| t.name.clone()))
+            .flatten();
+        (tenants, statuses, next)
+    } else {
+        let tenants = state.store.list_tenants().await?;
+        (tenants, state.store.session_statuses().await?, None)
+    };
     let summaries = tenants
         .iter()
         .map(|t| {
@@ -195,7 +247,11 @@ async fn list_tenants(_: AdminAuth, State(state): State<AppState>) -> ApiResult<
             tenant_summary(t, session)
         })
         .collect();
-    Ok(Json(TenantList { tenants: summaries }))
+    Ok(Json(TenantList {
+        tenants: summaries,
+        next_after,
+        counts,
+    }))
 }
 
 /// `GET /admin/nodes`: the live nodes and how many sessions each runs.

@@ -69,23 +69,77 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAuth;
 
+/// The admin pages' session cookie.
+pub const ADMIN_COOKIE: &str = "wago_admin";
+/// The header that carries a page session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
+    /// The admin token as a bearer token, or a signed-in page's cookie;
+    /// a cookie-borne request that changes something must also carry the
+    /// session's CSRF token.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized(
-            "the admin token is required: send Authorization: Bearer <ADMIN_TOKEN>",
-        ))?;
-        let expected = match &state.admin_token_hash {
-            Some(hash) => Some(hash.clone()),
-            // Read each time, so `wago admin reset-token` applies at once.
-            None => state.store.admin_token_hash().await?,
-        };
-        match expected {
-            Some(hash) if hash.matches(&KeyHash::of(presented)) => Ok(AdminAuth),
-            _ => Err(ApiError::Unauthorized("the admin token is wrong")),
+        if let Some(presented) = bearer(&parts.headers) {
+            return admin_token_matches(state, presented)
+                .await?
+                .then_some(AdminAuth)
+                .ok_or(ApiError::Unauthorized("the admin token is wrong"));
         }
+        let Some(cookie) = cookie(&parts.headers, ADMIN_COOKIE) else {
+            return Err(ApiError::Unauthorized(
+                "the admin token is required: send Authorization: Bearer <ADMIN_TOKEN>",
+            ));
+        };
+        let session = state
+            .store
+            .admin_session(KeyHash::of(cookie).as_str())
+            .await?
+            .ok_or(ApiError::Unauthorized(
+                "the admin session has ended; sign in again",
+            ))?;
+        if !parts.method.is_safe() {
+            let sent = header_str(&parts.headers, CSRF_HEADER).unwrap_or_default();
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), session.csrf_token.as_bytes())
+                    .into();
+            if !same {
+                return Err(ApiError::Forbidden(format!(
+                    "a change from the admin page must carry its {CSRF_HEADER} header"
+                )));
+            }
+        }
+        Ok(AdminAuth)
     }
+}
+
+/// Whether `presented` is the admin token: `ADMIN_TOKEN`, or the stored
+/// one (read each time, so `wago admin reset-token` applies at once).
+pub async fn admin_token_matches(state: &AppState, presented: &str) -> Result<bool, ApiError> {
+    let expected = match &state.admin_token_hash {
+        Some(hash) => Some(hash.clone()),
+        None => state.store.admin_token_hash().await?,
+    };
+    Ok(expected.is_some_and(|hash| hash.matches(&KeyHash::of(presented))))
+}
+
+/// The bearer token a request presents, if any.
+pub fn presented_admin_bearer(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers)
+}
+
+/// The value of the cookie `name`, if the request sends it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -6,6 +6,7 @@
 //! own.
 
 mod admin;
+pub mod admin_ui;
 pub mod error;
 pub mod extract;
 mod messages;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub sessions: crate::sessions::Supervisor,
     /// The tenant API's limit per key.
     pub api_rate: crate::config::ApiRate,
+    /// Admin sign-in attempts (`admin_ui::login_limiter`).
+    pub login_limiter: std::sync::Arc<governor::DefaultDirectRateLimiter>,
 }
 
 /// Every route, as the tenant API (behind the per-key rate limit) and the
@@ -67,6 +70,7 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(metrics_text))
         .routes(routes!(version))
         .merge(admin::routes())
+        .merge(admin_ui::routes())
         .merge(session::admin_routes())
         .split_for_parts();
     doc.merge(tenant_doc);

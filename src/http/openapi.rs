@@ -27,6 +27,8 @@ pub const TENANT_KEY: &str = "tenant_key";
 pub const TENANT_BEARER: &str = "tenant_bearer";
 /// The admin token as `Authorization: Bearer`.
 pub const ADMIN_TOKEN: &str = "admin_token";
+/// A signed-in admin page's cookie.
+pub const ADMIN_COOKIE_SCHEME: &str = "admin_cookie";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -119,29 +121,38 @@ fn finish(doc: &mut Document) {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        ADMIN_COOKIE_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            super::extract::ADMIN_COOKIE,
+            "The admin pages' session, from `POST /admin/login`; a request that \
+             changes something also sends the session's `X-CSRF-Token`.",
+        ))),
+    );
     for item in doc.paths.paths.values_mut() {
-        for op in operations(item) {
-            add_common_errors(op);
+        for (changes, op) in operations(item) {
+            add_common_errors(op, changes);
         }
     }
 }
 
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+/// Each operation of a path, with whether its method changes something.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.patch,
-        &mut item.head,
-        &mut item.options,
-        &mut item.trace,
+        (false, &mut item.get),
+        (true, &mut item.put),
+        (true, &mut item.post),
+        (true, &mut item.delete),
+        (true, &mut item.patch),
+        (false, &mut item.head),
+        (false, &mut item.options),
+        (false, &mut item.trace),
     ]
     .into_iter()
-    .filter_map(Option::as_mut)
+    .filter_map(|(changes, op)| op.as_mut().map(|op| (changes, op)))
 }
 
-fn add_common_errors(op: &mut Operation) {
+fn add_common_errors(op: &mut Operation, changes: bool) {
     let schemes: Vec<String> = op
         .security
         .iter()
@@ -153,7 +164,18 @@ fn add_common_errors(op: &mut Operation) {
     let tenant = schemes
         .iter()
         .any(|s| s == TENANT_KEY || s == TENANT_BEARER);
-    let admin = schemes.iter().any(|s| s == ADMIN_TOKEN);
+    let admin = schemes
+        .iter()
+        .any(|s| s == ADMIN_TOKEN || s == ADMIN_COOKIE_SCHEME);
+    if admin && !schemes.iter().any(|s| s == ADMIN_COOKIE_SCHEME) {
+        // Whatever takes the admin token takes a signed-in page too.
+        op.security.get_or_insert_with(Vec::new).push(
+            utoipa::openapi::security::SecurityRequirement::new(
+                ADMIN_COOKIE_SCHEME,
+                Vec::<String>::new(),
+            ),
+        );
+    }
     use utoipa::openapi::path::ParameterIn;
     let has_params = |kind: ParameterIn| {
         op.parameters
@@ -190,7 +212,16 @@ fn add_common_errors(op: &mut Operation) {
         );
     }
     if admin {
-        add("401", "No admin token, or a wrong one (`unauthorized`).");
+        add(
+            "401",
+            "No admin token, a wrong one, or an ended page session (`unauthorized`).",
+        );
+        if changes {
+            add(
+                "403",
+                "From a signed-in admin page, without its `X-CSRF-Token` (`forbidden`).",
+            );
+        }
     }
     if path_params {
         add(

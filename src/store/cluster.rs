@@ -291,6 +291,31 @@ impl Store {
         row.as_ref().map(stored_status).transpose()
     }
 
+    /// The stored statuses of `tenants` (a page of the tenant list).
+    pub async fn session_statuses_of(
+        &self,
+        tenants: &[String],
+    ) -> Result<HashMap<String, StoredStatus>> {
+        if tenants.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let marks: Vec<String> = (1..=tenants.len()).map(|i| format!("${i}")).collect();
+        let sql = self.with_now(&format!(
+            "SELECT {STATUS_COLUMNS}, s.tenant_id FROM session_status s
+               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+              WHERE s.tenant_id IN ({})",
+            marks.join(", ")
+        ));
+        let mut query = sqlx::query(&sql);
+        for id in tenants {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(8)?, stored_status(r)?)))
+            .collect()
+    }
+
     /// Every stored session status, by tenant id (the tenant list).
     pub async fn session_statuses(&self) -> Result<HashMap<String, StoredStatus>> {
         let sql = self.with_now(&format!(

@@ -18,6 +18,7 @@ use super::{DbKind, Result, Store, StoreError};
 /// children.
 const CONTROL_TABLES: &[&str] = &[
     "settings",
+    "admin_sessions",
     "tenants",
     "api_keys",
     "messages",

@@ -11,6 +11,7 @@
 //! `statuses` commits the acks and receipts of all sessions in shared
 //! transactions.
 
+pub mod admin;
 mod batch;
 pub mod cluster;
 pub mod copy;

@@ -115,6 +115,35 @@ impl Store {
         .await?)
     }
 
+    /// A page of tenants by name: those after `after` whose name contains
+    /// `search` (any case), at most `limit`. Through the name's unique
+    /// index, so a page costs what it reads.
+    pub async fn list_tenants_page(
+        &self,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>> {
+        let pattern = search.map(|s| {
+            let escaped = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        Ok(sqlx::query_as(
+            "SELECT id, name, store_dsn, created_at FROM tenants
+              WHERE name > $1 AND ($2 IS NULL OR LOWER(name) LIKE $2 ESCAPE '\\')
+              ORDER BY name LIMIT $3",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
         Ok(
             sqlx::query_as("SELECT id, name, store_dsn, created_at FROM tenants WHERE id = $1")
