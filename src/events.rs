@@ -40,6 +40,9 @@ pub enum Event {
         jid: Option<String>,
         reason: Option<String>,
     },
+    /// Asked for from the admin page or `POST /webhook/test`: delivered
+    /// whatever the subscription, to try the endpoint.
+    WebhookTest,
 }
 
 crate::text_enum! {
@@ -93,6 +96,25 @@ pub struct MessageStatusEvent {
     pub error: Option<String>,
 }
 
+crate::text_enum! {
+    /// The name of a test event.
+    pub enum TestEventName {
+        WebhookTest = "webhook.test",
+    }
+}
+
+/// The body of a `webhook.test` event: it only tries the endpoint, and is
+/// signed, retried and listed like any other.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookTestEvent {
+    /// `webhook.test`.
+    pub event: TestEventName,
+    pub tenant: String,
+    pub sequence: i64,
+    /// When the event was written (RFC 3339).
+    pub timestamp: String,
+}
+
 /// The body of a `session.status` event: the session entered a state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionStatusEvent {
@@ -115,20 +137,34 @@ pub const EVENT_NAMES: [&str; 3] = ["message.received", "message.status", "sessi
 
 impl Event {
     pub fn name(&self) -> &'static str {
-        self.kind().as_str()
+        match self.kind() {
+            Some(kind) => kind.as_str(),
+            None => TestEventName::WebhookTest.as_str(),
+        }
     }
 
-    pub fn kind(&self) -> EventName {
+    /// The kind a webhook subscribes to; `None` for the test event, which
+    /// goes whatever the subscription.
+    pub fn kind(&self) -> Option<EventName> {
         match self {
-            Event::MessageReceived { .. } => EventName::MessageReceived,
-            Event::MessageStatus { .. } => EventName::MessageStatus,
-            Event::SessionStatus { .. } => EventName::SessionStatus,
+            Event::MessageReceived { .. } => Some(EventName::MessageReceived),
+            Event::MessageStatus { .. } => Some(EventName::MessageStatus),
+            Event::SessionStatus { .. } => Some(EventName::SessionStatus),
+            Event::WebhookTest => None,
         }
     }
 
     /// The JSON body sent to the tenant's webhook.
     pub fn body(&self, tenant: &TenantId, sequence: i64, now_ms: i64) -> Value {
-        let event = self.kind();
+        let Some(event) = self.kind() else {
+            return serde_json::to_value(WebhookTestEvent {
+                event: TestEventName::WebhookTest,
+                tenant: tenant.as_str().to_owned(),
+                sequence,
+                timestamp: rfc3339(now_ms),
+            })
+            .expect("event bodies are plain data");
+        };
         let tenant = tenant.as_str().to_owned();
         let body = match self.clone() {
             Event::MessageReceived {
@@ -183,6 +219,7 @@ impl Event {
                 jid,
                 reason,
             }),
+            Event::WebhookTest => unreachable!("answered above"),
         };
         body.expect("event bodies are plain data")
     }

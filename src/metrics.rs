@@ -105,11 +105,38 @@ fn route_label(template: &str) -> String {
     template.replace('{', ":").replace('}', "")
 }
 
+/// This process's counts, for the admin dashboard: the same events as the
+/// counters of the same names in `/metrics`.
+pub mod totals {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static RECEIVED: AtomicU64 = AtomicU64::new(0);
+    pub static SENT: AtomicU64 = AtomicU64::new(0);
+    pub static FAILED: AtomicU64 = AtomicU64::new(0);
+    pub static DELIVERED: AtomicU64 = AtomicU64::new(0);
+    pub static RETRIED: AtomicU64 = AtomicU64::new(0);
+    pub static DEAD: AtomicU64 = AtomicU64::new(0);
+
+    pub fn read(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 pub fn messages_received(new: usize) {
+    totals::add(&totals::RECEIVED, new as u64);
     metrics::counter!("wago_messages_received_total").increment(new as u64);
 }
 
 pub fn message_status(status: MessageStatus) {
+    match status {
+        MessageStatus::Sent => totals::add(&totals::SENT, 1),
+        MessageStatus::Failed => totals::add(&totals::FAILED, 1),
+        _ => {}
+    }
     metrics::counter!("wago_message_status_total", "status" => status.as_str()).increment(1);
 }
 
@@ -130,6 +157,12 @@ crate::text_enum! {
 }
 
 pub fn webhook_attempt(outcome: AttemptOutcome, latency_ms: i64) {
+    let total = match outcome {
+        AttemptOutcome::Delivered => &totals::DELIVERED,
+        AttemptOutcome::Retry => &totals::RETRIED,
+        AttemptOutcome::Dead => &totals::DEAD,
+    };
+    totals::add(total, 1);
     metrics::counter!("wago_webhook_attempts_total", "outcome" => outcome.as_str()).increment(1);
     metrics::histogram!("wago_webhook_attempt_duration_seconds")
         .record(latency_ms.max(0) as f64 / 1000.0);

@@ -17,6 +17,8 @@ use support_sandbox::Sandbox;
 
 db_tests!(
     signing_in_sets_a_guarded_cookie_that_ends_at_sign_out,
+    tenant_keys_and_ended_sessions_never_open_the_admin_api,
+    the_admin_sees_a_tenants_webhook_messages_and_the_dashboard,
     failed_sign_ins_are_slowed_and_limited,
     the_tenant_list_pages_and_searches,
     the_session_stream_says_the_state_now_and_at_each_change,
@@ -131,6 +133,130 @@ async fn signing_in_sets_a_guarded_cookie_that_ends_at_sign_out(db: TestDb) {
             .status(),
         422
     );
+}
+
+async fn tenant_keys_and_ended_sessions_never_open_the_admin_api(db: TestDb) {
+    let app = TestApp::spawn(&db, &[]).await;
+    let (_, key) = app.create_tenant("someone").await;
+    for path in ["/admin/tenants", "/admin/dashboard", "/admin/me"] {
+        let res = app
+            .http
+            .get(app.url(path))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path} with a tenant key");
+        assert_eq!(
+            app.bearer_status(path, &key).await,
+            401,
+            "{path} with a tenant key as bearer"
+        );
+        let res = app
+            .http
+            .get(app.url(path))
+            .header("cookie", "wago_admin=forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path} with a forged cookie");
+    }
+    // A session past its end is refused, though its row is still there.
+    let (cookie, _) = signed_in(&app).await;
+    sqlx::query("UPDATE admin_sessions SET expires_at = 1")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let res = app
+        .http
+        .get(app.url("/admin/tenants"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+async fn the_admin_sees_a_tenants_webhook_messages_and_the_dashboard(db: TestDb) {
+    let receiver = common::receiver::Receiver::start().await;
+    let app = TestApp::spawn(&db, &[("WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let (id, key) = app.create_tenant("watched").await;
+    let base = format!("/admin/tenants/{id}");
+    let (status, _) = app
+        .admin_json(Method::POST, &format!("{base}/webhook/test"))
+        .await;
+    assert_eq!(status, 404, "no webhook yet");
+    let res = app
+        .admin(Method::PUT, &format!("{base}/webhook"))
+        .json(&json!({ "url": receiver.url(), "events": ["message.status"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, hook) = app.tenant_get(&key, "/webhook").await;
+    assert_eq!(
+        hook["url"],
+        receiver.url().as_str(),
+        "the tenant sees what the admin set"
+    );
+
+    // A test event goes whatever the subscription, and can be replayed.
+    let (status, queued) = app
+        .admin_json(Method::POST, &format!("{base}/webhook/test"))
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["event"], "webhook.test");
+    assert!(!got[0].header("webhook-id").is_empty());
+    let delivery = queued["delivery"].as_i64().unwrap();
+    let (status, _) = app
+        .admin_json(
+            Method::POST,
+            &format!("{base}/webhook/deliveries/{delivery}/replay"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1].json()["event"], "webhook.test");
+    let (_, list) = app
+        .admin_json(Method::GET, &format!("{base}/webhook/deliveries"))
+        .await;
+    assert_eq!(list["deliveries"][0]["event"], "webhook.test");
+    // The tenant's own route does the same.
+    let res = app
+        .http
+        .post(app.url("/webhook/test"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    // A send, queued while the session is down, is among the recent messages.
+    let res = app
+        .http
+        .post(app.url("/send-text"))
+        .header("X-API-Key", &key)
+        .json(&json!({ "to": "62812000002", "text": "watched send", "queue": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (_, recent) = app
+        .admin_json(Method::GET, &format!("{base}/messages"))
+        .await;
+    assert_eq!(recent["messages"][0]["text"], "watched send");
+    assert_eq!(recent["messages"][0]["direction"], "outbound");
+    assert_eq!(recent["messages"][0]["status"], "queued");
+
+    let (status, dash) = app.admin_json(Method::GET, "/admin/dashboard").await;
+    assert_eq!(status, 200);
+    assert!(dash["last_hour"]["sent"].as_i64().unwrap() >= 1, "{dash}");
+    assert!(
+        dash["node"]["webhook_delivered"].as_u64().unwrap() >= 2,
+        "{dash}"
+    );
+    assert!(dash["sessions"].is_array());
 }
 
 async fn failed_sign_ins_are_slowed_and_limited(db: TestDb) {
@@ -292,6 +418,7 @@ async fn the_admin_page_pairs_a_number_in_a_browser() {
     let db = TestDb::sqlite().await;
     let sandbox = Sandbox::start().await;
     sandbox.create_phone("62811000901").await;
+    sandbox.create_phone("62812000901").await;
     let app = support_wago::spawn(&db, &sandbox, &[]).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shots = dir.join("target/screenshots");
@@ -304,6 +431,7 @@ async fn the_admin_page_pairs_a_number_in_a_browser() {
         .env("SANDBOX_URL", sandbox.url(""))
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("PHONE", "62811000901")
+        .env("FRIEND", "62812000901")
         .env("SCREENSHOT", &shots);
     let out = tokio::task::spawn_blocking(move || command.output())
         .await

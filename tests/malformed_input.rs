@@ -33,7 +33,7 @@ fn base_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/send-otp") => {
             json!({ "to": "62812000002", "code": "1234", "template": "code %s", "queue": true })
         }
-        ("put", "/webhook") => {
+        ("put", "/webhook") | ("put", "/admin/tenants/{id}/webhook") => {
             json!({ "url": "https://example.org/hook", "secret": "s", "events": ["message.status"] })
         }
         ("post", "/webhook/deliveries/replay") => json!({ "status": "dead" }),

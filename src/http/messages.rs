@@ -53,7 +53,7 @@ crate::text_enum! {
 
 /// One message of either direction, with its status.
 #[derive(Serialize, ToSchema)]
-struct MessageDetail {
+pub(super) struct MessageDetail {
     id: i64,
     message_id: String,
     direction: Direction,
@@ -158,7 +158,11 @@ async fn show_message(
         .get_message(&auth.tenant_id, &message_id)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Json(MessageDetail {
+    Ok(Json(detail(m)))
+}
+
+pub(super) fn detail(m: crate::store::messages::StoredMessage) -> MessageDetail {
+    MessageDetail {
         id: m.id,
         message_id: m.message_id,
         direction: if m.direction == "out" {
@@ -174,7 +178,7 @@ async fn show_message(
         error: m.error,
         timestamp: rfc3339(m.timestamp),
         updated_at: rfc3339(m.updated_at),
-    }))
+    }
 }
 
 /// A chat filter: a JID as given, or a bare number (with an optional `+`)

@@ -6,6 +6,7 @@
 //! own.
 
 mod admin;
+mod admin_tenant;
 pub mod admin_ui;
 pub mod error;
 pub mod extract;
@@ -71,6 +72,7 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(version))
         .merge(admin::routes())
         .merge(admin_ui::routes())
+        .merge(admin_tenant::routes())
         .merge(session::admin_routes())
         .split_for_parts();
     doc.merge(tenant_doc);

@@ -19,7 +19,9 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::ErrorBody;
-use crate::events::{MessageReceivedEvent, MessageStatusEvent, SessionStatusEvent};
+use crate::events::{
+    MessageReceivedEvent, MessageStatusEvent, SessionStatusEvent, WebhookTestEvent,
+};
 
 /// The tenant's key as `X-API-Key`.
 pub const TENANT_KEY: &str = "tenant_key";
@@ -54,6 +56,7 @@ pub const ADMIN_COOKIE_SCHEME: &str = "admin_cookie";
         MessageReceivedEvent,
         MessageStatusEvent,
         SessionStatusEvent,
+        WebhookTestEvent,
         super::session::QrFormat,
     )),
 )]
@@ -326,6 +329,11 @@ fn webhooks() -> utoipa::openapi::path::Paths {
             "session.status",
             SessionStatusEvent::name(),
             "The session entered another state.",
+        ),
+        event(
+            "webhook.test",
+            WebhookTestEvent::name(),
+            "Asked for with `POST /webhook/test` or from the admin page; sent whatever the webhook subscribes to.",
         ),
     ] {
         paths = paths.path(name, item);

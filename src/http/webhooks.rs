@@ -20,6 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
         .routes(routes!(replay_all))
         .routes(routes!(replay_one))
+        .routes(routes!(send_test))
 }
 
 /// A webhook setting.
@@ -40,7 +41,7 @@ pub struct WebhookInput {
 
 /// The tenant's webhook as shown: the secret only as a hint.
 #[derive(Serialize, ToSchema)]
-struct WebhookBody {
+pub(super) struct WebhookBody {
     /// `null` when no webhook is set.
     url: Option<String>,
     /// The secret's first characters and `…`, or `null` for none.
@@ -73,7 +74,7 @@ crate::text_enum! {
 
 /// A page of deliveries, oldest first.
 #[derive(Serialize, ToSchema)]
-struct DeliveriesPage {
+pub(super) struct DeliveriesPage {
     deliveries: Vec<DeliveryBody>,
     /// Pass as `after` for the next page.
     next_after: i64,
@@ -116,7 +117,7 @@ struct AttemptBody {
 
 /// `POST /webhook/deliveries/{id}/replay`.
 #[derive(Serialize, ToSchema)]
-struct ReplayedOne {
+pub(super) struct ReplayedOne {
     id: i64,
     #[schema(value_type = DeliveryStatus)]
     status: &'static str,
@@ -238,7 +239,7 @@ async fn remove(auth: TenantAuth, State(state): State<AppState>) -> ApiResult<Js
 }
 
 /// The settings as shown: the secret only as a hint of its first characters.
-fn endpoint_body(endpoint: Option<&WebhookEndpoint>) -> WebhookBody {
+pub(super) fn endpoint_body(endpoint: Option<&WebhookEndpoint>) -> WebhookBody {
     let Some(e) = endpoint else {
         return WebhookBody {
             url: None,
@@ -267,7 +268,7 @@ fn endpoint_body(endpoint: Option<&WebhookEndpoint>) -> WebhookBody {
 }
 
 #[derive(Deserialize)]
-struct DeliveriesQuery {
+pub(super) struct DeliveriesQuery {
     status: Option<String>,
     after: Option<String>,
     limit: Option<String>,
@@ -294,6 +295,15 @@ async fn deliveries(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<DeliveriesPage>> {
+    deliveries_of(&state, &auth.tenant_id, q).await.map(Json)
+}
+
+/// A page of `tenant`'s deliveries (also the admin's).
+pub(super) async fn deliveries_of(
+    state: &AppState,
+    tenant: &TenantId,
+    q: DeliveriesQuery,
+) -> ApiResult<DeliveriesPage> {
     let status = q
         .status
         .as_deref()
@@ -304,13 +314,13 @@ async fn deliveries(
     let limit = super::query_number("limit", q.limit.as_deref(), 100, 1..=1000)?;
     let list = state
         .store
-        .list_deliveries(&auth.tenant_id, status, after, limit)
+        .list_deliveries(tenant, status, after, limit)
         .await?;
     let next_after = list.last().map_or(after, |d| d.id);
-    Ok(Json(DeliveriesPage {
+    Ok(DeliveriesPage {
         deliveries: list.iter().map(delivery_body).collect(),
         next_after,
-    }))
+    })
 }
 
 fn parse_status(raw: &str) -> ApiResult<&'static str> {
@@ -363,15 +373,66 @@ async fn replay_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ReplayedOne>> {
+    replay_of(&state, &auth.tenant_id, &id).await.map(Json)
+}
+
+/// Queues `tenant`'s delivery `id` again (also the admin's).
+pub(super) async fn replay_of(
+    state: &AppState,
+    tenant: &TenantId,
+    id: &str,
+) -> ApiResult<ReplayedOne> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("delivery"))?;
-    if !state.store.replay_delivery(&auth.tenant_id, id).await? {
+    if !state.store.replay_delivery(tenant, id).await? {
         return Err(ApiError::not_found("delivery"));
     }
     state.webhooks.wake();
-    Ok(Json(ReplayedOne {
+    Ok(ReplayedOne {
         id,
         status: "pending",
-    }))
+    })
+}
+
+/// Sends a `webhook.test` event to the webhook, whatever it subscribes
+/// to: signed, retried and listed like any other.
+#[utoipa::path(
+    post,
+    path = "/webhook/test",
+    tag = "webhook",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    responses(
+        (status = 202, description = "Queued for delivery.", body = TestQueued),
+        (status = 404, description = "No enabled webhook is set (`not_found`).", body = ErrorBody),
+    ),
+)]
+async fn send_test(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> ApiResult<(axum::http::StatusCode, Json<TestQueued>)> {
+    test_of(&state, &auth.tenant_id).await
+}
+
+/// `POST /webhook/test`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TestQueued {
+    /// The delivery's id in the deliveries list.
+    delivery: i64,
+}
+
+pub(super) async fn test_of(
+    state: &AppState,
+    tenant: &TenantId,
+) -> ApiResult<(axum::http::StatusCode, Json<TestQueued>)> {
+    let delivery = state
+        .store
+        .record_event(tenant, &crate::events::Event::WebhookTest)
+        .await?
+        .ok_or_else(|| ApiError::not_found("enabled webhook"))?;
+    state.webhooks.wake();
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(TestQueued { delivery }),
+    ))
 }
 
 /// Which deliveries to replay.

@@ -517,6 +517,47 @@ impl Store {
 
     /// One message by its WhatsApp id; the outbound one first when both
     /// directions use the id.
+    /// `tenant`'s latest messages of both directions, newest first: the
+    /// newest `limit` of each direction through `messages_by_tenant`,
+    /// merged.
+    pub async fn recent_messages(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>> {
+        let mut all: Vec<StoredMessage> = Vec::new();
+        for direction in ["in", "out"] {
+            let rows: Vec<StoredMessage> = sqlx::query_as(
+                "SELECT id, direction, message_id, chat_id, sender_id, kind, text, status, error,
+                        timestamp, updated_at
+                   FROM messages WHERE tenant_id = $1 AND direction = $2
+                  ORDER BY id DESC LIMIT $3",
+            )
+            .bind(tenant.as_str())
+            .bind(direction)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            all.extend(rows);
+        }
+        all.sort_by_key(|m| std::cmp::Reverse(m.id));
+        all.truncate(limit.max(0) as usize);
+        Ok(all)
+    }
+
+    /// Messages of every tenant since `since_ms`: (received, sent), by
+    /// WhatsApp's timestamps, through `messages_by_time`.
+    pub async fn messages_since(&self, since_ms: i64) -> Result<(i64, i64)> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT direction, COUNT(*) FROM messages WHERE timestamp >= $1 GROUP BY direction",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |d: &str| rows.iter().find(|r| r.0 == d).map_or(0, |r| r.1);
+        Ok((count("in"), count("out")))
+    }
+
     pub async fn get_message(
         &self,
         tenant: &TenantId,

@@ -140,7 +140,7 @@ impl Subscription {
     }
 
     pub(super) fn wants(&self, event: &Event) -> bool {
-        self.0.iter().any(|n| n == event.name())
+        !self.0.is_empty() && (event.kind().is_none() || self.0.iter().any(|n| n == event.name()))
     }
 }
 
