@@ -411,15 +411,90 @@ async fn the_session_stream_says_the_state_now_and_at_each_change(db: TestDb) {
     assert!(update["qr"].is_null());
 }
 
-/// The page in Chromium: sign in, create a tenant, pair it by QR with a
-/// sandbox phone and see it connect live (tests/browser/admin_ui.mjs).
+/// `wago serve --sandbox` as a process: the API and a sandbox in one, as
+/// the README's first steps run it. Returns it with its API's and its
+/// sandbox control API's addresses, read from what it prints.
+fn serve_with_sandbox(data: &std::path::Path) -> (ChildGuard, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wago"))
+        .args(["serve", "--sandbox"])
+        .env("DSN", format!("sqlite://{}/wago.db", data.display()))
+        .env("SANDBOX_STATE", data.join("sandbox.json"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("SEND_RATE_PER_MINUTE", "0")
+        .env("API_RATE_LIMIT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wago serve --sandbox starts");
+    let stderr = child.stderr.take().unwrap();
+    let guard = ChildGuard(child);
+    // Read on a thread for as long as the server runs: a closed pipe would
+    // stop it at its next log line.
+    let (lines, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let (mut api, mut control) = (None, None);
+    let mut said = Vec::new();
+    while let Ok(line) = heard.recv_timeout(std::time::Duration::from_secs(30)) {
+        if let Some(rest) = line.strip_prefix("wago: listening on ") {
+            api = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.split("(control API ").nth(1) {
+            control = rest
+                .split(')')
+                .next()
+                .map(|u| u.trim_end_matches('/').to_owned());
+        }
+        said.push(line);
+        if api.is_some() && control.is_some() {
+            break;
+        }
+    }
+    match (api, control) {
+        (Some(api), Some(control)) => (guard, api, control),
+        _ => panic!(
+            "wago serve --sandbox did not say where it listens:\n{}",
+            said.join("\n")
+        ),
+    }
+}
+
+/// Kills the process when the test ends, however it ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The page in Chromium, against `wago serve --sandbox`: sign in (a wrong
+/// token and a wrong password refused), create a tenant, pair it by QR
+/// with a sandbox phone and see it connect live, set its webhook, send a
+/// test event and replay it, and more (tests/browser/admin_ui.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_pairs_a_number_in_a_browser() {
-    let db = TestDb::sqlite().await;
-    let sandbox = Sandbox::start().await;
-    sandbox.create_phone("62811000901").await;
-    sandbox.create_phone("62812000901").await;
-    let app = support_wago::spawn(&db, &sandbox, &[]).await;
+    let data = tempfile::tempdir().unwrap();
+    let (_server, api, control) = tokio::task::block_in_place(|| serve_with_sandbox(data.path()));
+    let http = reqwest::Client::new();
+    for phone in ["62811000901", "62812000901"] {
+        let res = http
+            .post(format!("{control}/phones"))
+            .json(&json!({ "phone": phone }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shots = dir.join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -427,8 +502,8 @@ async fn the_admin_page_pairs_a_number_in_a_browser() {
     command
         .arg(dir.join("tests/browser/admin_ui.mjs"))
         .current_dir(dir.join("tests/browser"))
-        .env("BASE_URL", app.url(""))
-        .env("SANDBOX_URL", sandbox.url(""))
+        .env("BASE_URL", &api)
+        .env("SANDBOX_URL", &control)
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("PHONE", "62811000901")
         .env("FRIEND", "62812000901")
