@@ -259,23 +259,12 @@ async fn deliver(
         // Still waiting (the number's pace, a slow server, another node):
         // it stays queued and goes exactly once.
         Err(SessionError::Timeout(_)) => Ok(answer(&row)),
-        Err(e) if send.queue => {
-            tracing::info!(error = %e, "send left queued");
-            Ok(answer(&row))
-        }
-        Err(_) => {
-            let reason = "the session was not connected when the send was tried";
-            if state
-                .store
-                .advance_outbound(tenant, &row.message_id, MessageStatus::Failed, Some(reason))
-                .await?
-            {
-                return Err(ApiError::SessionNotConnected(format!(
-                    "{reason}; message {} is failed",
-                    row.message_id
-                )));
-            }
-            // It went out after all.
+        // The session went away meanwhile (a hand-over, a fence, a lost
+        // connection): whether the server got the send is unknown, so it
+        // is never reported failed. It stays queued under its message id
+        // and goes (again, deduplicated by that id) when the session runs.
+        Err(e) => {
+            tracing::info!(error = %e, message_id = %row.message_id, "send interrupted; it stays queued");
             Ok(answer(&refreshed(state, tenant, row).await?))
         }
     }

@@ -86,7 +86,7 @@ crate::text_enum! {
 
 impl MessageStatus {
     /// Outbound statuses in the order they may move; `failed` only follows
-    /// `queued` (never sent) or `sent` (refused by the server).
+    /// `queued` (refused by the server, never acknowledged).
     const OUTBOUND: [MessageStatus; 5] = [
         MessageStatus::Queued,
         MessageStatus::Sent,
@@ -104,8 +104,11 @@ impl MessageStatus {
     pub fn steps_to(self, to: MessageStatus) -> Vec<MessageStatus> {
         use MessageStatus::*;
         match (self, to) {
-            // A send that never went out, or that the server refused.
-            (Queued | Sent, Failed) => vec![Failed],
+            // A send that never went out: the server refused it, or its
+            // recipient cannot be one. Once the server acknowledged a send
+            // it is never reported failed: a client that retried it would
+            // send it twice.
+            (Queued, Failed) => vec![Failed],
             (_, Failed) | (Failed, _) => Vec::new(),
             // A receipt can overtake the send's own result: the statuses it
             // skipped are reported too, so a webhook sees every step.
@@ -681,3 +684,22 @@ pub(super) const GET_MESSAGE: &str = "
            timestamp, updated_at
       FROM messages WHERE tenant_id = $1 AND message_id = $2
      ORDER BY direction DESC, id LIMIT 1";
+
+#[cfg(test)]
+mod status_tests {
+    use super::MessageStatus::*;
+
+    #[test]
+    fn statuses_move_forward_and_only_a_queued_send_can_fail() {
+        assert_eq!(Queued.steps_to(Failed), [Failed]);
+        for acknowledged in [Sent, Delivered, Read] {
+            assert!(
+                acknowledged.steps_to(Failed).is_empty(),
+                "{acknowledged} -> failed"
+            );
+        }
+        assert!(Failed.steps_to(Sent).is_empty());
+        assert_eq!(Queued.steps_to(Read), [Sent, Delivered, Read]);
+        assert!(Read.steps_to(Delivered).is_empty());
+    }
+}
