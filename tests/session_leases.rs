@@ -16,6 +16,7 @@ db_tests!(
     a_node_takes_back_its_own_lease,
     concurrent_acquires_have_one_winner,
     sessions_have_leases_of_their_own,
+    a_command_nobody_waits_for_is_withdrawn_not_run,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -174,4 +175,58 @@ async fn sessions_have_leases_of_their_own(db: TestDb) {
             .unwrap()
             .is_none()
     );
+}
+
+/// A command whose requester stopped waiting (it died, say, before it
+/// could withdraw it) is withdrawn when the session next looks, never
+/// carried out: a stale logout must not log a number out hours later.
+async fn a_command_nobody_waits_for_is_withdrawn_not_run(db: TestDb) {
+    use wago::store::cluster::{CommandKind, CommandStatus};
+    use wago::store::tenants::NewKey;
+    use wago::tenants::{ApiKey, KeySource, TenantName};
+    let store = db.store().await;
+    let tenant = store
+        .create_tenant(
+            &TenantName::parse("commanded").unwrap(),
+            None,
+            &NewKey::for_key(&ApiKey::generate(), KeySource::Admin),
+        )
+        .await
+        .unwrap()
+        .tenant_id();
+    let stale = store
+        .insert_command(&tenant, CommandKind::Logout, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE session_commands SET created_at = created_at - 3600000 WHERE id = $1")
+        .bind(stale)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let fresh = store
+        .insert_command(&tenant, CommandKind::Stop, None)
+        .await
+        .unwrap();
+
+    let claimed = store
+        .claim_commands(&tenant, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [fresh], "only the command someone may still wait for");
+    let status = |id| {
+        let store = &store;
+        async move { store.get_command(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(stale).await, CommandStatus::Expired);
+    assert_eq!(status(fresh).await, CommandStatus::Running);
+    // Claimed once: nothing is left to take.
+    assert!(
+        store
+            .claim_commands(&tenant, Duration::from_secs(15))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
 }

@@ -404,7 +404,9 @@ impl Supervisor {
     /// Carries out the commands other nodes left for a session here.
     async fn run_commands(self, tenant: TenantId) {
         let store = self.inner.store.clone();
-        let commands = match store.claim_commands(&tenant).await {
+        // Only what a requester may still wait for (`remote_command`).
+        let max_age = self.inner.settings.remote_wait;
+        let commands = match store.claim_commands(&tenant, max_age).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(tenant_id = %tenant, error = %e, "cannot read the session's commands");

@@ -161,20 +161,20 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Forgets nodes gone for a day and commands finished an hour ago.
+    /// Forgets nodes gone for a day, and commands untouched for an hour
+    /// (finished, or left by a node that died).
     pub async fn prune_cluster_rows(&self) -> Result<()> {
         let now = now_ms();
         sqlx::query("DELETE FROM nodes WHERE expires_at < $1")
             .bind(now - 24 * 3600 * 1000)
             .execute(self.writer())
             .await?;
-        sqlx::query(
-            "DELETE FROM session_commands
-              WHERE status IN ('done', 'failed', 'expired') AND updated_at < $1",
-        )
-        .bind(now - 3600 * 1000)
-        .execute(self.writer())
-        .await?;
+        // Finished rows, and rows no one will finish: a `running` one whose
+        // node died, a `pending` one nobody took.
+        sqlx::query("DELETE FROM session_commands WHERE updated_at < $1")
+            .bind(now - 3600 * 1000)
+            .execute(self.writer())
+            .await?;
         Ok(())
     }
 
@@ -410,16 +410,39 @@ impl Store {
 
     /// Takes the session's pending commands, oldest first, moving them to
     /// `running`; a command expired meanwhile is not taken.
-    pub async fn claim_commands(&self, tenant: &TenantId) -> Result<Vec<CommandRow>> {
+    /// Takes the session's pending commands that are younger than
+    /// `max_age`, the longest their requesters wait; older ones are
+    /// withdrawn (`expired`) in the same transaction: nobody waits for them
+    /// any more (a requester that died never withdrew its own), and a stale
+    /// logout must not log a number out hours later.
+    pub async fn claim_commands(
+        &self,
+        tenant: &TenantId,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<CommandRow>> {
+        let now = now_ms();
+        let oldest = now - max_age.as_millis() as i64;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE session_commands SET status = 'expired', updated_at = $2
+              WHERE tenant_id = $1 AND status = 'pending' AND created_at < $3",
+        )
+        .bind(tenant.as_str())
+        .bind(now)
+        .bind(oldest)
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
             "UPDATE session_commands SET status = 'running', updated_at = $2
-              WHERE tenant_id = $1 AND status = 'pending'
+              WHERE tenant_id = $1 AND status = 'pending' AND created_at >= $3
               RETURNING id, tenant_id, kind, argument, status, result",
         )
         .bind(tenant.as_str())
-        .bind(now_ms())
-        .fetch_all(self.writer())
+        .bind(now)
+        .bind(oldest)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut commands: Vec<CommandRow> = rows.iter().map(command_row).collect::<Result<_>>()?;
         commands.sort_by_key(|c| c.id);
         Ok(commands)
