@@ -72,6 +72,11 @@ fn describe() {
         "From a send request's arrival to its answer, by the status answered."
     );
     describe_counter!(
+        "wago_client_events_shed_total",
+        "Client events shed because a session fell behind: acks and receipts \
+         (recovered from rows), and QR codes a newer one replaced. State events are never shed."
+    );
+    describe_counter!(
         "wago_webhook_attempts_total",
         "Webhook delivery attempts, by outcome: delivered, retry or dead."
     );
@@ -124,6 +129,11 @@ pub mod totals {
     pub(super) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// A client event the session task could not take in time, by kind.
+pub fn client_event_shed(kind: &'static str) {
+    metrics::counter!("wago_client_events_shed_total", "kind" => kind).increment(1);
 }
 
 pub fn messages_received(new: usize) {

@@ -83,36 +83,101 @@ pub(super) async fn start(
     Ok(bot.spawn())
 }
 
-/// Forwards the client's events that the session task acts on into its
-/// bounded channel. The client calls this synchronously and must never
-/// block on it, so an event that finds the channel full is dropped and
-/// logged: a lost ack leaves its send queued, to go again with the same id
-/// (the recipient drops the repeat); a lost receipt leaves a status behind.
-pub(super) struct Forward(pub tokio::sync::mpsc::Sender<Arc<Event>>);
+/// Forwards the client's events that the session task acts on. The
+/// client calls this synchronously and must never block on it.
+///
+/// State events (QR codes, pairing, connected, disconnected, logged out)
+/// are never dropped: they go to [`StateEvents`], where only a QR code
+/// that a newer one replaces may be shed. Acks and receipts go to a
+/// bounded channel; one that finds it full is shed, logged and counted
+/// (`wago_client_events_shed_total`): a lost ack leaves its send queued,
+/// to go again with the same id (the recipient drops the repeat), and a
+/// lost receipt leaves a status behind.
+pub(super) struct Forward {
+    pub acks: tokio::sync::mpsc::Sender<Arc<Event>>,
+    pub states: StateEvents,
+}
 
 impl EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
-        let wanted = matches!(
-            event.as_ref(),
+        match event.as_ref() {
             Event::PairingQrCode(_)
-                | Event::PairSuccess(_)
-                | Event::Connected(_)
-                | Event::Disconnected(_)
-                | Event::LoggedOut(_)
-                | Event::PairingQrCodesExhausted(_)
-                | Event::Receipt(_)
-                | Event::ServerAck(_)
-        );
-        if !wanted {
-            return;
+            | Event::PairSuccess(_)
+            | Event::Connected(_)
+            | Event::Disconnected(_)
+            | Event::LoggedOut(_)
+            | Event::PairingQrCodesExhausted(_) => self.states.push(event),
+            Event::Receipt(_) | Event::ServerAck(_) => match self.acks.try_send(event) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                    let kind = if matches!(event.as_ref(), Event::Receipt(_)) {
+                        "receipt"
+                    } else {
+                        "ack"
+                    };
+                    crate::metrics::client_event_shed(kind);
+                    tracing::warn!(kind, "session task is behind; shed a client event");
+                }
+                // The task has ended.
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            },
+            _ => {}
         }
-        match self.0.try_send(event) {
-            Ok(()) => {}
-            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
-                tracing::warn!(event = ?std::mem::discriminant(event.as_ref()), "session task is behind; dropped a client event");
+    }
+}
+
+/// The session's state events, in order, waiting for its task: pushed
+/// without blocking and without loss. The queue is bounded by shedding
+/// QR codes that a newer one replaces; the other events are a handful per
+/// connection.
+#[derive(Clone, Default)]
+pub(super) struct StateEvents(Arc<StateQueue>);
+
+#[derive(Default)]
+struct StateQueue {
+    events: std::sync::Mutex<std::collections::VecDeque<Arc<Event>>>,
+    ready: tokio::sync::Notify,
+}
+
+/// QR codes kept waiting at most; older ones are replaced anyway.
+const WAITING_QR_CODES: usize = 4;
+
+impl StateEvents {
+    fn push(&self, event: Arc<Event>) {
+        let mut events = self.0.events.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(event.as_ref(), Event::PairingQrCode(_)) {
+            let codes = events
+                .iter()
+                .filter(|e| matches!(e.as_ref(), Event::PairingQrCode(_)))
+                .count();
+            if codes >= WAITING_QR_CODES
+                && let Some(oldest) = events
+                    .iter()
+                    .position(|e| matches!(e.as_ref(), Event::PairingQrCode(_)))
+            {
+                events.remove(oldest);
+                crate::metrics::client_event_shed("qr_code");
             }
-            // The task has ended.
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        events.push_back(event);
+        drop(events);
+        self.0.ready.notify_one();
+    }
+
+    /// Waits until events wait, then takes them all, oldest first.
+    pub(super) async fn next(&self) -> Vec<Arc<Event>> {
+        loop {
+            let taken: Vec<Arc<Event>> = self
+                .0
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+                .collect();
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.0.ready.notified().await;
         }
     }
 }
@@ -147,23 +212,46 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_event_channel_stays_bounded_and_never_blocks_the_client() {
+    #[tokio::test]
+    async fn state_events_are_never_shed_and_acks_are_bounded() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-        let forward = Forward(tx);
+        let states = StateEvents::default();
+        let forward = Forward {
+            acks: tx,
+            states: states.clone(),
+        };
         // Events the task does not act on are not queued at all.
         forward.handle_event(Arc::new(Event::OfflineSyncCompleted(
             OfflineSyncCompleted::builder().count(3).build(),
         )));
-        // A full channel drops the event instead of growing or blocking.
-        for _ in 0..5 {
-            forward.handle_event(Arc::new(Event::Connected(Connected::builder().build())));
+        // A full ack channel sheds acks instead of growing or blocking...
+        for i in 0..5 {
+            forward.handle_event(Arc::new(Event::ServerAck(ack(i))));
         }
         let mut queued = 0;
         while let Ok(event) = rx.try_recv() {
-            assert!(matches!(event.as_ref(), Event::Connected(_)));
+            assert!(matches!(event.as_ref(), Event::ServerAck(_)));
             queued += 1;
         }
         assert_eq!(queued, 2);
+        // ...while state events all wait, in order, however many come.
+        for _ in 0..100 {
+            forward.handle_event(Arc::new(Event::Connected(Connected::builder().build())));
+        }
+        forward.handle_event(Arc::new(Event::LoggedOut(
+            wacore::types::events::LoggedOut::builder()
+                .on_connect(false)
+                .reason(wacore::types::events::ConnectFailureReason::LoggedOut)
+                .build(),
+        )));
+        let taken = states.next().await;
+        assert_eq!(taken.len(), 101);
+        assert!(matches!(taken[100].as_ref(), Event::LoggedOut(_)));
+    }
+
+    fn ack(i: u32) -> wacore::types::events::ServerAck {
+        wacore::types::events::ServerAck::builder()
+            .id(format!("3EB0{i}"))
+            .build()
     }
 }

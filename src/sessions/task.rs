@@ -24,7 +24,7 @@ use whatsapp_rust::client::Client;
 use whatsapp_rust::pair_code::PairCodeOptions;
 
 use super::bus::{Bus, Signal as BusSignal};
-use super::client::{self, Forward};
+use super::client::{self, Forward, StateEvents};
 use super::inbound::Inbound;
 use super::send::{QueueSignal, SendQueue, Waiter};
 use super::stores::ProtocolStores;
@@ -236,6 +236,7 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
     ctx.set_state(state, None).await;
 
     let (events_tx, mut events) = mpsc::channel(EVENTS);
+    let states = StateEvents::default();
     let inbound = Inbound {
         store: ctx.store.clone(),
         tenant: ctx.tenant.clone(),
@@ -244,7 +245,10 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
         &ctx.settings,
         store.clone(),
         inbound,
-        Forward(events_tx),
+        Forward {
+            acks: events_tx,
+            states: states.clone(),
+        },
         ctx.fence.clone(),
     )
     .await?;
@@ -270,6 +274,19 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
     let outcome = loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => break Ok(Ended::Stopped),
+            // State events: never shed, taken in the order they came.
+            taken = states.next() => {
+                let mut ended = None;
+                for event in taken {
+                    if let Flow::End(end) = ctx.on_event(&client, &event).await {
+                        ended = Some(end);
+                        break;
+                    }
+                }
+                if let Some(ended) = ended {
+                    break Ok(ended);
+                }
+            }
             event = events.recv() => {
                 let Some(event) = event else {
                     break Err(SessionError::Client("the client stopped".into()));

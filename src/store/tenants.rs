@@ -167,6 +167,25 @@ impl Store {
     /// (no foreign key there: see [`Store::delete_protocol_rows`]). False if
     /// there was no such tenant.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool> {
+        // A session's last writes (its status, an event that bumps the
+        // tenant's sequence) take their rows in the other order than the
+        // cascade does; Postgres then ends one transaction as a deadlock.
+        // Ours is tried again: the other one has finished by then.
+        let mut tries = 0;
+        loop {
+            match self.delete_tenant_once(id).await {
+                Err(StoreError::Sql(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("40P01") && tries < 3 =>
+                {
+                    tries += 1;
+                    tracing::info!(tenant_id = %id, "deleting a tenant met a deadlock; trying again");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn delete_tenant_once(&self, id: &TenantId) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         delete_protocol_rows_in(&mut tx, &SessionId::from(id)).await?;
         sqlx::query("DELETE FROM session_leases WHERE session_id = $1")
