@@ -65,9 +65,12 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     header_str(headers, "x-api-key").or_else(|| bearer(headers))
 }
 
-/// A request that presented the admin token.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth;
+/// A request that presented the admin token, or a signed-in admin page's
+/// cookie (then `session` is that page's session, as read to check it).
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub session: Option<crate::store::admin::AdminSession>,
+}
 
 /// The admin pages' session cookie.
 pub const ADMIN_COOKIE: &str = "wago_admin";
@@ -84,7 +87,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         if let Some(presented) = bearer(&parts.headers) {
             return admin_token_matches(state, presented)
                 .await?
-                .then_some(AdminAuth)
+                .then_some(AdminAuth { session: None })
                 .ok_or(ApiError::Unauthorized("the admin token is wrong"));
         }
         let Some(cookie) = cookie(&parts.headers, ADMIN_COOKIE) else {
@@ -110,7 +113,9 @@ impl FromRequestParts<AppState> for AdminAuth {
                 )));
             }
         }
-        Ok(AdminAuth)
+        Ok(AdminAuth {
+            session: Some(session),
+        })
     }
 }
 
@@ -122,11 +127,6 @@ pub async fn admin_token_matches(state: &AppState, presented: &str) -> Result<bo
         None => state.store.admin_token_hash().await?,
     };
     Ok(expected.is_some_and(|hash| hash.matches(&KeyHash::of(presented))))
-}
-
-/// The bearer token a request presents, if any.
-pub fn presented_admin_bearer(headers: &HeaderMap) -> Option<&str> {
-    bearer(headers)
 }
 
 /// The value of the cookie `name`, if the request sends it.
