@@ -36,6 +36,22 @@ pub enum StartupError {
     ApiKey(String),
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
+    #[error(
+        "NODE_ID {node} is in use by another running process (its address: {address}); \
+         give each process its own NODE_ID, or stop that one first"
+    )]
+    NodeInUse { node: String, address: String },
+}
+
+impl StartupError {
+    /// The exit code `wago serve` ends with: 3 when the node id is in use
+    /// (restarting will not help until the other process stops), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::NodeInUse { .. } => 3,
+            _ => 1,
+        }
+    }
 }
 
 pub struct App {
@@ -84,22 +100,21 @@ impl App {
             (None, Dsn::Postgres(_)) => NodeId::generate(),
         };
         store.prune_cluster_rows().await?;
-        // A node restarted under its old id takes its sessions back at once.
-        let released = store.release_node_leases(&node).await?;
-        if released > 0 {
-            tracing::info!(%node, sessions = released, "released the leases of this node's previous run");
-        }
+
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| "unknown".to_owned(), |a| format!("http://{a}"));
+        claim_node(&store, &node, &address, config.session_lease_ttl).await?;
         let sessions = Supervisor::new(
             store.clone(),
             node,
             session_settings(config),
             sessions_stop.clone(),
         );
-
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -238,6 +253,61 @@ fn session_settings(config: &Config) -> SessionSettings {
     settings.lease_ttl = config.session_lease_ttl;
     settings.queue_sweep = config.send_queue_sweep;
     settings
+}
+
+/// Claims the node's row for this process. A previous process under the
+/// same id that is gone (killed, crashed) holds it until its claim lapses:
+/// this waits that long, at most the lease time, then takes the node over
+/// with its sessions. One that is still running renews its claim meanwhile:
+/// this refuses to start rather than run every session twice.
+async fn claim_node(
+    store: &Store,
+    node: &NodeId,
+    address: &str,
+    ttl: std::time::Duration,
+) -> Result<(), StartupError> {
+    use crate::store::cluster::Claim;
+    let instance = store.write_fence().tag().to_owned();
+    let started_at = crate::store::now_ms();
+    let mut seen: Option<(String, i64)> = None;
+    loop {
+        let held = match store
+            .claim_node(node, &instance, address, started_at, ttl)
+            .await?
+        {
+            Claim::Claimed { .. } => {
+                tracing::info!(%node, %instance, "claimed the node");
+                return Ok(());
+            }
+            Claim::Held(held) => held,
+        };
+        match &seen {
+            Some((other, heartbeat))
+                if *other == held.instance && held.heartbeat_at > *heartbeat =>
+            {
+                return Err(StartupError::NodeInUse {
+                    node: node.to_string(),
+                    address: held.address,
+                });
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                %node, other = %held.address, lapses_in_ms = held.expires_in_ms,
+                "another process holds this node id; waiting until its claim lapses \
+                 (it renews it if it still runs, and then this one stops)"
+            ),
+        }
+        if seen
+            .as_ref()
+            .is_none_or(|(other, _)| *other != held.instance)
+        {
+            seen = Some((held.instance.clone(), held.heartbeat_at));
+        }
+        // Until it lapses, or long enough to see a renewal (a third of the
+        // lease time), whichever comes first.
+        let lapse = std::time::Duration::from_millis(held.expires_in_ms.max(0) as u64 + 50);
+        tokio::time::sleep(lapse.min(ttl / 3 + std::time::Duration::from_millis(500))).await;
+    }
 }
 
 /// Makes an admin token if none is stored yet; returns it so it can be

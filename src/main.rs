@@ -136,7 +136,10 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("wago: {e:#}");
-            std::process::ExitCode::FAILURE
+            let code = e
+                .downcast_ref::<wago::app::StartupError>()
+                .map_or(1, wago::app::StartupError::exit_code);
+            std::process::ExitCode::from(code)
         }
     }
 }

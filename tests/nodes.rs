@@ -692,3 +692,60 @@ async fn a_node_cut_from_its_database_never_doubles_a_connection() {
         );
     }
 }
+
+/// A second `wago serve` with a `NODE_ID` that a running process holds
+/// refuses to start (exit code 3) once it has seen the first renew its
+/// claim, and never runs a session meanwhile; after the first is killed
+/// with `kill -9`, a new process under that id waits until the claim
+/// lapses, then takes the node over. The sandbox never sees a device
+/// connected twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_node_id() {
+    const TENANTS: usize = 3;
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    let mut a = Node::start("node-a", &db.dsn(), &sandbox, LEASE);
+    let tenants = create_tenants(&a, &sandbox, TENANTS).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+
+    let (mut twin, log, listening) = Node::spawn("node-a", &db.dsn(), &sandbox, LEASE, &[]);
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || twin.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{:?}", log.lock().unwrap());
+    assert!(listening.try_recv().is_err(), "it never served");
+    let said = log.lock().unwrap().join("\n");
+    assert!(said.contains("NODE_ID node-a is in use"), "{said}");
+    println!(
+        "a second process with a live NODE_ID refused after {:?}",
+        started.elapsed()
+    );
+    assert_no_overlap(&logins(&sandbox).await, 0);
+
+    // Killed: its claim lives on until it lapses; a new process waits
+    // that long, never less, then runs every session again.
+    Command::new("kill")
+        .args(["-9", &a.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    let back = Node::start_with("node-a", &db.dsn(), &sandbox, LEASE, &[]);
+    let took = wait_all_connected(&back, &tenants, None, STEP * 2).await;
+    println!(
+        "after kill -9, a new node-a served {:?} after the kill (lease {LEASE}) and had every \
+         session connected {took:?} later",
+        killed.elapsed()
+    );
+    assert_no_overlap(&logins(&sandbox).await, 0);
+    for t in &tenants {
+        assert_eq!(
+            sandbox.phone(&t.phone).await.devices,
+            vec![0, 1],
+            "no new pairing"
+        );
+    }
+}

@@ -1012,7 +1012,11 @@ async fn sessions_are_isolated_and_deleted_alone(db: TestDb) {
     assert_eq!(b.get_all_lid_mappings().await.unwrap().len(), 1);
 
     let node = wago::store::NodeId::new("n1");
-    let lease = store.acquire_session_lease(a.session(), &node, std::time::Duration::from_secs(30));
+    let instance = store.write_fence().tag().to_owned();
+    let ttl = std::time::Duration::from_secs(30);
+    let claim = store.claim_node(&node, &instance, "http://test", 0, ttl);
+    claim.await.unwrap();
+    let lease = store.acquire_session_lease(a.session(), &node, &instance);
     assert!(lease.await.unwrap().is_some());
     store.delete_protocol_rows(a.session()).await.unwrap();
     // The lease outlives a logout, so the session's fencing token only grows.

@@ -15,7 +15,7 @@ db_tests!(every_hot_query_uses_its_index);
 /// A thousand tenants with their sessions, 40,000 messages (1 in 100
 /// queued), 40,000 outbox rows (1 in 50 pending, 1 in 50 failed), webhook
 /// queues (1 in 10 due), 2,000 commands (1 in 100 pending).
-const FILL: [&str; 8] = [
+const FILL: [&str; 9] = [
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
      INSERT INTO tenants (id, name, created_at) SELECT 't' || i, 'tenant-' || i, 0 FROM n",
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
@@ -39,8 +39,12 @@ const FILL: [&str; 8] = [
      SELECT 't' || i, CASE WHEN i % 10 = 0 THEN 'unpaired' ELSE 'connected' END,
             'node-' || (i % 3), 1, 0, 0 FROM n",
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
-     INSERT INTO session_leases (session_id, owner_node, token, expires_at, acquired_at)
-     SELECT 't' || i, 'node-' || (i % 3), 1, 9000000000000, 0 FROM n",
+     INSERT INTO session_leases (session_id, owner_node, instance, token, held, acquired_at)
+     SELECT 't' || i, 'node-' || (i % 3), 'wago:' || (i % 3), 1, 1, 0 FROM n",
+    "INSERT INTO nodes (id, instance, address, started_at, heartbeat_at, expires_at)
+     VALUES ('node-0', 'wago:0', 'a', 0, 0, 9000000000000),
+            ('node-1', 'wago:1', 'a', 0, 0, 9000000000000),
+            ('node-2', 'wago:2', 'a', 0, 0, 9000000000000)",
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
      INSERT INTO session_commands (tenant_id, kind, status, created_at, updated_at)
      SELECT 't' || (1 + i % 1000), 'logout',

@@ -398,36 +398,48 @@ async fn a_tenant_with_its_own_store_keeps_its_device_there(db: TestDb) {
     );
 }
 
-/// When another node takes the session's lease over, this node stops its
-/// client at once (two processes never drive one session), and takes the
-/// session back once the lease is free again.
-async fn a_lost_lease_stops_the_client_until_the_lease_is_free(db: TestDb) {
+/// When this node finds its claim lapsed (here: as if another node had
+/// fenced it), every client stops at once, so two processes never drive
+/// one session; then the node claims its row again and reconnects its
+/// sessions under new lease tokens, without pairing.
+async fn a_lapsed_claim_stops_every_client_until_the_node_claims_again(db: TestDb) {
     let sandbox = Sandbox::start().await;
     sandbox.create_phone(PHONE).await;
     let app = spawn(&db, &sandbox, &[("SESSION_LEASE_TTL", "2s")]).await;
     let acme = Tenant::create(&app, "acme").await;
     acme.pair(&app, &sandbox, PHONE).await;
+    acme.wait_state(&app, "connected").await;
+    let token = || async {
+        sqlx::query_scalar::<_, i64>("SELECT token FROM session_leases WHERE session_id = $1")
+            .bind(&acme.id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+    };
+    let before = token().await;
 
-    sqlx::query(
-        "UPDATE session_leases
-            SET owner_node = 'intruder', token = token + 1, expires_at = 9000000000000
-          WHERE session_id = $1",
-    )
-    .bind(&acme.id)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
-    acme.wait_state(&app, "disconnected").await;
-    sandbox
-        .phone_until(PHONE, "the client stopped", |a| a.online.is_empty())
-        .await;
-
-    sqlx::query("UPDATE session_leases SET expires_at = 0 WHERE session_id = $1")
-        .bind(&acme.id)
+    sqlx::query("UPDATE nodes SET expires_at = 0, fenced = 1 WHERE id = 'test-node'")
         .execute(app.store.pool())
         .await
         .unwrap();
+    // The first connection ends and a second one logs in, in that order.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = sandbox.get("/sandbox/connections").await;
+        assert_eq!(status, 200, "{body}");
+        let logins = body.as_array().unwrap();
+        if logins.len() >= 2 {
+            let (first, second) = (&logins[logins.len() - 2], &logins[logins.len() - 1]);
+            assert_eq!(second["overlapped"], false, "{body}");
+            let closed = first["closed_ms"].as_u64().expect("the first ended");
+            assert!(closed <= second["opened_ms"].as_u64().unwrap(), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new login: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     acme.wait_state(&app, "connected").await;
+    assert!(token().await > before, "taken afresh after the claim");
     let holder: String =
         sqlx::query_scalar("SELECT owner_node FROM session_leases WHERE session_id = $1")
             .bind(&acme.id)
@@ -438,7 +450,7 @@ async fn a_lost_lease_stops_the_client_until_the_lease_is_free(db: TestDb) {
 }
 
 db_tests!(
-    a_lost_lease_stops_the_client_until_the_lease_is_free,
+    a_lapsed_claim_stops_every_client_until_the_node_claims_again,
     a_session_linked_before_status_rows_resumes,
     a_tenant_with_its_own_store_keeps_its_device_there,
     deleting_a_tenant_unlinks_its_device,

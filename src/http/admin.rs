@@ -270,8 +270,10 @@ struct NodeBody {
     started_at: String,
     /// Its last heartbeat (RFC 3339).
     heartbeat_at: String,
-    /// How many sessions it runs.
+    /// How many sessions it runs, as of its last renewal.
     sessions: i64,
+    /// It is shutting down: it closes its sessions and takes no new ones.
+    leaving: bool,
 }
 
 /// The live nodes and how many sessions each runs.
@@ -293,6 +295,7 @@ async fn list_nodes(_: AdminAuth, State(state): State<AppState>) -> ApiResult<Js
                 started_at: rfc3339(n.started_at),
                 heartbeat_at: rfc3339(n.heartbeat_at),
                 sessions: n.sessions,
+                leaving: n.leaving,
             })
             .collect(),
     }))

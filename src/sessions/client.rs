@@ -63,9 +63,10 @@ pub(super) async fn start(
         Endpoint::WhatsApp => TokioWebSocketTransportFactory::new(),
         Endpoint::Url(url) => TokioWebSocketTransportFactory::new().with_url(url),
     };
+    let node_fence = store.write_fence().clone();
     let mut builder = Bot::builder()
         .with_backend_arc(Arc::new(store))
-        .with_transport_factory(FencedFactory::new(transport, fence))
+        .with_transport_factory(FencedFactory::new(transport, fence, node_fence))
         .with_http_client(HttpClient(settings.http.clone()))
         .with_runtime(whatsapp_rust::TokioRuntime)
         .with_inbound_durability_hook(inbound)

@@ -293,10 +293,6 @@ struct Handle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     stop: CancellationToken,
-    /// The fencing token of the lease the task holds, 0 while it holds none.
-    lease: Arc<std::sync::atomic::AtomicI64>,
-    /// Closes the client's connection at once, whatever the task is doing.
-    fence: transport::Fence,
 }
 
 impl Handle {
@@ -328,6 +324,12 @@ struct Inner {
     shutdown: CancellationToken,
     bus: Bus,
     sessions: Mutex<HashMap<TenantId, Handle>>,
+    /// The fence of every session task still running here, by task number:
+    /// those handing over too, which `sessions` no longer lists.
+    live: Mutex<HashMap<u64, transport::Fence>>,
+    /// How many of them; 0 once every session here has ended.
+    live_count: watch::Sender<usize>,
+    next_task: std::sync::atomic::AtomicU64,
     /// Wakes placement (a session here ended, so it may take another).
     placement: Notify,
 }
@@ -356,6 +358,9 @@ impl Supervisor {
                 settings,
                 shutdown,
                 sessions: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                live_count: watch::Sender::new(0),
+                next_task: std::sync::atomic::AtomicU64::new(0),
                 placement: Notify::new(),
             }),
         }
@@ -363,6 +368,11 @@ impl Supervisor {
 
     pub fn node(&self) -> &NodeId {
         &self.inner.node
+    }
+
+    /// This process's claim on the node: its write fence's tag.
+    pub fn instance(&self) -> &str {
+        self.inner.store.write_fence().tag()
     }
 
     pub fn bus(&self) -> &Bus {
@@ -414,7 +424,6 @@ impl Supervisor {
         let stop = self.inner.shutdown.child_token();
         let (status_tx, status) = watch::channel(SessionStatus::new(SessionState::Connecting));
         let (commands, command_rx) = mpsc::channel(COMMANDS);
-        let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let fence = transport::Fence::default();
         let ctx = task::Ctx {
             tenant: tenant.clone(),
@@ -422,19 +431,25 @@ impl Supervisor {
             store: self.inner.store.clone(),
             protocol: self.inner.protocol.clone(),
             node: self.inner.node.clone(),
+            instance: self.instance().to_owned(),
             settings: self.inner.settings.clone(),
             bus: self.inner.bus.clone(),
             status: status_tx,
             commands: command_rx,
             stop: stop.clone(),
             lease: None,
-            lease_token: lease.clone(),
             persisted: None,
             fence: fence.clone(),
         };
+        let number = self
+            .inner
+            .next_task
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.set_live(number, Some(fence.clone()));
         let supervisor = self.clone();
         let task = tokio::spawn(async move {
             task::run(ctx).await;
+            supervisor.set_live(number, None);
             supervisor.inner.placement.notify_one();
         });
         sessions.insert(
@@ -444,8 +459,6 @@ impl Supervisor {
                 commands,
                 task,
                 stop,
-                lease,
-                fence,
             },
         );
         status
@@ -542,10 +555,9 @@ impl Supervisor {
         }
         // Nobody runs it: forget the device here, under the lease.
         let session = SessionId::from(tenant);
-        let ttl = self.inner.settings.lease_ttl;
         let store = &self.inner.store;
         let Some(lease) = store
-            .acquire_session_lease(&session, &self.inner.node, ttl)
+            .acquire_session_lease(&session, &self.inner.node, self.instance())
             .await?
         else {
             // Another node started it meanwhile.
@@ -701,6 +713,37 @@ impl Supervisor {
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// Records a session task as running (with its fence) or ended.
+    fn set_live(&self, number: u64, fence: Option<transport::Fence>) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        match fence {
+            Some(fence) => live.insert(number, fence),
+            None => live.remove(&number),
+        };
+        let count = live.len();
+        drop(live);
+        self.inner.live_count.send_replace(count);
+    }
+
+    /// The fences of every session task still running here.
+    fn live_fences(&self) -> Vec<transport::Fence> {
+        let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values().cloned().collect()
+    }
+
+    /// Returns once no session task runs here.
+    async fn all_sessions_ended(&self) {
+        let mut count = self.inner.live_count.subscribe();
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether every session task here ended within `limit`.
+    async fn wait_sessions_ended(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.all_sessions_ended())
+            .await
+            .is_ok()
     }
 
     /// Another node holds the session's live lease.

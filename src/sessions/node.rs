@@ -1,28 +1,33 @@
 //! The node's own loop: membership, leases, fencing, placement, commands.
 //!
-//! - **Membership.** The node's row in `nodes` is refreshed every third of
-//!   the lease time; a clean shutdown marks it gone at once.
-//! - **Leases.** Every lease the node holds is renewed in the same round,
-//!   in one statement. A session whose lease was not renewed (another node
-//!   took it over) is stopped at once. If renewals fail (the database is
-//!   unreachable), every session is stopped a quarter of the lease time
-//!   before the leases can expire, so no other node can start a session
-//!   while this one still runs it.
+//! - **Membership and leases.** The node's row in `nodes`, claimed at start
+//!   (`app.rs`), is renewed every third of the lease time in one statement
+//!   on a pool of its own; that renews every session lease the node holds,
+//!   however many. If renewals fail (the database is unreachable, slow, or
+//!   this process was paused), every session is stopped and the
+//!   [`WriteFence`](crate::store::WriteFence) closed a quarter of the lease
+//!   time before the claim can lapse, so nothing of this node runs or
+//!   writes when another node may take its sessions. The node then claims
+//!   its row again (cutting its own old connections first) and starts
+//!   over. On SQLite only this process can use the database (the flock),
+//!   so nothing is fenced there.
 //! - **Placement.** Sessions with a linked device are spread evenly over
 //!   the live nodes, ordered by id: with `total` sessions and `n` nodes,
 //!   the node at position `i` runs `total / n`, plus one if `i < total % n`.
 //!   A node below its share takes sessions that nobody holds (released
-//!   cleanly, or whose owner's lease ran out), a bounded number at a time;
-//!   a node above it hands sessions over once another node has room.
+//!   cleanly, or whose node lapsed and was fenced), a bounded number at a
+//!   time; a node above it hands sessions over once another node has room.
 //! - **Commands.** Other nodes' commands for sessions that run here are
 //!   taken from their rows and carried out by the session's task.
 //! - **Send queues.** A session's queue sleeps until a send wakes it (in
 //!   process, or by `NOTIFY`); every `SEND_QUEUE_SWEEP` one query finds
 //!   the tenants with sends still queued and wakes those running here, in
 //!   case a wake-up was lost. An idle session costs no query and no timer.
+//! - **Shutdown.** The node says it is leaving (placement stops counting
+//!   it), stops its sessions while it keeps renewing their leases, and
+//!   leaves once they have released them.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -33,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Signal;
 use super::{Command, Mode, SessionError, Supervisor};
-use crate::store::cluster::{CommandKind, CommandRow, CommandStatus};
-use crate::store::{SessionId, now_ms};
+use crate::store::cluster::{Claim, CommandKind, CommandRow, CommandStatus};
+use crate::store::{DbKind, now_ms};
 use crate::tenants::TenantId;
 
 /// Sessions this node starts at once before any of them has connected.
@@ -43,6 +48,9 @@ const STARTING_AT_ONCE: usize = 64;
 const HANDOVER_AT_ONCE: usize = 16;
 /// After a failed renewal, the next try comes this soon.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long stopped sessions get to close (and release their leases)
+/// before the node claims again or leaves; their tasks are ended then.
+const CLOSE_WAIT: Duration = Duration::from_secs(20);
 
 pub(super) async fn run(
     sup: Supervisor,
@@ -55,12 +63,18 @@ pub(super) async fn run(
     if let Some(url) = url {
         tasks.spawn(sup.bus().clone().listen(url, stop.child_token()));
     }
+    let store = sup.inner.store.clone();
     let ttl = sup.inner.settings.lease_ttl;
     let every = ttl / 3;
     let margin = ttl / 4;
+    // SQLite: this process is the only one (the flock); timing cannot let
+    // another take its sessions, so nothing is fenced.
+    let fencing = store.kind() == DbKind::Postgres;
     let started_at = now_ms();
-    // When this node's leases end by its own clock, as of the last renewal.
+    // When this node's claim ends by its own clock, as of the last renewal.
     let mut deadline: Option<Instant> = None;
+    // False once the claim may have lapsed: claim again before running.
+    let mut claimed = true;
     let mut next_keep = Instant::now();
     let mut next_place = Instant::now() + every;
     let sweep = sup.inner.settings.queue_sweep;
@@ -68,21 +82,40 @@ pub(super) async fn run(
     let mut registered = false;
     tracing::info!(node = %sup.node(), %address, "node started");
     loop {
-        let fence_at = deadline.map(|d| d - margin);
+        let fence_at = deadline.filter(|_| fencing).map(|d| d - margin);
         // No step of the loop may run past the moment to fence.
         let bound =
             |d: Duration| fence_at.map_or(Instant::now() + d, |f| f.min(Instant::now() + d));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = sleep_until(fence_at.unwrap_or(next_keep)), if fence_at.is_some() => {
-                sup.fence_all("the database did not answer in time to renew the leases", &mut tasks);
+                sup.fence_all("the database did not answer in time to renew this node's claim", &mut tasks);
                 deadline = None;
+                claimed = false;
+                registered = false;
             }
             _ = sleep_until(next_keep) => {
-                match timeout_at(bound(every), sup.keep(&address, started_at, &mut tasks)).await {
-                    Ok(Ok(valid_until)) => {
-                        deadline = Some(valid_until);
+                if !claimed {
+                    claimed = sup.claim_again(&address, started_at).await;
+                    next_keep = if claimed { Instant::now() } else { Instant::now() + RETRY };
+                    continue;
+                }
+                let sent_at = Instant::now();
+                match timeout_at(bound(every), sup.renew()).await {
+                    Ok(Ok(true)) => {
+                        deadline = Some(sent_at + ttl);
+                        if fencing {
+                            store.write_fence().open_until((sent_at + ttl - margin).into_std());
+                        } else {
+                            store.write_fence().disarm();
+                        }
                         next_keep = Instant::now() + every;
+                        // Commands whose signal was lost.
+                        match timeout_at(bound(every), sup.pending_commands(&mut tasks)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for commands"),
+                            Err(_) => tracing::warn!("looking for commands timed out"),
+                        }
                         // Joined, or back after losing the database: the
                         // others make room.
                         if !registered {
@@ -92,19 +125,24 @@ pub(super) async fn run(
                             let _ = timeout_at(bound(every), joined).await;
                         }
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot renew this node's leases");
-                        next_keep = Instant::now() + RETRY;
+                    Ok(Ok(false)) => {
+                        sup.fence_all("this node's claim lapsed before it was renewed", &mut tasks);
+                        deadline = None;
+                        claimed = false;
                         registered = false;
+                        next_keep = Instant::now();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot renew this node's claim");
+                        next_keep = Instant::now() + RETRY;
                     }
                     Err(_) => {
-                        tracing::warn!("renewing this node's leases timed out");
+                        tracing::warn!("renewing this node's claim timed out");
                         next_keep = Instant::now() + RETRY;
-                        registered = false;
                     }
                 }
             }
-            _ = sleep_until(next_place) => {
+            _ = sleep_until(next_place), if claimed => {
                 next_place = match timeout_at(bound(every), sup.place(&mut tasks)).await {
                     Ok(Ok(next)) => next,
                     Ok(Err(e)) => {
@@ -116,7 +154,7 @@ pub(super) async fn run(
             }
             _ = sleep_until(next_sweep) => {
                 next_sweep = Instant::now() + sweep;
-                match timeout_at(bound(every), sup.inner.store.tenants_with_queued_sends()).await {
+                match timeout_at(bound(every), store.tenants_with_queued_sends()).await {
                     Ok(Ok(tenants)) => {
                         for tenant in tenants {
                             sup.wake_queue(&tenant);
@@ -144,7 +182,7 @@ pub(super) async fn run(
                 Ok(Signal::Placement) => next_place = next_place.min(soon()),
                 Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
                     sup.wake_all_queues();
-                    next_keep = Instant::now();
+                    next_keep = next_keep.min(Instant::now());
                     next_place = soon();
                 }
                 Ok(_) => {}
@@ -153,12 +191,9 @@ pub(super) async fn run(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    // Leave first, so that placement elsewhere stops counting this node
-    // before its sessions are released.
-    match timeout(every, sup.inner.store.leave_node(sup.node())).await {
-        Ok(Ok(())) => tracing::info!(node = %sup.node(), "node left"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark this node gone"),
-        Err(_) => tracing::warn!("marking this node gone timed out"),
+    if claimed {
+        sup.leave(deadline, fencing.then_some(margin), &mut tasks)
+            .await;
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -171,68 +206,139 @@ fn soon() -> Instant {
 }
 
 impl Supervisor {
-    /// One round of membership and lease renewal; returns when this node's
-    /// leases end by its clock. Sessions whose lease was lost are stopped;
-    /// commands left for sessions here are picked up.
-    async fn keep(
-        &self,
-        address: &str,
-        started_at: i64,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<Instant, SessionError> {
-        let store = &self.inner.store;
+    /// One renewal of the node's claim, which renews every lease it holds;
+    /// false if the claim had lapsed.
+    async fn renew(&self) -> Result<bool, SessionError> {
         let ttl = self.inner.settings.lease_ttl;
-        let sent_at = Instant::now();
-        store
-            .heartbeat_node(self.node(), address, started_at, ttl)
+        let (placed, _) = self.placed();
+        let renewed = self
+            .inner
+            .store
+            .renew_node(self.node(), self.instance(), ttl, placed)
             .await?;
-        let held = self.leased();
-        let ids: Vec<SessionId> = held.iter().map(|(t, _)| SessionId::from(t)).collect();
-        let (renewed, _) = store.renew_node_leases(self.node(), &ids, ttl).await?;
-        let renewed: HashSet<&str> = renewed.iter().map(SessionId::as_str).collect();
-        for (tenant, token) in &held {
-            if !renewed.contains(tenant.as_str()) {
-                self.fence(tenant, *token, tasks);
-            }
-        }
-        // Commands whose signal was lost.
-        for tenant in store.tenants_with_pending_commands().await? {
+        Ok(renewed.is_some())
+    }
+
+    /// Carries out the commands left for sessions here whose signal was
+    /// lost.
+    async fn pending_commands(&self, tasks: &mut JoinSet<()>) -> Result<(), SessionError> {
+        for tenant in self.inner.store.tenants_with_pending_commands().await? {
             if self.local_commands(&tenant).is_some() {
                 tasks.spawn(self.clone().run_commands(tenant));
             }
         }
-        Ok(sent_at + ttl)
+        Ok(())
     }
 
-    /// Sessions here that hold a lease, with its token.
-    fn leased(&self) -> Vec<(TenantId, i64)> {
-        self.sessions()
-            .iter()
-            .filter(|(_, h)| h.running())
-            .filter_map(|(t, h)| {
-                let token = h.lease.load(Ordering::Acquire);
-                (token != 0).then(|| (t.clone(), token))
-            })
-            .collect()
-    }
-
-    /// Stops the session if it still holds the lease with `token`: that
-    /// lease is no longer this node's. Its connection closes at once.
-    fn fence(&self, tenant: &TenantId, token: i64, tasks: &mut JoinSet<()>) {
-        let sessions = self.sessions();
-        if let Some(handle) = sessions.get(tenant)
-            && handle.lease.load(Ordering::Acquire) == token
+    /// After a lapse: once every session here has ended, cuts this
+    /// process's own old connections (a write sent before the lapse must not
+    /// land after another node took the session) and claims the node
+    /// again, releasing its old leases. False to try again later.
+    async fn claim_again(&self, address: &str, started_at: i64) -> bool {
+        let store = &self.inner.store;
+        store.close_writes();
+        if !self.wait_sessions_ended(RETRY).await {
+            return false;
+        }
+        let ttl = self.inner.settings.lease_ttl;
+        let instance = self.instance();
+        match store.cut_connections(instance).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot cut this node's old connections");
+                return false;
+            }
+        }
+        match store
+            .claim_node(self.node(), instance, address, started_at, ttl)
+            .await
         {
-            tracing::warn!(tenant_id = %tenant, token, "lost the session's lease; stopping it");
-            handle.stop.cancel();
-            let fence = handle.fence.clone();
-            tasks.spawn(async move { fence.close().await });
+            Ok(Claim::Claimed { .. }) => {
+                tracing::info!(node = %self.node(), "claimed the node again");
+                true
+            }
+            Ok(Claim::Held(other)) => {
+                tracing::error!(
+                    node = %self.node(), other = %other.address,
+                    "another process took this node id while this one was cut off; \
+                     this one runs no session until it lapses"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim the node again");
+                false
+            }
         }
     }
 
-    /// Stops every session here, closing their connections at once: their
-    /// leases cannot be renewed in time.
+    /// A clean shutdown: says the node is leaving, stops its sessions while
+    /// it keeps renewing their leases, and leaves once they have ended.
+    async fn leave(
+        &self,
+        mut deadline: Option<Instant>,
+        margin: Option<Duration>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let store = &self.inner.store;
+        let (node, instance) = (self.node(), self.instance());
+        let ttl = self.inner.settings.lease_ttl;
+        let every = ttl / 3;
+        if let Err(e) = timeout(every, store.mark_node_leaving(node, instance))
+            .await
+            .unwrap_or_else(|_| Err(crate::store::StoreError::Conflict("timed out".into())))
+        {
+            tracing::warn!(error = %e, "cannot mark this node as leaving");
+        }
+        self.inner.shutdown.cancel();
+        let give_up = Instant::now() + CLOSE_WAIT;
+        loop {
+            let fence_at = match (deadline, margin) {
+                (Some(d), Some(m)) => d - m,
+                _ => give_up,
+            };
+            let next = (Instant::now() + every).min(fence_at).min(give_up);
+            tokio::select! {
+                _ = self.all_sessions_ended() => break,
+                _ = sleep_until(next) => {}
+            }
+            if Instant::now() >= fence_at.min(give_up) {
+                self.fence_all(
+                    "shutting down, and the sessions did not close in time",
+                    tasks,
+                );
+                break;
+            }
+            let sent_at = Instant::now();
+            match timeout(every, store.renew_node(node, instance, ttl, 0)).await {
+                Ok(Ok(Some(_))) => {
+                    deadline = Some(sent_at + ttl);
+                    if let Some(m) = margin {
+                        store
+                            .write_fence()
+                            .open_until((sent_at + ttl - m).into_std());
+                    }
+                }
+                Ok(Ok(None)) => {
+                    self.fence_all("this node's claim lapsed while it shut down", tasks);
+                    return;
+                }
+                _ => tracing::warn!("cannot renew this node's claim while shutting down"),
+            }
+        }
+        match timeout(every, store.leave_node(node, instance)).await {
+            Ok(Ok(())) => tracing::info!(%node, "node left"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark this node gone"),
+            Err(_) => tracing::warn!("marking this node gone timed out"),
+        }
+    }
+
+    /// Stops every session here, closing their connections at once and
+    /// refusing every write of this process: its claim may lapse before it
+    /// can renew it.
     fn fence_all(&self, why: &str, tasks: &mut JoinSet<()>) {
+        self.inner.store.close_writes();
         let sessions = self.sessions();
         let running = sessions.values().filter(|h| h.running()).count();
         if running > 0 {
@@ -243,7 +349,10 @@ impl Supervisor {
         }
         for handle in sessions.values() {
             handle.stop.cancel();
-            let fence = handle.fence.clone();
+        }
+        drop(sessions);
+        // Every task still running, those handing over included.
+        for fence in self.live_fences() {
             tasks.spawn(async move { fence.close().await });
         }
     }
@@ -275,7 +384,12 @@ impl Supervisor {
         let store = &self.inner.store;
         let slow = Instant::now() + self.inner.settings.lease_ttl;
         self.seed_statuses().await?;
-        let nodes = store.live_nodes().await?;
+        // A lapsed node's sessions are free once its connections are cut.
+        if store.fence_lapsed_nodes().await? > 0 {
+            self.bus().publish(Signal::Placement).await;
+        }
+        let mut nodes = store.live_nodes().await?;
+        nodes.retain(|n| !n.leaving);
         let Some(me) = nodes.iter().position(|n| n.id == self.node().as_str()) else {
             return Ok(slow); // not registered yet
         };

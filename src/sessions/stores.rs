@@ -43,7 +43,7 @@ impl ProtocolStores {
             return Ok(store.clone());
         }
         let dsn = Dsn::parse(raw).map_err(|e| StoreError::Conflict(format!("store_dsn: {e}")))?;
-        let store = Store::connect(&dsn).await?;
+        let store = Store::connect_fenced(&dsn, self.main.write_fence().clone()).await?;
         store.migrate().await?;
         tracing::info!(database = %dsn, "opened a tenant's own protocol store");
         own.insert(raw.to_owned(), store.clone());

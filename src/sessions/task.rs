@@ -10,7 +10,6 @@
 //! lease, for every node to read.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -34,7 +33,7 @@ use crate::events::Event;
 use crate::store::cluster::StatusFields;
 use crate::store::messages::{MessageStatus, StatusChange};
 use crate::store::protocol::{SessionId, SessionStore};
-use crate::store::{Lease, NodeId, Store, now_ms};
+use crate::store::{Lease, NodeId, Revocation, Store, now_ms};
 use crate::tenants::TenantId;
 
 pub(super) struct Ctx {
@@ -45,6 +44,8 @@ pub(super) struct Ctx {
     /// Where the tenant's protocol rows live.
     pub protocol: Arc<ProtocolStores>,
     pub node: NodeId,
+    /// This process's claim on the node (leases are taken under it).
+    pub instance: String,
     pub settings: SessionSettings,
     pub bus: Bus,
     pub status: watch::Sender<SessionStatus>,
@@ -52,8 +53,6 @@ pub(super) struct Ctx {
     pub stop: CancellationToken,
     /// The lease while the task holds it: status rows are written under it.
     pub lease: Option<Lease>,
-    /// Its fencing token for the node's lease keeper; 0 while none.
-    pub lease_token: Arc<AtomicI64>,
     /// The status last written to the row.
     pub persisted: Option<(SessionState, StatusFields)>,
     /// The switch on the client's connection (see `transport.rs`).
@@ -91,10 +90,14 @@ pub(super) async fn run(mut ctx: Ctx) {
         let mut backoff = Duration::from_secs(1);
         loop {
             let started = Instant::now();
-            let outcome = run_once(&mut ctx).await;
+            // What this run's protocol store writes under, until it ends.
+            let run = ctx.fence.revocation().child();
+            let outcome = run_once(&mut ctx, &run).await;
             let failed = outcome.is_err();
-            // Final states are written while the lease is still held.
+            // Final states are written while the lease is still held; the
+            // client's own tasks write nothing more once it is released.
             let again = ctx.after(outcome).await;
+            run.revoke();
             ctx.release().await;
             if !again {
                 break;
@@ -168,7 +171,6 @@ impl Ctx {
 
     /// Gives the lease up, if held.
     async fn release(&mut self) {
-        self.lease_token.store(0, Ordering::Release);
         if let Some(lease) = self.lease.take()
             && let Err(e) = tokio::time::timeout(DB_WAIT, self.store.release_session_lease(&lease))
                 .await
@@ -179,15 +181,14 @@ impl Ctx {
     }
 }
 
-async fn run_once(ctx: &mut Ctx) -> Result<Ended, SessionError> {
+async fn run_once(ctx: &mut Ctx, run: &Revocation) -> Result<Ended, SessionError> {
     let session = SessionId::from(&ctx.tenant);
     match ctx
         .store
-        .acquire_session_lease(&session, &ctx.node, ctx.settings.lease_ttl)
+        .acquire_session_lease(&session, &ctx.node, &ctx.instance)
         .await?
     {
         Some(lease) => {
-            ctx.lease_token.store(lease.token(), Ordering::Release);
             ctx.lease = Some(lease);
             // Another node may have written the row since.
             ctx.persisted = None;
@@ -196,7 +197,7 @@ async fn run_once(ctx: &mut Ctx) -> Result<Ended, SessionError> {
     }
     match ctx.protocol.of(&ctx.tenant).await {
         Ok(protocol) => {
-            let store = protocol.session_store(session);
+            let store = protocol.session_store(session).revocable(run.clone());
             with_client(ctx, &store).await
         }
         Err(e) => Err(e.into()),

@@ -9,13 +9,12 @@
 //! counts, so a lost wake-up only delays a command.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
 
-use super::lease::{now_ms_sql, ttl_ms};
-use super::protocol::SessionId;
+use super::lease::{LIVE, now_ms_sql, ttl_ms};
 use super::{DbKind, Lease, NodeId, Result, Store, now_ms};
 use crate::sessions::SessionState;
 use crate::tenants::TenantId;
@@ -49,8 +48,31 @@ pub struct NodeInfo {
     pub address: String,
     pub started_at: i64,
     pub heartbeat_at: i64,
-    /// Sessions whose live lease it holds.
+    /// Sessions it runs, as of its last renewal.
     pub sessions: i64,
+    /// It is shutting down: placement gives it nothing more.
+    pub leaving: bool,
+}
+
+/// The outcome of claiming a node's row at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This instance holds it now, until the database's clock passes
+    /// `expires_at` (unix ms) unless renewed.
+    Claimed { expires_at: i64 },
+    /// Another process holds it and its claim has not lapsed.
+    Held(NodeClaim),
+}
+
+/// Another process's hold on a node's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeClaim {
+    pub instance: String,
+    pub address: String,
+    /// Its last renewal (unix ms, database clock).
+    pub heartbeat_at: i64,
+    /// Milliseconds until its claim lapses unless renewed.
+    pub expires_in_ms: i64,
 }
 
 /// What a session's owner publishes about it.
@@ -91,81 +113,224 @@ pub struct CommandRow {
 const WANTED: &str = "('connecting', 'connected', 'disconnected')";
 
 const STATUS_COLUMNS: &str = "s.state, s.jid, s.push_name, s.error, s.qr, s.qr_expires_at,
-    s.since, CASE WHEN l.expires_at > {now} AND l.owner_node = s.node_id
-                       AND l.token = s.lease_token
+    s.since, CASE WHEN l.held > 0 AND l.owner_node = s.node_id AND l.token = s.lease_token
+                       AND n.expires_at > {now}
                   THEN s.node_id END";
 
+/// The lease `l` of status row `s`, with its holder's node row `n`.
+const STATUS_JOINS: &str = "LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+    LEFT JOIN nodes n ON n.id = l.owner_node AND n.instance = l.instance";
+
 impl Store {
-    /// Registers this node, or refreshes its heartbeat: live for `ttl`.
-    pub async fn heartbeat_node(
+    /// Claims `node`'s row for this process's `instance`, live for `ttl`.
+    /// It succeeds when the row is new, when this instance holds it, or when
+    /// the previous holder lapsed and was fenced (this fences it first).
+    /// The leases the node held before (under any instance) are released in
+    /// the same transaction: whatever ran them is gone or has stopped them.
+    /// While another process holds the row, nothing changes and its claim
+    /// is returned.
+    pub async fn claim_node(
         &self,
         node: &NodeId,
+        instance: &str,
         address: &str,
         started_at: i64,
         ttl: Duration,
-    ) -> Result<()> {
-        let sql = self.with_now(
-            "INSERT INTO nodes (id, address, started_at, heartbeat_at, expires_at)
-             VALUES ($1, $2, $3, {now}, {now} + $4)
+    ) -> Result<Claim> {
+        if self.kind() == DbKind::Postgres
+            && let Some(held) = self.node_claim(node).await?
+            && held.instance != instance
+            && held.expires_in_ms <= 0
+        {
+            self.fence_node(node, &held.instance).await?;
+        }
+        let claim = self
+            .with_now(
+                "INSERT INTO nodes (id, instance, address, started_at, heartbeat_at, expires_at,
+                                fenced, leaving, sessions)
+             VALUES ($1, $2, $3, $4, {now}, {now} + $5, 0, 0, 0)
              ON CONFLICT (id) DO UPDATE
-                SET address = excluded.address, started_at = excluded.started_at,
-                    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at",
-        );
-        sqlx::query(&sql)
+                SET instance = excluded.instance, address = excluded.address,
+                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                    expires_at = excluded.expires_at, fenced = 0, leaving = 0, sessions = 0
+              WHERE nodes.instance = excluded.instance
+                 OR (nodes.expires_at <= excluded.heartbeat_at AND nodes.fenced = 1)
+                 OR {only_process}
+             RETURNING expires_at",
+            )
+            // On SQLite the flock already proved the previous process gone.
+            .replace(
+                "{only_process}",
+                if self.kind() == DbKind::Sqlite {
+                    "1 = 1"
+                } else {
+                    "1 = 0"
+                },
+            );
+        let mut tx = self.control().begin().await?;
+        let expires_at: Option<i64> = sqlx::query_scalar(&claim)
             .bind(node.as_str())
+            .bind(instance)
             .bind(address)
             .bind(started_at)
             .bind(ttl_ms(ttl))
-            .execute(self.writer())
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(())
+        let Some(expires_at) = expires_at else {
+            tx.rollback().await?;
+            return match self.node_claim(node).await? {
+                Some(held) => Ok(Claim::Held(held)),
+                // Deleted meanwhile: the next try inserts it.
+                None => Ok(Claim::Held(NodeClaim {
+                    instance: String::new(),
+                    address: String::new(),
+                    heartbeat_at: 0,
+                    expires_in_ms: 0,
+                })),
+            };
+        };
+        let released =
+            sqlx::query("UPDATE session_leases SET held = 0 WHERE owner_node = $1 AND held > 0")
+                .bind(node.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        if released > 0 {
+            tracing::info!(%node, sessions = released, "released the leases of this node's previous run");
+        }
+        Ok(Claim::Claimed { expires_at })
     }
 
-    /// Milliseconds until sessions may next become free to take: the first
-    /// other live node's row lapses unless it heartbeats again, or a lease
-    /// of a node that is no longer live runs out.
+    /// Who holds `node`'s row, if anyone ever did.
+    pub async fn node_claim(&self, node: &NodeId) -> Result<Option<NodeClaim>> {
+        let sql = self.with_now(
+            "SELECT instance, address, heartbeat_at, expires_at - {now} FROM nodes WHERE id = $1",
+        );
+        let row = sqlx::query(&sql)
+            .bind(node.as_str())
+            .fetch_optional(self.control())
+            .await?;
+        row.map(|r| {
+            Ok(NodeClaim {
+                instance: r.try_get(0)?,
+                address: r.try_get(1)?,
+                heartbeat_at: r.try_get(2)?,
+                expires_in_ms: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Renews this node's claim, and with it every session lease it holds,
+    /// for `ttl`: one row, however many sessions. On SQLite, where the flock
+    /// makes this the only process, a late renewal still counts (unless
+    /// another node fenced it meanwhile, which only a test can do). `sessions` is how many it
+    /// runs, for placement. Returns when the claim now ends (unix ms,
+    /// database clock), or `None` if it had lapsed or another process holds
+    /// the row: then every session here must stop, and the node claim
+    /// again.
+    pub async fn renew_node(
+        &self,
+        node: &NodeId,
+        instance: &str,
+        ttl: Duration,
+        sessions: i64,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(&renew_node_sql(self.kind()))
+            .bind(node.as_str())
+            .bind(instance)
+            .bind(ttl_ms(ttl))
+            .bind(sessions)
+            .fetch_optional(self.control())
+            .await?)
+    }
+
+    /// Cuts the database connections of `node`'s lapsed `instance` and
+    /// waits until they are gone, then marks it fenced: from then on its
+    /// sessions may be taken, and nothing it sent before can still land
+    /// (see `fence.rs`). False if the claim is live again, or the
+    /// connections did not end in time.
+    pub async fn fence_node(&self, node: &NodeId, instance: &str) -> Result<bool> {
+        let lapsed = self.with_now(
+            "SELECT COUNT(*) FROM nodes WHERE id = $1 AND instance = $2 AND expires_at <= {now}",
+        );
+        let still_lapsed: i64 = sqlx::query_scalar(&lapsed)
+            .bind(node.as_str())
+            .bind(instance)
+            .fetch_one(self.control())
+            .await?;
+        if still_lapsed == 0 {
+            return Ok(false);
+        }
+        if !self.cut_connections(instance).await? {
+            tracing::warn!(%node, %instance, "a connection of a lapsed node did not end in time");
+            return Ok(false);
+        }
+        let mark = self.with_now(
+            "UPDATE nodes SET fenced = 1
+              WHERE id = $1 AND instance = $2 AND expires_at <= {now}",
+        );
+        let done = sqlx::query(&mark)
+            .bind(node.as_str())
+            .bind(instance)
+            .execute(self.control())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends the database connections tagged `instance` (a process's, see
+    /// `fence.rs`) and waits until they are gone, up to 5 s each; false if
+    /// one outlived that. Nothing to do on SQLite, which has one process.
+    pub async fn cut_connections(&self, instance: &str) -> Result<bool> {
+        if self.kind() != DbKind::Postgres || instance.is_empty() {
+            return Ok(true);
+        }
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+              WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(instance)
+        .fetch_all(self.control())
+        .await?;
+        if !ended.is_empty() {
+            tracing::warn!(%instance, connections = ended.len(), "cut the database connections of a lapsed node");
+        }
+        Ok(ended.iter().all(|e| *e))
+    }
+
+    /// Fences every node whose claim lapsed while it held sessions (one
+    /// query over the few node rows); returns how many were fenced.
+    pub async fn fence_lapsed_nodes(&self) -> Result<usize> {
+        let sql = self
+            .with_now("SELECT id, instance FROM nodes WHERE expires_at <= {now} AND fenced = 0");
+        let lapsed: Vec<(String, String)> = sqlx::query_as(&sql).fetch_all(self.control()).await?;
+        let mut fenced = 0;
+        for (id, instance) in lapsed {
+            if self.fence_node(&NodeId::new(id), &instance).await? {
+                fenced += 1;
+            }
+        }
+        Ok(fenced)
+    }
+
+    /// Milliseconds until another node's claim lapses unless it renews:
+    /// then its sessions become free to take.
     pub async fn next_lapse(&self, node: &NodeId) -> Result<Option<i64>> {
-        let nodes = self.with_now(
+        let sql = self.with_now(
             "SELECT MIN(expires_at) - {now} FROM nodes WHERE expires_at > {now} AND id <> $1",
         );
-        let orphans = self.with_now(
-            "SELECT MIN(l.expires_at) - {now} FROM session_leases l
-              WHERE l.expires_at > {now} AND l.owner_node <> $1
-                AND NOT EXISTS (SELECT 1 FROM nodes n
-                                 WHERE n.id = l.owner_node AND n.expires_at > {now})",
-        );
-        let mut next: Option<i64> = None;
-        for sql in [nodes, orphans] {
-            let ms: Option<i64> = sqlx::query_scalar(&sql)
-                .bind(node.as_str())
-                .fetch_one(self.pool())
-                .await?;
-            next = match (next, ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(next)
-    }
-
-    /// Ends every lease `node` holds: called at start, when whatever held
-    /// them under this node's id (a process killed before a restart) is
-    /// gone. Their status rows stop counting as running at once.
-    pub async fn release_node_leases(&self, node: &NodeId) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE session_leases SET expires_at = 0 WHERE owner_node = $1 AND expires_at > 0",
-        )
-        .bind(node.as_str())
-        .execute(self.writer())
-        .await?;
-        Ok(done.rows_affected())
+        Ok(sqlx::query_scalar(&sql)
+            .bind(node.as_str())
+            .fetch_one(self.pool())
+            .await?)
     }
 
     /// Forgets nodes gone for a day, and commands untouched for an hour
     /// (finished, or left by a node that died).
     pub async fn prune_cluster_rows(&self) -> Result<()> {
         let now = now_ms();
-        sqlx::query("DELETE FROM nodes WHERE expires_at < $1")
+        sqlx::query("DELETE FROM nodes WHERE expires_at < $1 AND fenced = 1")
             .bind(now - 24 * 3600 * 1000)
             .execute(self.writer())
             .await?;
@@ -178,22 +343,37 @@ impl Store {
         Ok(())
     }
 
-    /// Marks this node gone at once (a clean shutdown).
-    pub async fn leave_node(&self, node: &NodeId) -> Result<()> {
-        sqlx::query("UPDATE nodes SET expires_at = 0 WHERE id = $1")
+    /// Says this node is shutting down: placement elsewhere stops giving
+    /// it sessions and counting it, while it still holds (and renews) the
+    /// ones it is closing.
+    pub async fn mark_node_leaving(&self, node: &NodeId, instance: &str) -> Result<()> {
+        sqlx::query("UPDATE nodes SET leaving = 1 WHERE id = $1 AND instance = $2")
             .bind(node.as_str())
-            .execute(self.writer())
+            .bind(instance)
+            .execute(self.control())
             .await?;
+        Ok(())
+    }
+
+    /// Marks this node gone at once (a clean shutdown, every session
+    /// closed): nothing of it remains to fence.
+    pub async fn leave_node(&self, node: &NodeId, instance: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET expires_at = 0, fenced = 1, sessions = 0
+              WHERE id = $1 AND instance = $2",
+        )
+        .bind(node.as_str())
+        .bind(instance)
+        .execute(self.control())
+        .await?;
         Ok(())
     }
 
     /// The live nodes, by id, with how many sessions each runs.
     pub async fn live_nodes(&self) -> Result<Vec<NodeInfo>> {
         let sql = self.with_now(
-            "SELECT n.id, n.address, n.started_at, n.heartbeat_at,
-                    (SELECT COUNT(*) FROM session_leases l
-                      WHERE l.owner_node = n.id AND l.expires_at > {now})
-               FROM nodes n WHERE n.expires_at > {now} ORDER BY n.id",
+            "SELECT id, address, started_at, heartbeat_at, sessions, leaving
+               FROM nodes WHERE expires_at > {now} ORDER BY id",
         );
         let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
         rows.iter()
@@ -204,39 +384,10 @@ impl Store {
                     started_at: r.try_get(2)?,
                     heartbeat_at: r.try_get(3)?,
                     sessions: r.try_get(4)?,
+                    leaving: r.try_get::<i64, _>(5)? > 0,
                 })
             })
             .collect()
-    }
-
-    /// Renews, in one statement, the leases `node` holds on `sessions`;
-    /// returns the sessions whose lease it still holds. A session missing
-    /// from the answer was taken over (or released): stop it at once.
-    /// `valid_until` is when the renewed leases end by this process's clock
-    /// (measured from before the statement was sent).
-    pub async fn renew_node_leases(
-        &self,
-        node: &NodeId,
-        sessions: &[SessionId],
-        ttl: Duration,
-    ) -> Result<(Vec<SessionId>, Instant)> {
-        let sent_at = Instant::now();
-        if sessions.is_empty() {
-            return Ok((Vec::new(), sent_at + ttl));
-        }
-        let list =
-            serde_json::to_string(&sessions.iter().map(SessionId::as_str).collect::<Vec<_>>())
-                .unwrap_or_else(|_| "[]".into());
-        let held: Vec<String> = sqlx::query_scalar(&renew_leases_sql(self.kind()))
-            .bind(node.as_str())
-            .bind(ttl_ms(ttl))
-            .bind(list)
-            .fetch_all(self.writer())
-            .await?;
-        Ok((
-            held.iter().map(|s| SessionId::from_raw(s)).collect(),
-            sent_at + ttl,
-        ))
     }
 
     /// Writes a session's status, as the holder of `lease`. A node that
@@ -250,7 +401,7 @@ impl Store {
         fields: &StatusFields,
     ) -> Result<bool> {
         let sql = self.with_now(
-            "INSERT INTO session_status (tenant_id, state, jid, push_name, error, qr,
+            &"INSERT INTO session_status (tenant_id, state, jid, push_name, error, qr,
                                          qr_expires_at, node_id, lease_token, since, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, $9, $9)
              ON CONFLICT (tenant_id) DO UPDATE
@@ -261,9 +412,10 @@ impl Store {
                     updated_at = excluded.updated_at,
                     since = CASE WHEN session_status.state = excluded.state
                                  THEN session_status.since ELSE excluded.since END
-              WHERE EXISTS (SELECT 1 FROM session_leases
-                             WHERE session_id = $10 AND owner_node = $8 AND token = $11
-                               AND expires_at > 0)",
+              WHERE EXISTS (SELECT 1 FROM session_leases l
+                             WHERE l.session_id = $10 AND l.owner_node = $8
+                               AND l.instance = $12 AND l.token = $11 AND {live})"
+                .replace("{live}", LIVE),
         );
         let done = sqlx::query(&sql)
             .bind(tenant.as_str())
@@ -277,6 +429,7 @@ impl Store {
             .bind(now_ms())
             .bind(lease.session().as_str())
             .bind(lease.token())
+            .bind(lease.instance())
             .execute(self.writer())
             .await?;
         Ok(done.rows_affected() > 0)
@@ -301,8 +454,7 @@ impl Store {
         }
         let marks: Vec<String> = (1..=tenants.len()).map(|i| format!("${i}")).collect();
         let sql = self.with_now(&format!(
-            "SELECT {STATUS_COLUMNS}, s.tenant_id FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+            "SELECT {STATUS_COLUMNS}, s.tenant_id FROM session_status s {STATUS_JOINS}
               WHERE s.tenant_id IN ({})",
             marks.join(", ")
         ));
@@ -319,8 +471,7 @@ impl Store {
     /// Every stored session status, by tenant id (the tenant list).
     pub async fn session_statuses(&self) -> Result<HashMap<String, StoredStatus>> {
         let sql = self.with_now(&format!(
-            "SELECT {STATUS_COLUMNS}, s.tenant_id FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id"
+            "SELECT {STATUS_COLUMNS}, s.tenant_id FROM session_status s {STATUS_JOINS}"
         ));
         let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
         rows.iter()
@@ -513,26 +664,25 @@ pub(super) fn session_status_sql(kind: DbKind) -> String {
     with_now(
         kind,
         &format!(
-            "SELECT {STATUS_COLUMNS} FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
+            "SELECT {STATUS_COLUMNS} FROM session_status s {STATUS_JOINS}
               WHERE s.tenant_id = $1"
         ),
     )
 }
 
-/// A node's lease renewal: `$1` node, `$2` ttl (ms), `$3` its sessions as a
-/// JSON array.
-pub(super) fn renew_leases_sql(kind: DbKind) -> String {
-    let elements = match kind {
-        DbKind::Postgres => "SELECT jsonb_array_elements_text(CAST($3 AS jsonb))",
-        DbKind::Sqlite => "SELECT value FROM json_each($3)",
+/// A node's renewal: `$1` node, `$2` instance, `$3` ttl (ms), `$4` how
+/// many sessions it runs.
+pub(super) fn renew_node_sql(kind: DbKind) -> String {
+    let in_time = match kind {
+        DbKind::Postgres => "AND expires_at > {now}",
+        DbKind::Sqlite => "AND fenced = 0",
     };
     with_now(
         kind,
         &format!(
-            "UPDATE session_leases SET expires_at = {{now}} + $2
-              WHERE owner_node = $1 AND expires_at > 0 AND session_id IN ({elements})
-              RETURNING session_id"
+            "UPDATE nodes SET heartbeat_at = {{now}}, expires_at = {{now}} + $3, sessions = $4
+              WHERE id = $1 AND instance = $2 {in_time}
+              RETURNING expires_at"
         ),
     )
 }
@@ -543,9 +693,9 @@ pub(super) fn unplaced_sql(kind: DbKind) -> String {
         kind,
         &format!(
             "SELECT s.tenant_id FROM session_status s
-               LEFT JOIN session_leases l ON l.session_id = s.tenant_id
               WHERE s.state IN {WANTED}
-                AND (l.session_id IS NULL OR l.expires_at <= {{now}})
+                AND NOT EXISTS (SELECT 1 FROM session_leases l
+                                 WHERE l.session_id = s.tenant_id AND {LIVE})
               ORDER BY s.tenant_id LIMIT $1"
         ),
     )

@@ -1,11 +1,18 @@
 //! Session leases: one process runs a session at a time.
 //!
-//! A node that wants to run a session acquires its lease, renews it well
-//! within the time to live, and releases it when it stops the session. A
-//! lease is live until `expires_at` by the database's clock, so nodes need
-//! not agree on the time. A second node never takes a live lease; it takes
-//! over an expired one, and a takeover adds one to the fencing token, so the
-//! former holder's renewals fail from then on and it must stop the session.
+//! Each `wago serve` process claims its node's row in `nodes` under an
+//! instance of its own (`cluster.rs`); a second process with the same
+//! `NODE_ID` waits until the first's claim lapses, or refuses to start
+//! while it lives. A session's lease belongs to the instance that took
+//! it and lives exactly as long as that node's row: renewing the node's
+//! row renews every session it runs, one statement per node however many
+//! sessions it has. A lease is live by the database's clock, so nodes need
+//! not agree on the time.
+//!
+//! A second node never takes a live lease. It takes a released one, or one
+//! whose node lapsed, and then only after that node's database connections
+//! were cut (`fence.rs`), so nothing the old holder sent can still land. A
+//! takeover adds one to the fencing token, which every status write checks.
 //!
 //! Postgres is where this matters: several `wago serve` nodes on one
 //! database divide the sessions between them. SQLite has one process per
@@ -13,18 +20,14 @@
 //! process; it uses the same table and code, which keeps one path to test.
 //! This module decides who runs a session; it does not run it.
 
-use std::fmt;
-use std::time::{Duration, Instant};
-
 use sqlx::Row;
+use std::fmt;
 
 use super::protocol::SessionId;
 use super::{DbKind, Result, Store};
 
-/// A process that runs sessions, e.g. `host-1234-9f2c`. Must be unique per
-/// process: a node may take back its own live lease at once (after a
-/// restart with the same id), which two processes sharing an id would fight
-/// over.
+/// A node that runs sessions, e.g. `host-1234-9f2c`: one process at a time
+/// (its claimed instance), and the same id across its restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeId(String);
 
@@ -50,14 +53,15 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// The right to run one session, until renewed or lost.
+/// The right to run one session: held by one node instance (one process)
+/// for as long as that node's own lease lives, or until released. A node
+/// renews every session lease it holds by renewing its own row.
 #[derive(Debug, Clone)]
 pub struct Lease {
     session: SessionId,
     node: NodeId,
+    instance: String,
     token: i64,
-    expires_at: i64,
-    valid_until: Instant,
 }
 
 impl Lease {
@@ -69,21 +73,14 @@ impl Lease {
         &self.node
     }
 
+    /// The process that holds it (see [`Store::claim_node`]).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The fencing token: larger for every new holder of the session.
     pub fn token(&self) -> i64 {
         self.token
-    }
-
-    /// When the lease ends unless renewed (unix ms, database clock).
-    pub fn expires_at(&self) -> i64 {
-        self.expires_at
-    }
-
-    /// The same end by this process's monotonic clock, measured from before
-    /// the request was sent, so it never falls after the database's. Stop
-    /// the session if it passes before a renewal succeeds.
-    pub fn valid_until(&self) -> Instant {
-        self.valid_until
     }
 }
 
@@ -92,93 +89,78 @@ impl Lease {
 pub struct LeaseHolder {
     pub node: NodeId,
     pub token: i64,
-    pub expires_at: i64,
-    /// Milliseconds until it expires (negative once expired).
-    pub expires_in_ms: i64,
+    /// Whether it is live: held, by the instance whose node lease lives.
+    pub live: bool,
+    /// Milliseconds until the holder's node lease ends (negative once it
+    /// has; `None` when the lease was released or its instance is gone).
+    pub expires_in_ms: Option<i64>,
 }
 
-/// Takes the lease if nobody holds it, it has expired, or this node holds
-/// it already; a new holder gets the next token. `{now}` is the database's
-/// clock in unix ms (see [`now_ms_sql`]).
-const ACQUIRE: &str = "
-    INSERT INTO session_leases (session_id, owner_node, token, expires_at, acquired_at)
-    VALUES ($1, $2, 1, {now} + $3, {now})
-    ON CONFLICT (session_id) DO UPDATE
-       SET owner_node = excluded.owner_node, token = session_leases.token + 1,
-           expires_at = excluded.expires_at, acquired_at = excluded.acquired_at
-     WHERE session_leases.expires_at <= excluded.acquired_at
-        OR session_leases.owner_node = excluded.owner_node
-    RETURNING token, expires_at";
+/// Whether the lease `l` is live: held, by the node instance that holds
+/// its node's row, which has not lapsed.
+pub(super) const LIVE: &str = "l.held > 0 AND EXISTS (
+    SELECT 1 FROM nodes n
+     WHERE n.id = l.owner_node AND n.instance = l.instance AND n.expires_at > {now})";
 
-/// Only the holder of this very token may renew, even past expiry (if
-/// nobody took the lease over meanwhile, nobody else ran the session), but
-/// not once released (`expires_at = 0`).
-const RENEW: &str = "
-    UPDATE session_leases SET expires_at = {now} + $4
-     WHERE session_id = $1 AND owner_node = $2 AND token = $3 AND expires_at > 0
-    RETURNING expires_at";
+/// Takes the lease if nobody holds it, its holder's node lapsed and was
+/// fenced (its connections cut, see `fence.rs`), its instance is gone, or
+/// this instance holds it already. The taker's own node lease must be
+/// live. A new holder gets the next token.
+const ACQUIRE: &str = "
+    INSERT INTO session_leases (session_id, owner_node, instance, token, held, acquired_at)
+    SELECT $1, $2, $3, 1, 1, {now}
+     WHERE EXISTS (SELECT 1 FROM nodes WHERE id = $2 AND instance = $3 AND expires_at > {now})
+    ON CONFLICT (session_id) DO UPDATE
+       SET owner_node = excluded.owner_node, instance = excluded.instance,
+           token = session_leases.token + 1, held = 1, acquired_at = excluded.acquired_at
+     WHERE session_leases.held = 0
+        OR (session_leases.owner_node = excluded.owner_node
+            AND session_leases.instance = excluded.instance)
+        OR NOT EXISTS (SELECT 1 FROM nodes n
+                        WHERE n.id = session_leases.owner_node
+                          AND n.instance = session_leases.instance
+                          AND (n.expires_at > excluded.acquired_at OR n.fenced = 0))
+    RETURNING token";
 
 /// Ends the lease but keeps the row, so the token keeps growing.
 const RELEASE: &str = "
-    UPDATE session_leases SET expires_at = 0
-     WHERE session_id = $1 AND owner_node = $2 AND token = $3";
+    UPDATE session_leases SET held = 0
+     WHERE session_id = $1 AND owner_node = $2 AND instance = $3 AND token = $4";
 
 const HOLDER: &str = "
-    SELECT owner_node, token, expires_at, {now} FROM session_leases WHERE session_id = $1";
+    SELECT l.owner_node, l.token, l.held,
+           CASE WHEN n.instance = l.instance THEN 1 ELSE 0 END, n.expires_at - {now}
+      FROM session_leases l LEFT JOIN nodes n ON n.id = l.owner_node
+     WHERE l.session_id = $1";
 
 impl Store {
-    /// The lease of `session` for `node`, or `None` while another node holds
-    /// it (logged, with who and for how long).
+    /// The lease of `session` for `node`'s claimed `instance`, or `None`
+    /// while another node holds it (logged, with who and for how long) or
+    /// this node's own lease has lapsed.
     pub async fn acquire_session_lease(
         &self,
         session: &SessionId,
         node: &NodeId,
-        ttl: Duration,
+        instance: &str,
     ) -> Result<Option<Lease>> {
-        let sent_at = Instant::now();
-        let row = sqlx::query(&self.lease_sql(ACQUIRE))
+        let token: Option<i64> = sqlx::query_scalar(&self.lease_sql(ACQUIRE))
             .bind(session.as_str())
             .bind(node.as_str())
-            .bind(ttl_ms(ttl))
+            .bind(instance)
             .fetch_optional(self.writer())
             .await?;
-        let Some(row) = row else {
+        let Some(token) = token else {
             self.log_live_elsewhere(session, node).await?;
             return Ok(None);
         };
         let lease = Lease {
             session: session.clone(),
             node: node.clone(),
-            token: row.try_get(0)?,
-            expires_at: row.try_get(1)?,
-            valid_until: sent_at + ttl,
+            instance: instance.to_owned(),
+            token,
         };
-        tracing::info!(%session, %node, token = lease.token, "acquired the session lease");
+        tracing::info!(%session, %node, token, "acquired the session lease");
         Ok(Some(lease))
-    }
-
-    /// Extends `lease` by `ttl` from now. False if it was lost: another
-    /// node took it over (or it was released), and this node must stop the
-    /// session at once.
-    pub async fn renew_session_lease(&self, lease: &mut Lease, ttl: Duration) -> Result<bool> {
-        let sent_at = Instant::now();
-        let row = sqlx::query(&self.lease_sql(RENEW))
-            .bind(lease.session.as_str())
-            .bind(lease.node.as_str())
-            .bind(lease.token)
-            .bind(ttl_ms(ttl))
-            .fetch_optional(self.writer())
-            .await?;
-        let Some(row) = row else {
-            tracing::warn!(
-                session = %lease.session, node = %lease.node, token = lease.token,
-                "lost the session lease to another node; this node must stop the session"
-            );
-            return Ok(false);
-        };
-        lease.expires_at = row.try_get(0)?;
-        lease.valid_until = sent_at + ttl;
-        Ok(true)
     }
 
     /// Gives the lease up, so another node may take the session at once.
@@ -187,6 +169,7 @@ impl Store {
         let done = sqlx::query(RELEASE)
             .bind(lease.session.as_str())
             .bind(lease.node.as_str())
+            .bind(&lease.instance)
             .bind(lease.token)
             .execute(self.writer())
             .await?;
@@ -205,13 +188,17 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let expires_at: i64 = row.try_get(2)?;
-        let now: i64 = row.try_get(3)?;
+        let held = row.try_get::<i64, _>(2)? > 0;
+        let same_instance = row.try_get::<i64, _>(3)? == 1;
+        let expires_in_ms = (held && same_instance)
+            .then(|| row.try_get::<Option<i64>, _>(4))
+            .transpose()?
+            .flatten();
         Ok(Some(LeaseHolder {
             node: NodeId(row.try_get(0)?),
             token: row.try_get(1)?,
-            expires_at,
-            expires_in_ms: expires_at - now,
+            live: expires_in_ms.is_some_and(|ms| ms > 0),
+            expires_in_ms,
         }))
     }
 
@@ -219,7 +206,7 @@ impl Store {
         if let Some(holder) = self.session_lease_holder(session).await? {
             tracing::info!(
                 %session, %node, holder = %holder.node, expires_in_ms = holder.expires_in_ms,
-                "session is live on another node; not starting it here"
+                "session is live on another node (or this node's lease lapsed); not starting it here"
             );
         }
         Ok(())
@@ -240,6 +227,6 @@ pub(super) fn now_ms_sql(kind: DbKind) -> &'static str {
     }
 }
 
-pub(super) fn ttl_ms(ttl: Duration) -> i64 {
+pub(super) fn ttl_ms(ttl: std::time::Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }

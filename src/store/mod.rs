@@ -15,6 +15,7 @@ pub mod admin;
 mod batch;
 pub mod cluster;
 pub mod copy;
+pub mod fence;
 mod lease;
 mod lock;
 pub mod messages;
@@ -35,6 +36,7 @@ use tokio::sync::Notify;
 
 use crate::config::Dsn;
 
+pub use fence::{Revocation, WriteFence};
 pub use lease::{Lease, LeaseHolder, NodeId};
 pub use lock::{LockError, ProcessLock};
 pub use protocol::{SessionId, SessionStore};
@@ -86,6 +88,13 @@ pub struct Store {
     /// it is free, instead of sleeping in SQLite's busy handler. Elsewhere
     /// the same pool as reads.
     writer: AnyPool,
+    /// The node's own lease (claim, renewal, fencing others): on Postgres a
+    /// small pool apart, so that sessions saturating `pool` cannot make the
+    /// node miss a renewal, and not behind the [`WriteFence`]. Elsewhere
+    /// the writer.
+    control: AnyPool,
+    /// Whether this process may still write (see `fence.rs`).
+    fence: Arc<WriteFence>,
     kind: DbKind,
     /// Told whenever this process commits webhook events, so the
     /// dispatcher wakes at once instead of at its next poll.
@@ -105,6 +114,12 @@ impl Store {
     /// Opens a pool on `dsn`. A SQLite file is created if missing and put in
     /// WAL mode, so readers never wait for the writer.
     pub async fn connect(dsn: &Dsn) -> Result<Self> {
+        Self::connect_fenced(dsn, Arc::new(WriteFence::new())).await
+    }
+
+    /// [`Store::connect`], behind `fence`: the process's own, for a second
+    /// database its sessions write to (a tenant's own protocol store).
+    pub async fn connect_fenced(dsn: &Dsn, fence: Arc<WriteFence>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let connect_error = |source| StoreError::Connect {
             dsn: dsn.to_string(),
@@ -112,21 +127,32 @@ impl Store {
         };
         let (url, kind) = match dsn {
             Dsn::Sqlite(path) => (sqlite_url(path), DbKind::Sqlite),
-            Dsn::Postgres(url) => (url.clone(), DbKind::Postgres),
+            Dsn::Postgres(url) => (tagged(url, fence.tag()), DbKind::Postgres),
         };
         let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
         let in_memory = matches!(dsn, Dsn::Sqlite(p) if p.as_os_str() == ":memory:");
-        let pool_options = move || {
-            AnyPoolOptions::new().after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if kind == DbKind::Sqlite {
-                        // sqlx already turns on foreign keys and a 5 s busy
-                        // timeout; WAL is ours to ask for.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                    }
-                    Ok(())
+        let pool_options = || {
+            let on_connect = fence.clone();
+            let on_acquire = fence.clone();
+            AnyPoolOptions::new()
+                .after_connect(move |conn, _meta| {
+                    let fence = on_connect.clone();
+                    Box::pin(async move {
+                        if !fence.is_open() {
+                            return Err(WriteFence::refused());
+                        }
+                        if kind == DbKind::Sqlite {
+                            // sqlx already turns on foreign keys and a 5 s busy
+                            // timeout; WAL is ours to ask for.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
+                .before_acquire(move |_conn, _meta| {
+                    let open = on_acquire.is_open();
+                    Box::pin(async move { Ok(open) })
+                })
         };
         let pool = pool_options()
             // Each connection to ":memory:" would be a database of its own.
@@ -148,9 +174,22 @@ impl Store {
         } else {
             pool.clone()
         };
+        let control = match dsn {
+            Dsn::Postgres(url) => AnyPoolOptions::new()
+                .max_connections(2)
+                .idle_timeout(Duration::from_secs(600))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    AnyConnectOptions::from_str(&tagged(url, &control_tag(fence.tag())))
+                        .map_err(connect_error)?,
+                ),
+            Dsn::Sqlite(_) => writer.clone(),
+        };
         let mut store = Store {
             pool,
             writer,
+            control,
+            fence,
             kind,
             outbox: Arc::new(Notify::new()),
             statuses: None,
@@ -190,6 +229,25 @@ impl Store {
         &self.writer
     }
 
+    /// The pool of the node's own lease (see [`Store`]'s `control`).
+    pub(crate) fn control(&self) -> &AnyPool {
+        &self.control
+    }
+
+    /// Whether this process may still write.
+    pub fn write_fence(&self) -> &Arc<WriteFence> {
+        &self.fence
+    }
+
+    /// Refuses every write of this process until the node has claimed its
+    /// row again. Not on SQLite: there the flock makes this the only
+    /// process, and the node's own claim goes through the same writer.
+    pub fn close_writes(&self) {
+        if self.kind == DbKind::Postgres {
+            self.fence.close();
+        }
+    }
+
     /// Starts a transaction that will write. On SQLite it takes the write
     /// lock up front (`BEGIN IMMEDIATE`): a transaction that read first and
     /// wrote later could otherwise fail at once with "database is locked"
@@ -216,9 +274,36 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if self.kind == DbKind::Postgres {
+            self.control.close().await;
+        }
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// `url` with `application_name` set to `tag`, replacing any it had: the
+/// node that fences this process finds its connections by it.
+fn tagged(url: &str, tag: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "application_name")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("application_name", tag);
+    parsed.into()
+}
+
+/// The tag of the control pool's connections: never cut by a fence.
+fn control_tag(tag: &str) -> String {
+    format!("{tag}:control")
 }
 
 fn sqlite_url(path: &std::path::Path) -> String {

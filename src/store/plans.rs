@@ -109,20 +109,19 @@ impl Store {
                 &[&["session_status_pkey", "sqlite_autoindex_session_status_1"]],
             ),
             q(
-                "a node's lease renewal",
-                cluster::renew_leases_sql(kind),
-                vec![Text("node-1"), Int(30_000), Text(r#"["t1", "t2"]"#)],
-                &[&[
-                    "session_leases_pkey",
-                    "session_leases_by_owner",
-                    "sqlite_autoindex_session_leases_1",
-                ]],
+                "a node's renewal (all its leases)",
+                cluster::renew_node_sql(kind),
+                vec![Text("node-1"), Text("wago:x"), Int(30_000), Int(10)],
+                &[&["nodes_pkey", "sqlite_autoindex_nodes_1"]],
             ),
             q(
                 "sessions to place",
                 cluster::unplaced_sql(kind),
                 vec![Int(64)],
-                &[&["session_status_by_state"]],
+                // Still a walk over the wanted sessions in id order until
+                // `$1` unplaced ones are found: placement that costs what
+                // it moves is the next step (several nodes, part 2).
+                &[&["session_status_by_state", "session_status_pkey"]],
             ),
             q(
                 "pending commands",

@@ -37,6 +37,38 @@ impl Node {
         lease: &str,
         extra: &[(&str, &str)],
     ) -> Node {
+        let (child, log, listening) = Self::spawn(name, dsn, sandbox, lease, extra);
+        let line = listening
+            .recv_timeout(STEP)
+            .expect("the node says where it listens");
+        let api = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("an address")
+            .to_owned();
+        Node {
+            name: name.to_owned(),
+            child,
+            api,
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A `wago serve` process as started, before it listens (it may never):
+    /// the child, its log so far, and where its "listening on" line arrives.
+    pub fn spawn(
+        name: &str,
+        dsn: &str,
+        sandbox: &Control,
+        lease: &str,
+        extra: &[(&str, &str)],
+    ) -> (
+        Child,
+        Arc<Mutex<Vec<String>>>,
+        std::sync::mpsc::Receiver<String>,
+    ) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wago"))
             .arg("serve")
             .env_clear()
@@ -68,22 +100,7 @@ impl Node {
                 lines.lock().unwrap().push(line);
             }
         });
-        let line = rx
-            .recv_timeout(STEP)
-            .expect("the node says where it listens");
-        let api = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .expect("an address")
-            .to_owned();
-        Node {
-            name: name.to_owned(),
-            child,
-            api,
-            log,
-            http: reqwest::Client::new(),
-        }
+        (child, log, rx)
     }
 
     /// A request to this node; status 0 when it does not answer.

@@ -30,7 +30,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool};
 use wacore::store::error::StoreError as WaError;
 
-use super::{Result as StoreResult, Store};
+use super::{Result as StoreResult, Revocation, Store, WriteFence};
 use crate::tenants::TenantId;
 
 type Result<T, E = WaError> = std::result::Result<T, E>;
@@ -70,6 +70,8 @@ impl fmt::Display for SessionId {
 pub struct SessionStore {
     store: Store,
     session: SessionId,
+    /// Once revoked, every write is refused (see `fence.rs`).
+    revoked: Revocation,
 }
 
 impl fmt::Debug for SessionStore {
@@ -109,6 +111,7 @@ impl Store {
         SessionStore {
             store: self.clone(),
             session,
+            revoked: Revocation::default(),
         }
     }
 
@@ -143,6 +146,30 @@ impl SessionStore {
         &self.session
     }
 
+    /// This store, writing nothing once `revoked` is (a session's run ends
+    /// or is fenced, while the client's own tasks may still call it).
+    pub fn revocable(mut self, revoked: Revocation) -> Self {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The process's write fence (see `fence.rs`).
+    pub fn write_fence(&self) -> &Arc<WriteFence> {
+        self.store.write_fence()
+    }
+
+    /// A connection to write on, once the session may still write. Checked
+    /// after the wait for the connection, right before the statement goes.
+    async fn writer_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        let conn = self.writer().acquire().await.map_err(db_error)?;
+        if self.revoked.is_revoked() {
+            return Err(WaError::Connection(Box::new(std::io::Error::other(
+                "the session stopped or was fenced off; its store writes nothing more",
+            ))));
+        }
+        Ok(conn)
+    }
+
     fn pool(&self) -> &AnyPool {
         self.store.pool()
     }
@@ -156,13 +183,15 @@ impl SessionStore {
     }
 
     async fn execute(&self, query: AnyQuery<'_>) -> Result<u64> {
-        let done = query.execute(self.writer()).await.map_err(db_error)?;
+        let mut conn = self.writer_conn().await?;
+        let done = query.execute(&mut *conn).await.map_err(db_error)?;
         Ok(done.rows_affected())
     }
 
     /// A statement that writes and returns a row (`DELETE … RETURNING`).
     async fn take_optional(&self, query: AnyQuery<'_>) -> Result<Option<AnyRow>> {
-        query.fetch_optional(self.writer()).await.map_err(db_error)
+        let mut conn = self.writer_conn().await?;
+        query.fetch_optional(&mut *conn).await.map_err(db_error)
     }
 
     async fn fetch_optional(&self, query: AnyQuery<'_>) -> Result<Option<AnyRow>> {
@@ -215,12 +244,13 @@ impl SessionStore {
         bind: impl for<'q> Fn(AnyQuery<'q>, &'q R) -> AnyQuery<'q>,
     ) -> Result<()> {
         let per_statement = rows_per_statement(statement.width);
+        let mut conn = self.writer_conn().await?;
         if rows.len() <= per_statement {
-            return self
-                .write_chunk(statement, rows, &bind, self.writer())
-                .await;
+            return self.write_chunk(statement, rows, &bind, &mut *conn).await;
         }
-        let mut tx = self.writer().begin().await.map_err(db_error)?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(db_error)?;
         for chunk in rows.chunks(per_statement) {
             self.write_chunk(statement, chunk, &bind, &mut *tx).await?;
         }
@@ -309,7 +339,10 @@ impl SessionStore {
             let query = self.in_list_query(list, &sql, keys, &bind);
             return self.execute(query).await.map(drop);
         }
-        let mut tx = self.writer().begin().await.map_err(db_error)?;
+        let mut conn = self.writer_conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(db_error)?;
         for chunk in keys.chunks(list.chunk_size()) {
             let sql = list.sql(chunk.len());
             let query = self.in_list_query(list, &sql, chunk, &bind);
