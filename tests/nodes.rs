@@ -749,3 +749,177 @@ async fn one_process_per_node_id() {
         );
     }
 }
+
+/// A node paused (`SIGSTOP`) past its lease, with paced sends still
+/// queued, loses its session to another node, which sends the rest; once
+/// resumed (`SIGCONT`) it sends and writes nothing for that session: its
+/// own clock has passed the renewal deadline, so it fences itself before
+/// anything else, claims its row again and rejoins. The recipient gets
+/// every text once and no send is marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_sends_nothing_once_its_lease_ended() {
+    const TEXTS: usize = 6;
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(RECIPIENT).await;
+    // One text every 3 s on node-a, so it holds queued ones when paused.
+    let paced = [("SEND_RATE_PER_MINUTE", "20"), ("SEND_BURST", "1")];
+    let a = Node::start_with("node-a", &db.dsn(), &sandbox, LEASE, &paced);
+    let tenants = create_tenants(&a, &sandbox, 1).await;
+    pair_all(&a, &sandbox, &tenants, 1).await;
+    let b = Node::start("node-b", &db.dsn(), &sandbox, LEASE);
+    wait_spread(&b, 2, 1, STEP).await;
+    let owner = wait_state(&b, &tenants[0], "connected").await;
+    assert_eq!(owner["node"], "node-a", "the first node keeps it");
+
+    for i in 0..TEXTS {
+        let text = format!("paused {i}");
+        send_anywhere(&[&b], 0, &tenants[0], &text, &format!("pause-{i}")).await;
+    }
+    phone_until(&sandbox, RECIPIENT, "the first text", |t| {
+        t.contains_key("paused 0")
+    })
+    .await;
+    let pid = a.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let stopped = Instant::now();
+    let sent_before = inbox(&sandbox, RECIPIENT).await.len();
+    let took = wait_all_connected(&b, &tenants, Some("node-a"), STEP * 2).await;
+    let got = phone_until(&sandbox, RECIPIENT, "every text", |t| {
+        (0..TEXTS).all(|i| t.contains_key(&format!("paused {i}")))
+    })
+    .await;
+    assert_eq!(got.len(), TEXTS);
+    println!(
+        "node-a paused with {sent_before} of {TEXTS} texts sent: node-b ran the session \
+         {took:?} after the pause and sent the rest"
+    );
+    assert!(sent_before < TEXTS, "node-a still held queued texts");
+    assert!(stopped.elapsed() > Duration::from_secs(6), "past the lease");
+
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let resumed = Instant::now();
+    loop {
+        let said = a.log.lock().unwrap().join("\n");
+        if said.contains("claimed the node again") {
+            assert!(
+                said.contains("stopping every session of this node"),
+                "it fenced itself first"
+            );
+            break;
+        }
+        assert!(resumed.elapsed() < STEP, "node-a never claimed again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It rejoins and gets its share back; its sends then come from the rows.
+    wait_spread(&b, 2, 1, STEP).await;
+    wait_all_connected(&b, &tenants, None, STEP).await;
+    let counts = inbox(&sandbox, RECIPIENT).await;
+    for i in 0..TEXTS {
+        assert_eq!(counts.get(&format!("paused {i}")), Some(&1), "{counts:?}");
+    }
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, COUNT(*) FROM messages WHERE direction = 'out' GROUP BY status",
+    )
+    .fetch_all(&sqlx::PgPool::connect(&db.dsn()).await.unwrap())
+    .await
+    .unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, _)| ["sent", "delivered", "read"].contains(&s.as_str())),
+        "{statuses:?}"
+    );
+    // The only connection that overlapped another is the one node-b opened
+    // while node-a was frozen (a paused process cannot close its socket;
+    // the server drops it, as WhatsApp does).
+    let overlapped = logins(&sandbox).await.iter().filter(|l| l.3).count();
+    assert!(overlapped <= 1, "{:?}", logins(&sandbox).await);
+}
+
+/// Sessions handed over in the middle of a burst of sends (a second node
+/// joins, so half the sessions move): every send goes out exactly once,
+/// under the id it was accepted with, and none is marked failed; a send
+/// whose fate the old owner could not know stays queued for the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_in_a_send_burst_fails_and_doubles_nothing() {
+    const TENANTS: usize = 4;
+    const PER_TENANT: usize = 20;
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(RECIPIENT).await;
+    // One text a second per number: the burst drains for 20 s, so the
+    // hand-over falls in the middle of it.
+    let paced = [("SEND_RATE_PER_MINUTE", "60"), ("SEND_BURST", "1")];
+    let a = Node::start_with("node-a", &db.dsn(), &sandbox, LEASE, &paced);
+    let tenants = create_tenants(&a, &sandbox, TENANTS).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    let ids = Mutex::new(HashMap::new());
+    let burst = futures_util::future::join_all(tenants.iter().enumerate().map(|(n, t)| {
+        let (accepted, ids, a) = (&accepted, &ids, &a);
+        async move {
+            for i in 0..PER_TENANT {
+                let text = format!("burst {n}-{i}");
+                let id = send_anywhere(&[a], 0, t, &text, &format!("burst-{n}-{i}")).await;
+                ids.lock().unwrap().insert(text, id);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }));
+    let join = async {
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < TENANTS * PER_TENANT / 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let b = tokio::task::block_in_place(|| {
+            Node::start_with("node-b", &db.dsn(), &sandbox, LEASE, &paced)
+        });
+        let at = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        (b, at)
+    };
+    let ((b, joined_at), _) = futures_util::future::join(join, burst).await;
+    let spread = wait_spread(&a, 2, TENANTS as i64, STEP).await;
+    let total = TENANTS * PER_TENANT;
+    let arrived_by_then = inbox(&sandbox, RECIPIENT).await.len();
+    assert!(
+        arrived_by_then < total,
+        "the hand-over came after the burst"
+    );
+    let got = phone_until(&sandbox, RECIPIENT, "every burst text", |texts| {
+        texts.keys().filter(|t| t.starts_with("burst ")).count() == total
+    })
+    .await;
+    let ids = ids.into_inner().unwrap();
+    for (text, arrived) in got.iter().filter(|(t, _)| t.starts_with("burst ")) {
+        assert_eq!(
+            arrived,
+            &vec![ids[text].clone()],
+            "{text}: once, under its id"
+        );
+    }
+    // Statuses settle in batches; none may be failed, none left queued.
+    let pool = sqlx::PgPool::connect(&db.dsn()).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let statuses: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM messages WHERE direction = 'out' GROUP BY status",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(!statuses.iter().any(|(s, _)| s == "failed"), "{statuses:?}");
+        if statuses.iter().all(|(s, _)| s != "queued") {
+            break;
+        }
+        assert!(start.elapsed() < STEP, "{statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{total} paced sends, node-b joined after {joined_at} were accepted; sessions spread \
+         {spread:?} later, when {arrived_by_then} had arrived; every text arrived once, none \
+         failed"
+    );
+    drop(b);
+}

@@ -293,6 +293,8 @@ struct Handle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
     stop: CancellationToken,
+    /// When the task started.
+    started: tokio::time::Instant,
 }
 
 impl Handle {
@@ -459,6 +461,7 @@ impl Supervisor {
                 commands,
                 task,
                 stop,
+                started: tokio::time::Instant::now(),
             },
         );
         status

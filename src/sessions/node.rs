@@ -44,6 +44,9 @@ use crate::tenants::TenantId;
 
 /// Sessions this node starts at once before any of them has connected.
 const STARTING_AT_ONCE: usize = 64;
+/// How long a session counts as starting (against `STARTING_AT_ONCE`)
+/// while it has not connected.
+const START_WINDOW: Duration = Duration::from_secs(30);
 /// Sessions handed over in one round.
 const HANDOVER_AT_ONCE: usize = 16;
 /// After a failed renewal, the next try comes this soon.
@@ -477,7 +480,8 @@ impl Supervisor {
     }
 
     /// (sessions placed here, of which still starting): running tasks
-    /// with a linked device, or not yet loaded.
+    /// with a linked device, or not yet loaded; starting are those not yet
+    /// connected within `START_WINDOW` of their start.
     fn placed(&self) -> (i64, usize) {
         let sessions = self.sessions();
         let mut placed = 0;
@@ -487,7 +491,11 @@ impl Supervisor {
             if !status.loaded || status.state.is_paired() {
                 placed += 1;
             }
-            if !status.loaded || status.state == super::SessionState::Connecting {
+            // One still connecting long after its start (WhatsApp is
+            // unreachable, say) retries on its own; it must not hold up the
+            // placement of others.
+            let connecting = !status.loaded || status.state == super::SessionState::Connecting;
+            if connecting && handle.started.elapsed() < START_WINDOW {
                 starting += 1;
             }
         }
