@@ -923,3 +923,166 @@ async fn a_hand_over_in_a_send_burst_fails_and_doubles_nothing() {
     );
     drop(b);
 }
+
+/// A TCP proxy to Postgres that delays every byte by a settable time, in
+/// order and without cutting anything: a slow network or a slow database
+/// as the node sees it.
+struct SlowProxy {
+    addr: std::net::SocketAddr,
+    delay: tokio::sync::watch::Sender<Duration>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (delay, delay_rx) = tokio::sync::watch::channel(Duration::ZERO);
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let delay = delay_rx.clone();
+                pumps.spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_in, client_out) = client.into_split();
+                    let (server_in, server_out) = server.into_split();
+                    tokio::join!(
+                        delay_line(client_in, server_out, delay.clone()),
+                        delay_line(server_in, client_out, delay),
+                    );
+                });
+            }
+        });
+        SlowProxy {
+            addr,
+            delay,
+            _task: task,
+        }
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
+    }
+}
+
+/// Forwards `from` to `to`, each chunk `delay` after it was read.
+async fn delay_line(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: tokio::sync::watch::Receiver<Duration>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            let due = tokio::time::Instant::now() + *delay.borrow();
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
+/// A node whose database answers late (every byte delayed past the lease,
+/// nothing cut) loses its sessions to another node, which cuts its
+/// connections first; whatever the slow node wrote late never lands over
+/// the new owner's protocol rows: messages keep going out and being
+/// decrypted both ways, while it is slow and after it recovers and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_never_lets_a_late_write_overwrite_the_new_owner() {
+    const TENANTS: usize = 2;
+    const SENDER: &str = "62899000004";
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(RECIPIENT).await;
+    sandbox.create_phone(SENDER).await;
+    let proxy = SlowProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut through_proxy = url::Url::parse(&db.dsn()).unwrap();
+    through_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let a = Node::start("node-a", &db.dsn(), &sandbox, LEASE);
+    let b = Node::start("node-b", through_proxy.as_str(), &sandbox, LEASE);
+    let tenants = create_tenants(&a, &sandbox, TENANTS).await;
+    pair_all(&a, &sandbox, &tenants, 10).await;
+    wait_spread(&a, 2, TENANTS as i64, Duration::from_secs(60)).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+
+    // Both ways, every tenant: a text out (through node-a, which forwards
+    // to the owner) and a text in, each of which must be decrypted.
+    let exchange = |round: &'static str| {
+        let (tenants, sandbox, a) = (&tenants, &sandbox, &a);
+        async move {
+            for (i, t) in tenants.iter().enumerate() {
+                let text = format!("{round} out {i}");
+                send_anywhere(&[a], 0, t, &text, &format!("{round}-{i}")).await;
+                let (status, body) = sandbox
+                    .post(
+                        &format!("/phones/{SENDER}/messages"),
+                        json!({ "to": t.phone, "text": format!("{round} in {i}") }),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+            phone_until(sandbox, RECIPIENT, round, |texts| {
+                (0..tenants.len()).all(|i| texts.contains_key(&format!("{round} out {i}")))
+            })
+            .await;
+            for (i, t) in tenants.iter().enumerate() {
+                let want = format!("{round} in {i}");
+                let start = Instant::now();
+                loop {
+                    let (status, body) = a.get(&t.key, "/messages?limit=1000").await;
+                    assert_eq!(status, 200, "{body}");
+                    let stored = body["messages"].as_array().unwrap();
+                    if stored.iter().any(|m| m["text"] == want.as_str()) {
+                        break;
+                    }
+                    assert!(start.elapsed() < STEP, "{want:?} was never stored: {body}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    exchange("before").await;
+
+    // Past the lease: node-b's renewals arrive too late, node-a cuts its
+    // connections and takes its sessions.
+    proxy.set_delay(Duration::from_secs(8));
+    let took = wait_all_connected(&a, &tenants, Some("node-b"), STEP * 2).await;
+    exchange("slow").await;
+    let said = a.log.lock().unwrap().join("\n");
+    assert!(
+        said.contains("cut the database connections of a lapsed node"),
+        "node-a fenced node-b before taking over"
+    );
+
+    proxy.set_delay(Duration::ZERO);
+    let back = wait_spread(&a, 2, TENANTS as i64, Duration::from_secs(90)).await;
+    wait_all_connected(&a, &tenants, None, STEP).await;
+    exchange("after").await;
+    println!(
+        "node-b's database slowed by 8 s (lease {LEASE}): its sessions ran on node-a {took:?} \
+         later; it rejoined {back:?} after the delay ended; every text before, during and \
+         after went out and came in decrypted"
+    );
+    for t in &tenants {
+        assert_eq!(
+            sandbox.phone(&t.phone).await.devices,
+            vec![0, 1],
+            "no new pairing"
+        );
+    }
+    drop(b);
+}
