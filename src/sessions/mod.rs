@@ -333,7 +333,7 @@ struct Inner {
     live_count: watch::Sender<usize>,
     next_task: std::sync::atomic::AtomicU64,
     /// Wakes placement (a session here ended, so it may take another).
-    placement: Notify,
+    placement: Arc<Notify>,
 }
 
 /// How long `qr` waits for the client's first code.
@@ -363,7 +363,7 @@ impl Supervisor {
                 live: Mutex::new(HashMap::new()),
                 live_count: watch::Sender::new(0),
                 next_task: std::sync::atomic::AtomicU64::new(0),
-                placement: Notify::new(),
+                placement: Arc::new(Notify::new()),
             }),
         }
     }
@@ -434,6 +434,7 @@ impl Supervisor {
             protocol: self.inner.protocol.clone(),
             node: self.inner.node.clone(),
             instance: self.instance().to_owned(),
+            placement: self.inner.placement.clone(),
             settings: self.inner.settings.clone(),
             bus: self.inner.bus.clone(),
             status: status_tx,

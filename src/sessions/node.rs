@@ -47,6 +47,9 @@ const STARTING_AT_ONCE: usize = 64;
 /// How long a session counts as starting (against `STARTING_AT_ONCE`)
 /// while it has not connected.
 const START_WINDOW: Duration = Duration::from_secs(30);
+/// The longest placement goes without a full round (a lost signal, or a
+/// balance that drifted by pairings).
+const FULL_ROUND: Duration = Duration::from_secs(300);
 /// Sessions handed over in one round.
 const HANDOVER_AT_ONCE: usize = 16;
 /// After a failed renewal, the next try comes this soon.
@@ -80,6 +83,7 @@ pub(super) async fn run(
     let mut claimed = true;
     let mut next_keep = Instant::now();
     let mut next_place = Instant::now() + every;
+    let mut round = Placement::new();
     let sweep = sup.inner.settings.queue_sweep;
     let mut next_sweep = Instant::now() + sweep;
     let mut registered = false;
@@ -123,6 +127,7 @@ pub(super) async fn run(
                         // others make room.
                         if !registered {
                             registered = true;
+                            round.touch();
                             next_place = Instant::now();
                             let joined = sup.bus().publish(Signal::Placement);
                             let _ = timeout_at(bound(every), joined).await;
@@ -146,7 +151,7 @@ pub(super) async fn run(
                 }
             }
             _ = sleep_until(next_place), if claimed => {
-                next_place = match timeout_at(bound(every), sup.place(&mut tasks)).await {
+                next_place = match timeout_at(bound(every), sup.place(&mut tasks, &mut round)).await {
                     Ok(Ok(next)) => next,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "placement failed");
@@ -167,7 +172,10 @@ pub(super) async fn run(
                     Err(_) => tracing::warn!("looking for queued sends timed out"),
                 }
             }
-            _ = sup.inner.placement.notified() => next_place = next_place.min(soon()),
+            _ = sup.inner.placement.notified() => {
+                round.touch();
+                next_place = next_place.min(soon());
+            }
             signal = signals.recv() => match signal {
                 Ok(Signal::Send { tenant, awaited }) => {
                     let tenant = TenantId::from_raw(tenant);
@@ -182,10 +190,14 @@ pub(super) async fn run(
                         tasks.spawn(sup.clone().run_commands(tenant));
                     }
                 }
-                Ok(Signal::Placement) => next_place = next_place.min(soon()),
+                Ok(Signal::Placement) => {
+                    round.touch();
+                    next_place = next_place.min(soon());
+                }
                 Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
                     sup.wake_all_queues();
                     next_keep = next_keep.min(Instant::now());
+                    round.touch();
                     next_place = soon();
                 }
                 Ok(_) => {}
@@ -200,6 +212,46 @@ pub(super) async fn run(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// What placement remembers between rounds.
+struct Placement {
+    /// Something may have changed since the last full round.
+    dirty: bool,
+    /// The live nodes, by id, as of the last round.
+    members: Vec<String>,
+    /// Sessions with a linked device, counted once per full round.
+    total: Option<i64>,
+    /// Where the last look for sessions to take stopped.
+    cursor: Option<String>,
+    /// When the last full round settled.
+    full_at: Instant,
+}
+
+impl Placement {
+    fn new() -> Self {
+        Placement {
+            dirty: true,
+            members: Vec::new(),
+            total: None,
+            cursor: None,
+            full_at: Instant::now(),
+        }
+    }
+
+    /// Something may have changed: the next round is a full one.
+    fn touch(&mut self) {
+        self.dirty = true;
+        self.total = None;
+    }
+
+    /// A full round found nothing more to do.
+    fn settled(&mut self) {
+        self.dirty = false;
+        self.total = None;
+        self.cursor = None;
+        self.full_at = Instant::now();
+    }
 }
 
 /// A moment soon, with jitter, so that nodes woken together do not race
@@ -382,13 +434,22 @@ impl Supervisor {
         }
     }
 
-    /// One round of placement; returns when to look again.
-    async fn place(&self, tasks: &mut JoinSet<()>) -> Result<Instant, SessionError> {
+    /// One round of placement; returns when to look again. A round reads
+    /// the few node rows; only when something may have changed (a signal,
+    /// a node joined, left or lapsed, work left from the last round, or
+    /// `FULL_ROUND` passed) does it count and look for sessions to take,
+    /// and then from where the last look stopped, so taking N sessions in
+    /// rounds of 64 reads each row about once.
+    async fn place(
+        &self,
+        tasks: &mut JoinSet<()>,
+        round: &mut Placement,
+    ) -> Result<Instant, SessionError> {
         let store = &self.inner.store;
         let slow = Instant::now() + self.inner.settings.lease_ttl;
-        self.seed_statuses().await?;
         // A lapsed node's sessions are free once its connections are cut.
         if store.fence_lapsed_nodes().await? > 0 {
+            round.dirty = true;
             self.bus().publish(Signal::Placement).await;
         }
         let mut nodes = store.live_nodes().await?;
@@ -402,7 +463,19 @@ impl Supervisor {
             Some(ms) => slow.min(Instant::now() + Duration::from_millis(ms.max(0) as u64 + 100)),
             None => slow,
         };
-        let total = store.count_wanted_sessions().await?;
+        let members: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        if members != round.members {
+            round.members = members;
+            round.dirty = true;
+        }
+        if !round.dirty && round.full_at.elapsed() < FULL_ROUND {
+            return Ok(slow);
+        }
+        if round.total.is_none() {
+            self.seed_statuses().await?;
+            round.total = Some(store.count_wanted_sessions().await?);
+        }
+        let total = round.total.unwrap_or_default();
         let share = |i: usize| {
             let n = nodes.len() as i64;
             total / n + i64::from((i as i64) < total % n)
@@ -414,8 +487,10 @@ impl Supervisor {
             if room <= 0 {
                 return Ok(soon());
             }
-            let free = store.unplaced_sessions(room).await?;
+            let from = round.cursor.take();
+            let free = store.unplaced_sessions(room, from.as_deref()).await?;
             let took = free.len() as i64;
+            round.cursor = free.last().map(|t| t.as_str().to_owned());
             for tenant in free {
                 if self.local_commands(&tenant).is_none() {
                     self.ensure_running(&tenant, Mode::Resume);
@@ -423,8 +498,20 @@ impl Supervisor {
             }
             if took > 0 {
                 tracing::info!(took, target, "took sessions");
+                // Others balance by this count: tell them now, not at the
+                // next renewal.
+                self.renew().await?;
             }
-            return Ok(if took == room { soon() } else { slow });
+            if took == room {
+                return Ok(soon());
+            }
+            if from.is_some() {
+                // The end of the list: look again from its start.
+                round.cursor = None;
+                return Ok(soon());
+            }
+            round.settled();
+            return Ok(slow);
         }
         let room_elsewhere = nodes
             .iter()
@@ -434,15 +521,19 @@ impl Supervisor {
             let give = ((mine - target) as usize).min(HANDOVER_AT_ONCE);
             let handles = self.hand_over(give);
             tracing::info!(sessions = handles.len(), target, "handing sessions over");
-            let bus = self.bus().clone();
+            let this = self.clone();
             tasks.spawn(async move {
                 for handle in handles {
                     let _ = handle.await;
                 }
-                bus.publish(Signal::Placement).await;
+                if let Err(e) = this.renew().await {
+                    tracing::warn!(error = %e, "cannot report this node's sessions");
+                }
+                this.bus().publish(Signal::Placement).await;
             });
             return Ok(slow);
         }
+        round.settled();
         Ok(slow)
     }
 

@@ -46,6 +46,8 @@ pub(super) struct Ctx {
     pub node: NodeId,
     /// This process's claim on the node (leases are taken under it).
     pub instance: String,
+    /// Wakes this node's placement.
+    pub placement: Arc<tokio::sync::Notify>,
     pub settings: SessionSettings,
     pub bus: Bus,
     pub status: watch::Sender<SessionStatus>,
@@ -404,8 +406,10 @@ impl Ctx {
                     s.qr = None;
                 });
                 self.set_state(SessionState::Connecting, None).await;
-                // One more linked session to spread.
-                self.bus.publish(BusSignal::Placement).await;
+                // One more linked session to spread: this node looks
+                // whether it now holds more than its share (and hands over,
+                // which tells the others), not every node at once.
+                self.placement.notify_one();
             }
             WaEvent::Connected(_) => {
                 let device = client.persistence_manager().get_device_snapshot();

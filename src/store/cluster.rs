@@ -530,10 +530,16 @@ impl Store {
         .await?)
     }
 
-    /// Sessions with a linked device that no live lease covers.
-    pub async fn unplaced_sessions(&self, limit: i64) -> Result<Vec<TenantId>> {
+    /// Up to `limit` sessions with a linked device that no live lease
+    /// covers, by id, after `after` if given (where the last look stopped).
+    pub async fn unplaced_sessions(
+        &self,
+        limit: i64,
+        after: Option<&str>,
+    ) -> Result<Vec<TenantId>> {
         let ids: Vec<String> = sqlx::query_scalar(&unplaced_sql(self.kind()))
             .bind(limit)
+            .bind(after.unwrap_or(""))
             .fetch_all(self.pool())
             .await?;
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
@@ -687,13 +693,14 @@ pub(super) fn renew_node_sql(kind: DbKind) -> String {
     )
 }
 
-/// Linked sessions no live lease covers: `$1` how many.
+/// Linked sessions no live lease covers: `$1` how many, `$2` after which
+/// id (`''` for the first).
 pub(super) fn unplaced_sql(kind: DbKind) -> String {
     with_now(
         kind,
         &format!(
             "SELECT s.tenant_id FROM session_status s
-              WHERE s.state IN {WANTED}
+              WHERE s.state IN {WANTED} AND s.tenant_id > $2
                 AND NOT EXISTS (SELECT 1 FROM session_leases l
                                  WHERE l.session_id = s.tenant_id AND {LIVE})
               ORDER BY s.tenant_id LIMIT $1"

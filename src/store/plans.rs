@@ -117,10 +117,9 @@ impl Store {
             q(
                 "sessions to place",
                 cluster::unplaced_sql(kind),
-                vec![Int(64)],
-                // Still a walk over the wanted sessions in id order until
-                // `$1` unplaced ones are found: placement that costs what
-                // it moves is the next step (several nodes, part 2).
+                vec![Int(64), Text("t5")],
+                // A walk over the wanted sessions in id order from where
+                // the last one stopped, until `$1` unplaced ones are found.
                 &[&["session_status_by_state", "session_status_pkey"]],
             ),
             q(
