@@ -8,8 +8,8 @@
 //! control API, then prints:
 //! - the time to pair and connect the N sessions;
 //! - idle: the server's RSS per connected session, its CPU use, and (on
-//!   Postgres) the table accesses per second (scans and inserts, from
-//!   `pg_stat_user_tables`), over `BENCH_IDLE` (default 10s) of doing
+//!   Postgres) the table accesses, rows read and rows written per second
+//!   (from `pg_stat_user_tables`), over `BENCH_IDLE` (default 10s) of doing
 //!   nothing, 10 s after the last pairing;
 //! - the time from a restart to all N sessions `connected` again, after
 //!   SIGTERM and after `kill -9` (`SESSION_LEASE_TTL` = `BENCH_LEASE`,
@@ -147,14 +147,19 @@ async fn run(db: &str, dsn: &str, n: usize) {
     progress(&format!("{db}: settling, then idle for {idle:?}"));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu_before = cpu_ticks(node.child.id());
-    let accesses_before = table_accesses(dsn).await;
+    let work_before = table_work(dsn).await;
     let idle_started = Instant::now();
     tokio::time::sleep(idle).await;
     let secs = idle_started.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(node.child.id()) - cpu_before) as f64 / ticks_per_second() / secs;
     // Statistics reach the view within a second or so of each statement.
-    let accesses = match (accesses_before, table_accesses(dsn).await) {
-        (Some(a), Some(b)) => format!("{:.1} table accesses/s", (b - a) as f64 / secs),
+    let accesses = match (work_before, table_work(dsn).await) {
+        (Some(a), Some(b)) => format!(
+            "{:.1} table accesses/s, {:.1} rows read/s, {:.1} rows written/s",
+            (b[0] - a[0]) as f64 / secs,
+            (b[1] - a[1]) as f64 / secs,
+            (b[2] - a[2]) as f64 / secs,
+        ),
         _ => "table accesses not counted on SQLite".to_owned(),
     };
     let rss = rss_kib(node.child.id());
@@ -586,9 +591,6 @@ fn ticks_per_second() -> f64 {
     100.0 // USER_HZ on Linux
 }
 
-/// Table accesses in the database so far: index and sequential scans
-/// plus rows inserted, a count of the statements that touch data (pings
-/// and the bench's own reading of the statistics are not counted).
 /// Transactions committed in the bench's Postgres database so far (the
 /// statistics lag by about a second).
 async fn commits(dsn: &str) -> Option<i64> {
@@ -604,16 +606,24 @@ async fn commits(dsn: &str) -> Option<i64> {
     .ok()
 }
 
-async fn table_accesses(dsn: &str) -> Option<i64> {
+/// The database's work on WAGO's tables so far: table accesses (index and
+/// sequential scans plus rows inserted: the statements that touch data;
+/// pings and the bench's own reading of the statistics are not counted),
+/// rows read (by scans and index fetches) and rows written (inserted,
+/// updated, deleted).
+async fn table_work(dsn: &str) -> Option<[i64; 3]> {
     if !dsn.starts_with("postgres") {
         return None;
     }
     let mut conn = sqlx::PgConnection::connect(dsn).await.ok()?;
-    sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(seq_scan + COALESCE(idx_scan, 0) + n_tup_ins), 0) AS BIGINT)
-         FROM pg_stat_user_tables",
+    let row: (i64, i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(seq_scan + COALESCE(idx_scan, 0) + n_tup_ins), 0) AS BIGINT),
+                CAST(COALESCE(SUM(seq_tup_read + COALESCE(idx_tup_fetch, 0)), 0) AS BIGINT),
+                CAST(COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) AS BIGINT)
+           FROM pg_stat_user_tables",
     )
     .fetch_one(&mut conn)
     .await
-    .ok()
+    .ok()?;
+    Some([row.0, row.1, row.2])
 }

@@ -21,6 +21,9 @@ pub struct HotQuery {
     pub params: Vec<Sample>,
     /// The indexes that serve it: one of each group must be in its plan.
     pub indexes: &'static [&'static [&'static str]],
+    /// Why it may read rows in proportion to its table, when it does; a
+    /// query without one must cost the same at any table size.
+    pub grows: Option<&'static str>,
 }
 
 impl Store {
@@ -33,6 +36,7 @@ impl Store {
             sql,
             params,
             indexes,
+            grows: None,
         };
         vec![
             q(
@@ -114,14 +118,23 @@ impl Store {
                 vec![Text("node-1"), Text("wago:x"), Int(30_000), Int(10)],
                 &[&["nodes_pkey", "sqlite_autoindex_nodes_1"]],
             ),
-            q(
-                "sessions to place",
-                cluster::unplaced_sql(kind),
-                vec![Int(64), Text("t5")],
-                // A walk over the wanted sessions in id order from where
-                // the last one stopped, until `$1` unplaced ones are found.
-                &[&["session_status_by_state", "session_status_pkey"]],
-            ),
+            HotQuery {
+                grows: Some(
+                    "a walk over the linked sessions from where the last one stopped until \
+                     `$1` free ones are found: a full pass when few are free. Placement runs \
+                     it only when something changed, never on an idle round",
+                ),
+                ..q(
+                    "sessions to place",
+                    cluster::unplaced_sql(kind),
+                    vec![Int(64), Text("t5")],
+                    &[&[
+                        "session_status_by_state",
+                        "session_status_pkey",
+                        "sqlite_autoindex_session_status_1",
+                    ]],
+                )
+            },
             q(
                 "pending commands",
                 cluster::PENDING_COMMANDS.to_owned(),
@@ -145,14 +158,7 @@ impl Store {
             }
             DbKind::Sqlite => format!("EXPLAIN QUERY PLAN {}", query.sql),
         };
-        let mut statement = sqlx::query(&sql);
-        for param in &query.params {
-            statement = match param {
-                Sample::Text(t) => statement.bind(*t),
-                Sample::Int(i) => statement.bind(*i),
-            };
-        }
-        let rows = statement.fetch_all(&mut *tx).await?;
+        let rows = query.bound(&sql).fetch_all(&mut *tx).await?;
         tx.rollback().await?;
         let column = match self.kind() {
             DbKind::Postgres => 0,
@@ -166,7 +172,56 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The buffers (8 KiB pages, from cache or disk) Postgres touches to
+    /// run `query` once, planning aside: `EXPLAIN (ANALYZE, BUFFERS)` in
+    /// a transaction that is rolled back, so a write changes nothing.
+    /// `None` on SQLite, which does not count them.
+    pub async fn buffers(&self, query: &HotQuery) -> Result<Option<i64>> {
+        if self.kind() != DbKind::Postgres {
+            return Ok(None);
+        }
+        let mut tx = self.pool().begin().await?;
+        let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", query.sql);
+        let rows = query.bound(&sql).fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        // The first `Buffers:` line is the top node's, its children
+        // included; the planner's own come after `Planning:`.
+        for row in &rows {
+            let line: String = row.try_get(0)?;
+            let line = line.trim();
+            if line.starts_with("Planning") {
+                break;
+            }
+            if let Some(counts) = line.strip_prefix("Buffers:") {
+                let total = counts
+                    .split_whitespace()
+                    .filter_map(|part| part.split_once('='))
+                    .filter(|(what, _)| matches!(*what, "hit" | "read"))
+                    .filter_map(|(_, n)| n.parse::<i64>().ok())
+                    .sum();
+                return Ok(Some(total));
+            }
+        }
+        Ok(Some(0))
+    }
+}
+
 impl HotQuery {
+    /// `sql` (this query's text, perhaps behind `EXPLAIN`) with the
+    /// sample parameters bound.
+    fn bound<'q>(
+        &'q self,
+        sql: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        self.params
+            .iter()
+            .fold(sqlx::query(sql), |statement, param| match param {
+                Sample::Text(t) => statement.bind(*t),
+                Sample::Int(i) => statement.bind(*i),
+            })
+    }
+
     /// What is wrong with `plan` for this query, if anything: none of its
     /// indexes is used, or a table is read whole (a Postgres `Seq Scan`, a
     /// SQLite `SCAN table` without an index).
