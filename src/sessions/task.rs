@@ -174,6 +174,7 @@ impl Ctx {
     /// Gives the lease up, if held.
     async fn release(&mut self) {
         if let Some(lease) = self.lease.take()
+            && self.store.write_fence().is_open()
             && let Err(e) = tokio::time::timeout(DB_WAIT, self.store.release_session_lease(&lease))
                 .await
                 .unwrap_or_else(|_| Err(timed_out()))
@@ -481,6 +482,10 @@ impl Ctx {
             jid: self.status.borrow().jid.clone(),
             reason: reason.map(str::to_owned),
         };
+        if !self.store.write_fence().is_open() {
+            // Fenced: the session's next owner reports its state.
+            return;
+        }
         let recorded = tokio::time::timeout(DB_WAIT, self.store.record_event(&self.tenant, &event));
         if let Err(e) = recorded.await.unwrap_or_else(|_| Err(timed_out())) {
             tracing::warn!(error = %e, "cannot record the session's state change");
@@ -491,6 +496,9 @@ impl Ctx {
     /// tells the other nodes.
     async fn persist(&mut self) {
         let Some(lease) = &self.lease else { return };
+        if !self.store.write_fence().is_open() {
+            return; // fenced: nothing may be written (see `fence.rs`)
+        }
         let now = {
             let s = self.status.borrow();
             let fields = StatusFields {

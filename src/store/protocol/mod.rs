@@ -161,6 +161,11 @@ impl SessionStore {
     /// A connection to write on, once the session may still write. Checked
     /// after the wait for the connection, right before the statement goes.
     async fn writer_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        // Fails at once when fenced, rather than in the pool's connect
+        // retries, which would hold a fenced session's end for its timeout.
+        if !self.write_fence().is_open() {
+            return Err(db_error(WriteFence::refused()));
+        }
         let conn = self.writer().acquire().await.map_err(db_error)?;
         if self.revoked.is_revoked() {
             return Err(WaError::Connection(Box::new(std::io::Error::other(
