@@ -406,6 +406,7 @@ async fn a_crash_loses_neither_accepted_sends_nor_received_messages(db: TestDb) 
 
 db_tests!(
     a_send_whose_wake_up_was_lost_goes_at_the_sweep,
+    without_the_sweep_a_lost_wake_up_waits_for_the_next_one,
     a_send_the_pace_holds_back_answers_queued_at_once,
     one_idempotency_key_sent_at_once_sends_once,
     a_send_to_a_number_not_on_whatsapp_fails,
@@ -442,6 +443,51 @@ async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
         .expect("written straight to the store");
     let inbox = phone_inbox_until(&sandbox, BOB, 1, STEP).await;
     assert_eq!(inbox[0]["text"], "found by the sweep");
+}
+
+/// The control for the test above: with the sweep an hour away, the same
+/// row stays queued (nothing else wakes the queue; three of the sweeps
+/// above pass meanwhile), and goes, in order, with the next send that
+/// does wake it.
+async fn without_the_sweep_a_lost_wake_up_waits_for_the_next_one(db: TestDb) {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ACME).await;
+    sandbox.create_phone(BOB).await;
+    let app = spawn(&db, &sandbox, &[("SEND_QUEUE_SWEEP", "1h")]).await;
+    let acme = Tenant::create(&app, "acme").await;
+    acme.pair(&app, &sandbox, ACME).await;
+
+    let message_id = wago::sessions::new_message_id();
+    let chat_id = format!("{BOB}@s.whatsapp.net");
+    let row = wago::store::messages::NewOutbound {
+        message_id: &message_id,
+        chat_id: &chat_id,
+        kind: "conversation",
+        text: "lost its wake-up",
+        idempotency_key: None,
+    };
+    let tenant = wago::tenants::TenantId::from_raw(acme.id.clone());
+    app.store
+        .accept_outbound(&tenant, "", &row)
+        .await
+        .expect("written straight to the store");
+    // An absence can only be watched for a while: three sweeps' worth.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = sandbox.get(&format!("/phones/{BOB}/messages")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 0, "nothing went: {body}");
+
+    let (status, body) = acme
+        .post(
+            &app,
+            "/send-text",
+            json!({ "to": BOB, "text": "wakes the queue" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let inbox = phone_inbox_until(&sandbox, BOB, 2, STEP).await;
+    let texts: Vec<&str> = inbox.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["lost its wake-up", "wakes the queue"]);
 }
 
 /// At 60 a minute with a burst of 2, the first two sends go at once and
