@@ -416,14 +416,17 @@ db_tests!(
     a_crash_loses_neither_accepted_sends_nor_received_messages,
 );
 
-/// A send written with no wake-up for its queue (as if the signal were
-/// lost) is found by the node's sweep and goes; the queue itself never
-/// polls.
-async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
+/// A paired tenant (ACME) with a send to BOB written straight to the store,
+/// as if its wake-up had been lost; the node sweeps every `sweep`.
+async fn a_send_without_its_wake_up(
+    db: &TestDb,
+    sweep: &str,
+    text: &str,
+) -> (Sandbox, common::TestApp, Tenant) {
     let sandbox = Sandbox::start().await;
     sandbox.create_phone(ACME).await;
     sandbox.create_phone(BOB).await;
-    let app = spawn(&db, &sandbox, &[("SEND_QUEUE_SWEEP", "1s")]).await;
+    let app = spawn(db, &sandbox, &[("SEND_QUEUE_SWEEP", sweep)]).await;
     let acme = Tenant::create(&app, "acme").await;
     acme.pair(&app, &sandbox, ACME).await;
 
@@ -433,7 +436,7 @@ async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
         message_id: &message_id,
         chat_id: &chat_id,
         kind: "conversation",
-        text: "found by the sweep",
+        text,
         idempotency_key: None,
     };
     let tenant = wago::tenants::TenantId::from_raw(acme.id.clone());
@@ -441,6 +444,14 @@ async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
         .accept_outbound(&tenant, "", &row)
         .await
         .expect("written straight to the store");
+    (sandbox, app, acme)
+}
+
+/// A send written with no wake-up for its queue (as if the signal were
+/// lost) is found by the node's sweep and goes; the queue itself never
+/// polls.
+async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
+    let (sandbox, _app, _acme) = a_send_without_its_wake_up(&db, "1s", "found by the sweep").await;
     let inbox = phone_inbox_until(&sandbox, BOB, 1, STEP).await;
     assert_eq!(inbox[0]["text"], "found by the sweep");
 }
@@ -450,27 +461,7 @@ async fn a_send_whose_wake_up_was_lost_goes_at_the_sweep(db: TestDb) {
 /// above pass meanwhile), and goes, in order, with the next send that
 /// does wake it.
 async fn without_the_sweep_a_lost_wake_up_waits_for_the_next_one(db: TestDb) {
-    let sandbox = Sandbox::start().await;
-    sandbox.create_phone(ACME).await;
-    sandbox.create_phone(BOB).await;
-    let app = spawn(&db, &sandbox, &[("SEND_QUEUE_SWEEP", "1h")]).await;
-    let acme = Tenant::create(&app, "acme").await;
-    acme.pair(&app, &sandbox, ACME).await;
-
-    let message_id = wago::sessions::new_message_id();
-    let chat_id = format!("{BOB}@s.whatsapp.net");
-    let row = wago::store::messages::NewOutbound {
-        message_id: &message_id,
-        chat_id: &chat_id,
-        kind: "conversation",
-        text: "lost its wake-up",
-        idempotency_key: None,
-    };
-    let tenant = wago::tenants::TenantId::from_raw(acme.id.clone());
-    app.store
-        .accept_outbound(&tenant, "", &row)
-        .await
-        .expect("written straight to the store");
+    let (sandbox, app, acme) = a_send_without_its_wake_up(&db, "1h", "lost its wake-up").await;
     // An absence can only be watched for a while: three sweeps' worth.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, body) = sandbox.get(&format!("/phones/{BOB}/messages")).await;

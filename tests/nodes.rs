@@ -615,6 +615,18 @@ async fn logins(sandbox: &Sandbox) -> Vec<(String, u64, Option<u64>, bool)> {
         .collect()
 }
 
+/// Every tenant's number still has just the phone and the one linked
+/// device: nothing was paired again.
+async fn assert_no_new_pairing(sandbox: &Sandbox, tenants: &[Tenant]) {
+    for t in tenants {
+        assert_eq!(
+            sandbox.phone(&t.phone).await.devices,
+            vec![0, 1],
+            "no new pairing"
+        );
+    }
+}
+
 /// For every device, its connections never overlap; returns the shortest
 /// gap between one connection's end and the next one's login (ms), among
 /// connections that ended after `since` (unix ms).
@@ -684,13 +696,7 @@ async fn a_node_cut_from_its_database_never_doubles_a_connection() {
     wait_all_connected(&a, &tenants, None, STEP).await;
     assert_no_overlap(&logins(&sandbox).await, 0);
     println!("node-b rejoined and took its share {back:?} after the database came back");
-    for t in &tenants {
-        assert_eq!(
-            sandbox.phone(&t.phone).await.devices,
-            vec![0, 1],
-            "no new pairing"
-        );
-    }
+    assert_no_new_pairing(&sandbox, &tenants).await;
 }
 
 /// A second `wago serve` with a `NODE_ID` that a running process holds
@@ -741,13 +747,7 @@ async fn one_process_per_node_id() {
         killed.elapsed()
     );
     assert_no_overlap(&logins(&sandbox).await, 0);
-    for t in &tenants {
-        assert_eq!(
-            sandbox.phone(&t.phone).await.devices,
-            vec![0, 1],
-            "no new pairing"
-        );
-    }
+    assert_no_new_pairing(&sandbox, &tenants).await;
 }
 
 /// A node paused (`SIGSTOP`) past its lease, with paced sends still
@@ -877,12 +877,14 @@ async fn a_hand_over_in_a_send_burst_fails_and_doubles_nothing() {
             Node::start_with("node-b", &db.dsn(), &sandbox, LEASE, &paced)
         });
         let at = accepted.load(std::sync::atomic::Ordering::SeqCst);
-        (b, at)
+        // Counted as soon as the sessions have moved, while the burst goes on.
+        let spread = wait_spread(&a, 2, TENANTS as i64, STEP).await;
+        let arrived = inbox(&sandbox, RECIPIENT).await.len();
+        (b, at, spread, arrived)
     };
-    let ((b, joined_at), _) = futures_util::future::join(join, burst).await;
-    let spread = wait_spread(&a, 2, TENANTS as i64, STEP).await;
+    let ((b, joined_at, spread, arrived_by_then), _) =
+        futures_util::future::join(join, burst).await;
     let total = TENANTS * PER_TENANT;
-    let arrived_by_then = inbox(&sandbox, RECIPIENT).await.len();
     assert!(
         arrived_by_then < total,
         "the hand-over came after the burst"
@@ -1077,12 +1079,6 @@ async fn a_slow_database_never_lets_a_late_write_overwrite_the_new_owner() {
          later; it rejoined {back:?} after the delay ended; every text before, during and \
          after went out and came in decrypted"
     );
-    for t in &tenants {
-        assert_eq!(
-            sandbox.phone(&t.phone).await.devices,
-            vec![0, 1],
-            "no new pairing"
-        );
-    }
+    assert_no_new_pairing(&sandbox, &tenants).await;
     drop(b);
 }

@@ -340,11 +340,10 @@ impl Supervisor {
         let (node, instance) = (self.node(), self.instance());
         let ttl = self.inner.settings.lease_ttl;
         let every = ttl / 3;
-        if let Err(e) = timeout(every, store.mark_node_leaving(node, instance))
-            .await
-            .unwrap_or_else(|_| Err(crate::store::StoreError::Conflict("timed out".into())))
-        {
-            tracing::warn!(error = %e, "cannot mark this node as leaving");
+        match timeout(every, store.mark_node_leaving(node, instance)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark this node as leaving"),
+            Err(_) => tracing::warn!("marking this node as leaving timed out"),
         }
         self.inner.shutdown.cancel();
         let give_up = Instant::now() + CLOSE_WAIT;

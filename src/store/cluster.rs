@@ -65,7 +65,7 @@ pub enum Claim {
 }
 
 /// Another process's hold on a node's row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeClaim {
     pub instance: String,
     pub address: String,
@@ -178,16 +178,9 @@ impl Store {
             .await?;
         let Some(expires_at) = expires_at else {
             tx.rollback().await?;
-            return match self.node_claim(node).await? {
-                Some(held) => Ok(Claim::Held(held)),
-                // Deleted meanwhile: the next try inserts it.
-                None => Ok(Claim::Held(NodeClaim {
-                    instance: String::new(),
-                    address: String::new(),
-                    heartbeat_at: 0,
-                    expires_in_ms: 0,
-                })),
-            };
+            // Deleted meanwhile (an empty claim): the next try inserts it.
+            let held = self.node_claim(node).await?.unwrap_or_default();
+            return Ok(Claim::Held(held));
         };
         let released =
             sqlx::query("UPDATE session_leases SET held = 0 WHERE owner_node = $1 AND held > 0")
