@@ -9,10 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::sessions::SessionState;
-use crate::store::messages::MessageStatus;
-use crate::store::rfc3339;
 use crate::tenants::TenantId;
+use crate::types::{MessageStatus, SessionState, rfc3339};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {

@@ -13,6 +13,7 @@ pub mod migrate_db;
 pub mod sessions;
 pub mod store;
 pub mod tenants;
+pub mod types;
 pub mod webhooks;
 
 #[cfg(feature = "sandbox")]

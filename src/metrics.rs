@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::sessions::{SessionState, Supervisor};
 use crate::store::Store;
-use crate::store::messages::MessageStatus;
+use crate::types::MessageStatus;
 
 /// Seconds: from a millisecond to a minute, for requests, sends and
 /// webhook attempts alike.

@@ -10,9 +10,9 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 
-use crate::config::Dsn;
 use crate::store::Store;
 use crate::store::copy::{SKIPPED_TABLES, copied_tables};
+use crate::types::Dsn;
 
 /// What was copied, table by table.
 #[derive(Debug, Default)]

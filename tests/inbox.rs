@@ -99,8 +99,9 @@ async fn subscribe_to_statuses(app: &TestApp, tenant: &wago::tenants::TenantId) 
 /// `delivered`, not `sent`, and the webhook still sees every step once and
 /// in order. Concurrent moves of one row never lose one another.
 async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
-    use wago::store::messages::{Accepted, MessageStatus, NewOutbound};
+    use wago::store::messages::{Accepted, NewOutbound};
     use wago::tenants::TenantId;
+    use wago::types::MessageStatus;
 
     let app = TestApp::spawn(&db, &[]).await;
     let (id, _) = app.create_tenant("a").await;
@@ -204,8 +205,9 @@ async fn outbound_statuses_only_move_forward_and_report_every_step(db: TestDb) {
 /// its own messages once, in order, and nothing of another tenant's.
 async fn status_changes_of_many_sessions_commit_together_as_if_one_by_one(db: TestDb) {
     use MessageStatus::{Delivered, Failed, Read, Sent};
-    use wago::store::messages::{Accepted, Advanced, MessageStatus, NewOutbound, StatusChange};
+    use wago::store::messages::{Accepted, Advanced, NewOutbound, StatusChange};
     use wago::tenants::TenantId;
+    use wago::types::MessageStatus;
 
     let app = TestApp::spawn(&db, &[]).await;
     let store = &app.store;

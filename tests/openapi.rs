@@ -359,8 +359,8 @@ async fn real_answers_match_the_document(db: TestDb) {
         wago::events::Event::MessageStatus {
             message_id: "3EB0".into(),
             chat_id: "62812000002@s.whatsapp.net".into(),
-            status: wago::store::messages::MessageStatus::Read,
-            previous_status: Some(wago::store::messages::MessageStatus::Sent),
+            status: wago::types::MessageStatus::Read,
+            previous_status: Some(wago::types::MessageStatus::Sent),
             error: None,
         },
         wago::events::Event::SessionStatus {

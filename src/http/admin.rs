@@ -12,10 +12,10 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{AdminAuth, ApiJson, ApiPath, ApiQuery};
 use super::webhooks::{self, WebhookInput};
 use super::{AppState, rfc3339};
-use crate::config::Dsn;
 use crate::sessions::SessionView;
 use crate::store::tenants::{KeyInfo, NewKey, Tenant};
 use crate::tenants::{ApiKey, KeySource, TenantId, TenantName};
+use crate::types::Dsn;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -66,7 +66,7 @@ struct TenantList {
 
 #[derive(Serialize, ToSchema)]
 struct StateCount {
-    state: crate::sessions::SessionState,
+    state: crate::types::SessionState,
     sessions: i64,
 }
 

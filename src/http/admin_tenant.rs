@@ -21,7 +21,7 @@ use super::webhooks::{
     DeliveriesPage, DeliveriesQuery, ReplayedOne, TestQueued, WebhookBody, WebhookInput,
 };
 use crate::metrics::totals;
-use crate::sessions::SessionState;
+use crate::types::SessionState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, TenantAuth};
 use super::{AppState, rfc3339};
-use crate::store::messages::{InboxQuery, MessageStatus};
+use crate::store::messages::InboxQuery;
+use crate::types::MessageStatus;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -22,9 +22,10 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, TenantAuth};
 use crate::sessions::{Phone, SendOutcome, SessionError, SessionState, new_message_id};
-use crate::store::messages::{Accepted, MessageStatus, NewOutbound, OutboundMessage};
+use crate::store::messages::{Accepted, NewOutbound, OutboundMessage};
 use crate::store::rfc3339;
 use crate::tenants::TenantId;
+use crate::types::MessageStatus;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -6,24 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How fast one number may send: `per_minute` on average, up to `burst`
-/// at once. `per_minute == 0` turns pacing off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendPace {
-    pub per_minute: u32,
-    pub burst: u32,
-}
-
-impl Default for SendPace {
-    /// One message a second on average, ten at once: well above what an
-    /// OTP or notification service needs, well below a bulk sender.
-    fn default() -> Self {
-        SendPace {
-            per_minute: 60,
-            burst: 10,
-        }
-    }
-}
+use crate::types::SendPace;
 
 pub(super) struct Bucket {
     pace: SendPace,

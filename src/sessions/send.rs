@@ -20,12 +20,14 @@ use waproto::whatsapp as wa;
 use whatsapp_rust::client::Client;
 use whatsapp_rust::send::SendOptions;
 
+use super::SendPace;
 use super::bus::{Bus, Signal};
-use super::pace::{Bucket, SendPace};
+use super::pace::Bucket;
 use super::{SendOutcome, SessionError, SessionState, SessionStatus};
-use crate::store::messages::{MessageStatus, OutboundMessage, StatusChange};
+use crate::store::messages::{OutboundMessage, StatusChange};
 use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
+use crate::types::MessageStatus;
 
 type Reply = oneshot::Sender<Result<SendOutcome, SessionError>>;
 

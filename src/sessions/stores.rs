@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use crate::config::Dsn;
 use crate::store::protocol::SessionId;
 use crate::store::{Store, StoreError};
 use crate::tenants::TenantId;
+use crate::types::Dsn;
 
 pub(super) struct ProtocolStores {
     main: Store,

@@ -31,10 +31,11 @@ use super::transport::Fence;
 use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
 use crate::events::Event;
 use crate::store::cluster::StatusFields;
-use crate::store::messages::{MessageStatus, StatusChange};
+use crate::store::messages::StatusChange;
 use crate::store::protocol::{SessionId, SessionStore};
 use crate::store::{Lease, NodeId, Revocation, Store, now_ms};
 use crate::tenants::TenantId;
+use crate::types::MessageStatus;
 
 pub(super) struct Ctx {
     pub tenant: TenantId,

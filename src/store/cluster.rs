@@ -16,8 +16,8 @@ use sqlx::Row;
 
 use super::lease::{LIVE, now_ms_sql, ttl_ms};
 use super::{DbKind, Lease, NodeId, Result, Store, now_ms};
-use crate::sessions::SessionState;
 use crate::tenants::TenantId;
+use crate::types::SessionState;
 
 crate::text_enum! {
     /// What a command asks of a session's owner.

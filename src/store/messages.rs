@@ -10,6 +10,7 @@ use super::webhooks::{enqueue_event, subscriptions, write_event};
 use super::{Result, Store, batch, now_ms};
 use crate::events::Event;
 use crate::tenants::TenantId;
+use crate::types::MessageStatus;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboundMessage {
@@ -69,55 +70,6 @@ pub struct NewInbound {
     pub timestamp: i64,
     /// Anything else about the message, for the webhook body.
     pub data: serde_json::Map<String, serde_json::Value>,
-}
-
-crate::text_enum! {
-    /// Where a message is. Outbound: `queued`, then `sent`, `delivered`,
-    /// `read` (a receipt may skip steps), or `failed`. Inbound: `received`.
-    pub enum MessageStatus {
-        Queued = "queued",
-        Sent = "sent",
-        Delivered = "delivered",
-        Read = "read",
-        Failed = "failed",
-        Received = "received",
-    }
-}
-
-impl MessageStatus {
-    /// Outbound statuses in the order they may move; `failed` only follows
-    /// `queued` (refused by the server, never acknowledged).
-    const OUTBOUND: [MessageStatus; 5] = [
-        MessageStatus::Queued,
-        MessageStatus::Sent,
-        MessageStatus::Delivered,
-        MessageStatus::Read,
-        MessageStatus::Failed,
-    ];
-
-    fn rank(self) -> Option<usize> {
-        Self::OUTBOUND.iter().position(|s| *s == self)
-    }
-
-    /// The statuses a move from `self` to `to` passes through, in order
-    /// (empty when it would not move forward).
-    pub fn steps_to(self, to: MessageStatus) -> Vec<MessageStatus> {
-        use MessageStatus::*;
-        match (self, to) {
-            // A send that never went out: the server refused it, or its
-            // recipient cannot be one. Once the server acknowledged a send
-            // it is never reported failed: a client that retried it would
-            // send it twice.
-            (Queued, Failed) => vec![Failed],
-            (_, Failed) | (Failed, _) => Vec::new(),
-            // A receipt can overtake the send's own result: the statuses it
-            // skipped are reported too, so a webhook sees every step.
-            (from, to) => match (from.rank(), to.rank()) {
-                (Some(from), Some(to)) if from < to => Self::OUTBOUND[from + 1..=to].to_vec(),
-                _ => Vec::new(),
-            },
-        }
-    }
 }
 
 /// An outbound message as its row holds it.

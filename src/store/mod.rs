@@ -23,7 +23,6 @@ pub mod plans;
 pub mod protocol;
 mod statuses;
 pub mod tenants;
-mod text_enum;
 pub mod webhooks;
 
 use std::str::FromStr;
@@ -34,7 +33,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use tokio::sync::Notify;
 
-use crate::config::Dsn;
+use crate::types::Dsn;
+pub use crate::types::{now_ms, rfc3339};
 
 pub use fence::{Revocation, WriteFence};
 pub use lease::{Lease, LeaseHolder, NodeId};
@@ -313,24 +313,4 @@ fn sqlite_url(path: &std::path::Path) -> String {
         // mode=rwc: create the file on first start.
         format!("sqlite://{}?mode=rwc", path.display())
     }
-}
-
-/// Current time as unix milliseconds, the unit every time column uses.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Unix milliseconds as an RFC 3339 UTC time, the API's time format.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            let t = t.replace_nanosecond(0).ok()?;
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
