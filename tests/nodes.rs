@@ -1082,3 +1082,125 @@ async fn a_slow_database_never_lets_a_late_write_overwrite_the_new_owner() {
     assert_no_new_pairing(&sandbox, &tenants).await;
     drop(b);
 }
+
+/// A logout asked while the session's owner is paused is never carried out
+/// later: one whose requester gave up (after the 15 s wait) is withdrawn
+/// by that requester, and one whose requester died while waiting is
+/// withdrawn by the owner when it comes back, because by then no one can
+/// be waiting for it. The device stays linked and the session connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_asked_while_the_owner_is_down_never_runs_later() {
+    // Long enough that the owner keeps its lease through the pause.
+    const LONG_LEASE: &str = "60s";
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    let a = Node::start("node-a", &db.dsn(), &sandbox, LONG_LEASE);
+    let tenants = create_tenants(&a, &sandbox, 1).await;
+    let tenant = &tenants[0];
+    pair_all(&a, &sandbox, &tenants, 1).await;
+    let b = Node::start("node-b", &db.dsn(), &sandbox, LONG_LEASE);
+    let mut c = Node::start("node-c", &db.dsn(), &sandbox, LONG_LEASE);
+    let owner = wait_state(&b, tenant, "connected").await;
+    assert_eq!(owner["node"], "node-a");
+    let devices = sandbox.phone(&tenant.phone).await.devices;
+    let pool = sqlx::PgPool::connect(&db.dsn()).await.unwrap();
+    let commands = || async {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, status FROM session_commands ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows
+    };
+
+    let pid = a.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let paused = Instant::now();
+    // Two logouts: node-b's requester waits and gives up; node-c's dies
+    // while its command is still pending.
+    let gave_up = async {
+        b.call(
+            reqwest::Method::POST,
+            "/session/logout",
+            ("X-API-Key", &tenant.key),
+            None,
+            &[],
+        )
+        .await
+    };
+    let died = async {
+        let rows_at_least = |n: usize| async move {
+            while commands().await.len() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // After node-b's, so that the rows are in this order.
+        rows_at_least(1).await;
+        let ask = c.call(
+            reqwest::Method::POST,
+            "/session/logout",
+            ("X-API-Key", &tenant.key),
+            None,
+            &[],
+        );
+        tokio::select! {
+            answer = ask => panic!("node-c answered while the owner was paused: {answer:?}"),
+            _ = rows_at_least(2) => {}
+        }
+    };
+    let ((status, body), ()) = tokio::join!(gave_up, died);
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"], "timeout", "{body}");
+    c.child.kill().unwrap();
+    let _ = c.child.wait();
+    let rows = commands().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[0].1, "expired",
+        "the requester withdrew its own: {rows:?}"
+    );
+    assert_eq!(
+        rows[1].1, "pending",
+        "the dead requester's is left: {rows:?}"
+    );
+
+    // Once the pending one is older than any requester waits (15 s), no
+    // one can be waiting for either. Then the owner comes back and looks
+    // at it at once.
+    loop {
+        let (age,): (i64,) = sqlx::query_as(
+            "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - created_at
+               FROM session_commands WHERE id = $1",
+        )
+        .bind(rows[1].0)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if age > 16_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let resumed = Instant::now();
+    let settled = loop {
+        let rows = commands().await;
+        if rows.iter().all(|r| r.1 != "pending") {
+            break rows;
+        }
+        assert!(resumed.elapsed() < STEP, "node-a never looked: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "owner paused {:?}; the dead requester's logout was withdrawn {:?} after it resumed",
+        resumed - paused,
+        resumed.elapsed()
+    );
+    assert!(
+        settled.iter().all(|r| r.1 == "expired"),
+        "a stale logout ran: {settled:?}"
+    );
+    let after = wait_state(&b, tenant, "connected").await;
+    assert_eq!(after["node"], "node-a", "{after}");
+    assert_eq!(sandbox.phone(&tenant.phone).await.devices, devices);
+}
