@@ -1,5 +1,6 @@
 //! `GET /messages`: the persisted inbox, filtered and paged, per tenant;
-//! and how outbound statuses move.
+//! how outbound statuses move, and how an idempotency key holds under a
+//! race.
 
 mod common;
 
@@ -10,6 +11,7 @@ db_tests!(
     inbox_pages_filters_and_isolates_tenants,
     outbound_statuses_only_move_forward_and_report_every_step,
     status_changes_of_many_sessions_commit_together_as_if_one_by_one,
+    a_key_raced_by_two_transactions_writes_one_send,
 );
 
 async fn insert_inbound(app: &TestApp, tenant: &str, n: i64, chat: &str, text: &str) {
@@ -354,4 +356,84 @@ async fn status_changes_of_many_sessions_commit_together_as_if_one_by_one(db: Te
             .collect();
         assert_eq!(steps, expected, "tenant {n}");
     }
+}
+
+/// Two sends with one `Idempotency-Key`, their transactions interleaved on
+/// purpose: the other request has written its row but not committed when
+/// this one looks for the key. On Postgres this one finds nothing, inserts,
+/// waits on the unique index until the other commits, then answers with
+/// the other's send; on SQLite it waits for the one writer and then finds
+/// the row. Either way: one row, and both answers name it.
+async fn a_key_raced_by_two_transactions_writes_one_send(db: TestDb) {
+    use wago::store::messages::{Accepted, NewOutbound};
+    use wago::tenants::TenantId;
+
+    let app = TestApp::spawn(&db, &[]).await;
+    let (id, _) = app.create_tenant("a").await;
+    let tenant = TenantId::from_raw(id.as_str());
+    let store = app.store.clone();
+    let now = wago::store::now_ms();
+
+    // The other request, half-way: its row written, not committed.
+    let mut other = store.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO messages (tenant_id, direction, message_id, chat_id, sender_id, kind, text,
+                               status, idempotency_key, timestamp, created_at, updated_at)
+         VALUES ($1, 'out', '3EB0FIRST', '62812000001@s.whatsapp.net', '', 'conversation',
+                 'hi', 'queued', 'order-7', $2, $2, $2)",
+    )
+    .bind(id.as_str())
+    .bind(now)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+
+    let this = tokio::spawn({
+        let store = store.clone();
+        let tenant = tenant.clone();
+        async move {
+            let send = NewOutbound {
+                message_id: "3EB0SECOND",
+                chat_id: "62812000001@s.whatsapp.net",
+                kind: "conversation",
+                text: "hi",
+                idempotency_key: Some("order-7"),
+            };
+            store.accept_outbound(&tenant, "", &send).await
+        }
+    });
+    if db.is_postgres() {
+        // This one has looked for the key, found nothing and now waits on
+        // the unique index: the race, not a request that came after.
+        let pool = sqlx::PgPool::connect(&db.dsn()).await.unwrap();
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                !this.is_finished(),
+                "it answered before the other committed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    other.commit().await.unwrap();
+
+    match this.await.unwrap() {
+        Ok(Accepted::Repeat(first)) => assert_eq!(first.message_id, "3EB0FIRST"),
+        other => panic!("expected the other's send: {other:?}"),
+    }
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE idempotency_key = 'order-7'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, 1);
 }
