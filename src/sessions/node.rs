@@ -570,15 +570,20 @@ impl Supervisor {
     }
 
     /// (sessions placed here, of which still starting): running tasks
-    /// with a linked device, or not yet loaded; starting are those not yet
-    /// connected within `START_WINDOW` of their start.
+    /// with a linked device, or started by placement and not yet loaded;
+    /// starting are those not yet connected within `START_WINDOW` of their
+    /// start.
     fn placed(&self) -> (i64, usize) {
         let sessions = self.sessions();
         let mut placed = 0;
         let mut starting = 0;
         for handle in sessions.values().filter(|h| h.running()) {
             let status = handle.status.borrow();
-            if !status.loaded || status.state.is_paired() {
+            // Placement started it (its device is being read), or it runs
+            // a linked device; a task started to pair is not placed.
+            if (!status.loaded && handle.mode == Mode::Resume)
+                || (status.loaded && status.state.is_paired())
+            {
                 placed += 1;
             }
             // One still connecting long after its start (WhatsApp is
@@ -598,7 +603,11 @@ impl Supervisor {
         let mut sessions = self.sessions();
         let mut linked: Vec<TenantId> = sessions
             .iter()
-            .filter(|(_, h)| h.running() && h.status.borrow().state.is_paired())
+            .filter(|(_, h)| {
+                let status = h.status.borrow();
+                // Not one still reading its device: it may be pairing.
+                h.running() && status.loaded && status.state.is_paired()
+            })
             .map(|(t, _)| t.clone())
             .collect();
         linked.sort_by(|a, b| b.as_str().cmp(a.as_str()));

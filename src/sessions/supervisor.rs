@@ -24,6 +24,8 @@ pub(super) struct Handle {
     pub(super) stop: CancellationToken,
     /// When the task started.
     pub(super) started: tokio::time::Instant,
+    /// Why it was started.
+    pub(super) mode: Mode,
 }
 
 impl Handle {
@@ -192,6 +194,7 @@ impl Supervisor {
                 task,
                 stop,
                 started: tokio::time::Instant::now(),
+                mode,
             },
         );
         status
