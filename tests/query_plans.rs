@@ -16,10 +16,10 @@ use common::TestDb;
 db_tests!(every_hot_query_uses_its_index);
 
 /// `n` tenants with their sessions (all placed but 10, whose leases were
-/// released), 40 messages each, 40 outbox rows each, a webhook queue each
+/// released and which wait on the placement queue), 40 messages each, 40 outbox rows each, a webhook queue each
 /// and 2 commands each. The work waiting is the same at any `n`: 400
 /// queued sends, 400 pending and 400 failed deliveries, 100 due queues, 20
-/// pending commands.
+/// pending commands, 10 sessions to place.
 fn fill(n: usize) -> Vec<String> {
     let up_to = |count: usize| {
         format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})")
@@ -63,6 +63,9 @@ fn fill(n: usize) -> Vec<String> {
                     CASE WHEN i <= 10 THEN 0 ELSE 1 END, 0 FROM n",
             up_to(n)
         ),
+        "INSERT INTO placement_queue (tenant_id, queued_at)
+         SELECT session_id, 0 FROM session_leases WHERE held = 0"
+            .to_owned(),
         "INSERT INTO nodes (id, instance, address, started_at, heartbeat_at, expires_at)
          VALUES ('node-0', 'wago:0', 'a', 0, 0, 9000000000000),
                 ('node-1', 'wago:1', 'a', 0, 0, 9000000000000),

@@ -22,6 +22,7 @@ db_tests!(
     sessions_have_leases_of_their_own,
     a_fenced_process_writes_nothing,
     a_command_nobody_waits_for_is_withdrawn_not_run,
+    freed_sessions_wait_on_the_placement_queue,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -382,4 +383,109 @@ async fn a_command_nobody_waits_for_is_withdrawn_not_run(db: TestDb) {
             .is_empty()
     );
     store.close().await;
+}
+
+/// A session with a linked device that no node runs waits on the placement
+/// queue: seeded, released, or left by a node that lapsed and was fenced;
+/// not once it is logged out. A row goes to one taker at a time (another
+/// may retake it once the first took too long) and leaves the queue when a
+/// node takes the session's lease.
+async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
+    use wago::store::tenants::NewKey;
+    use wago::tenants::{ApiKey, KeySource, TenantId, TenantName};
+    let (a, b) = (
+        Node::new(&db, "node-a").await,
+        Node::new(&db, "node-b").await,
+    );
+    let mut tenants = Vec::new();
+    for name in ["q1", "q2", "q3"] {
+        let tenant = a
+            .store
+            .create_tenant(
+                &TenantName::parse(name).unwrap(),
+                None,
+                &NewKey::for_key(&ApiKey::generate(), KeySource::Admin),
+            )
+            .await
+            .unwrap()
+            .tenant_id();
+        a.store.seed_session_status(&tenant, true).await.unwrap();
+        tenants.push(tenant);
+    }
+    let session = |i: usize| SessionId::from(&tenants[i]);
+    let queued = || async {
+        let mut ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM placement_queue")
+            .fetch_all(a.store.pool())
+            .await
+            .unwrap();
+        ids.sort();
+        ids
+    };
+    let ids = |picked: &[usize]| {
+        let mut ids: Vec<String> = picked
+            .iter()
+            .map(|i| tenants[*i].as_str().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |taken: Vec<TenantId>| {
+        let mut ids: Vec<String> = taken.iter().map(|t| t.as_str().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(queued().await, ids(&[0, 1, 2]), "seeded as linked");
+
+    // One taker at a time; a take that is too old may be taken again.
+    let took = a
+        .store
+        .take_queued_sessions(a.instance(), 2, LONG)
+        .await
+        .unwrap();
+    assert_eq!(took.len(), 2);
+    let rest = b
+        .store
+        .take_queued_sessions(b.instance(), 5, LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.len(),
+        1,
+        "the rows node-a took are not given out again"
+    );
+    let retaken = b
+        .store
+        .take_queued_sessions(b.instance(), 5, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(sorted(retaken), ids(&[0, 1, 2]));
+
+    // Taking the lease takes the row off; releasing puts it back.
+    let first = a.acquire_for(&session(0)).await.unwrap();
+    assert_eq!(queued().await, ids(&[1, 2]));
+    a.release(&first).await;
+    assert_eq!(queued().await, ids(&[0, 1, 2]));
+
+    // Logged out: released, not queued.
+    let second = a.acquire_for(&session(1)).await.unwrap();
+    sqlx::query("UPDATE session_status SET state = 'logged_out' WHERE tenant_id = $1")
+        .bind(tenants[1].as_str())
+        .execute(a.store.pool())
+        .await
+        .unwrap();
+    a.release(&second).await;
+    assert_eq!(queued().await, ids(&[0, 2]));
+
+    // A node that lapses with sessions: they are queued when it is fenced.
+    a.acquire_for(&session(0)).await.unwrap();
+    a.acquire_for(&session(2)).await.unwrap();
+    assert!(queued().await.is_empty());
+    a.lapse().await;
+    assert!(queued().await.is_empty(), "not before it is fenced");
+    assert_eq!(b.store.fence_lapsed_nodes().await.unwrap(), 1);
+    assert_eq!(queued().await, ids(&[0, 2]));
+    b.acquire_for(&session(0))
+        .await
+        .expect("a fenced node's session");
+    assert_eq!(queued().await, ids(&[2]));
 }

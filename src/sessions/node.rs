@@ -47,8 +47,9 @@ const STARTING_AT_ONCE: usize = 64;
 /// How long a session counts as starting (against `STARTING_AT_ONCE`)
 /// while it has not connected.
 const START_WINDOW: Duration = Duration::from_secs(30);
-/// The longest placement goes without a full round (a lost signal, or a
-/// balance that drifted by pairings).
+/// The longest placement goes without walking every session, in case a
+/// freed one never reached the placement queue (a crash between two
+/// statements) or a balance drifted by pairings.
 const FULL_ROUND: Duration = Duration::from_secs(300);
 /// Sessions handed over in one round.
 const HANDOVER_AT_ONCE: usize = 16;
@@ -216,16 +217,18 @@ pub(super) async fn run(
 
 /// What placement remembers between rounds.
 struct Placement {
-    /// Something may have changed since the last full round.
+    /// Something may have changed since the last round that settled.
     dirty: bool,
     /// The live nodes, by id, as of the last round.
     members: Vec<String>,
-    /// Sessions with a linked device, counted once per full round.
+    /// Sessions with a linked device, counted once per round until it
+    /// settles.
     total: Option<i64>,
-    /// Where the last look for sessions to take stopped.
+    /// Where the last look of a walk stopped.
     cursor: Option<String>,
-    /// When the last full round settled.
-    full_at: Instant,
+    /// When the last walk of every session settled; `None` before the
+    /// first.
+    walked_at: Option<Instant>,
 }
 
 impl Placement {
@@ -235,22 +238,29 @@ impl Placement {
             members: Vec::new(),
             total: None,
             cursor: None,
-            full_at: Instant::now(),
+            walked_at: None,
         }
     }
 
-    /// Something may have changed: the next round is a full one.
+    /// Something may have changed: the next round takes from the queue.
     fn touch(&mut self) {
         self.dirty = true;
         self.total = None;
     }
 
-    /// A full round found nothing more to do.
-    fn settled(&mut self) {
+    /// Whether this round walks every session instead of the queue.
+    fn walk_due(&self) -> bool {
+        self.cursor.is_some() || self.walked_at.is_none_or(|at| at.elapsed() >= FULL_ROUND)
+    }
+
+    /// A round found nothing more to do.
+    fn settled(&mut self, walked: bool) {
         self.dirty = false;
         self.total = None;
         self.cursor = None;
-        self.full_at = Instant::now();
+        if walked {
+            self.walked_at = Some(Instant::now());
+        }
     }
 }
 
@@ -435,10 +445,12 @@ impl Supervisor {
 
     /// One round of placement; returns when to look again. A round reads
     /// the few node rows; only when something may have changed (a signal,
-    /// a node joined, left or lapsed, work left from the last round, or
-    /// `FULL_ROUND` passed) does it count and look for sessions to take,
-    /// and then from where the last look stopped, so taking N sessions in
-    /// rounds of 64 reads each row about once.
+    /// a node joined, left or lapsed, work left from the last round) does
+    /// it take sessions, and then from the placement queue, where freed
+    /// sessions wait: its cost follows the sessions that move. Once at
+    /// start and then every `FULL_ROUND` it walks every session instead,
+    /// from where the last look stopped, so taking N sessions in rounds of
+    /// 64 reads each row about once.
     async fn place(
         &self,
         tasks: &mut JoinSet<()>,
@@ -467,29 +479,39 @@ impl Supervisor {
             round.members = members;
             round.dirty = true;
         }
-        if !round.dirty && round.full_at.elapsed() < FULL_ROUND {
+        let walk = round.walk_due();
+        if !round.dirty && !walk {
             return Ok(slow);
         }
-        if round.total.is_none() {
+        let (mine, starting) = self.placed();
+        if round.total.is_none() && walk {
             self.seed_statuses().await?;
-            round.total = Some(store.count_wanted_sessions().await?);
         }
-        let total = round.total.unwrap_or_default();
+        let total = match round.total {
+            Some(total) => total,
+            None => *round.total.insert(store.count_wanted_sessions().await?),
+        };
         let share = |i: usize| {
             let n = nodes.len() as i64;
             total / n + i64::from((i as i64) < total % n)
         };
         let target = share(me);
-        let (mine, starting) = self.placed();
         if mine < target {
             let room = (target - mine).min(STARTING_AT_ONCE.saturating_sub(starting) as i64);
             if room <= 0 {
                 return Ok(soon());
             }
             let from = round.cursor.take();
-            let free = store.unplaced_sessions(room, from.as_deref()).await?;
+            let free = if walk {
+                let free = store.unplaced_sessions(room, from.as_deref()).await?;
+                round.cursor = free.last().map(|t| t.as_str().to_owned());
+                free
+            } else {
+                store
+                    .take_queued_sessions(self.instance(), room, START_WINDOW)
+                    .await?
+            };
             let took = free.len() as i64;
-            round.cursor = free.last().map(|t| t.as_str().to_owned());
             for tenant in free {
                 if self.local_commands(&tenant).is_none() {
                     self.ensure_running(&tenant, Mode::Resume);
@@ -504,12 +526,12 @@ impl Supervisor {
             if took == room {
                 return Ok(soon());
             }
-            if from.is_some() {
+            if walk && from.is_some() {
                 // The end of the list: look again from its start.
                 round.cursor = None;
                 return Ok(soon());
             }
-            round.settled();
+            round.settled(walk);
             return Ok(slow);
         }
         let room_elsewhere = nodes
@@ -532,7 +554,7 @@ impl Supervisor {
             });
             return Ok(slow);
         }
-        round.settled();
+        round.settled(walk);
         Ok(slow)
     }
 

@@ -124,7 +124,13 @@ impl Ctx {
     async fn after(&mut self, outcome: Result<Ended, SessionError>) -> bool {
         match outcome {
             Ok(Ended::Stopped) => tracing::info!("session stopped"),
-            Ok(Ended::Elsewhere) => tracing::info!("another node runs the session"),
+            Ok(Ended::Elsewhere) => {
+                tracing::info!("another node runs the session");
+                // It was placed, so off the placement queue if still there.
+                if let Err(e) = self.store.drop_placed(&self.tenant).await {
+                    tracing::warn!(error = %e, "cannot update the placement queue");
+                }
+            }
             Ok(Ended::NotPaired) => self.set_state(SessionState::Unpaired, None).await,
             Ok(Ended::LoggedOut(reply)) => {
                 tracing::info!("session logged out; it waits for a new pairing");

@@ -182,6 +182,10 @@ impl Store {
             let held = self.node_claim(node).await?.unwrap_or_default();
             return Ok(Claim::Held(held));
         };
+        sqlx::query(&queue_held_sql(self.kind(), "l.owner_node = $1"))
+            .bind(node.as_str())
+            .execute(&mut *tx)
+            .await?;
         let released =
             sqlx::query("UPDATE session_leases SET held = 0 WHERE owner_node = $1 AND held > 0")
                 .bind(node.as_str())
@@ -264,12 +268,27 @@ impl Store {
             "UPDATE nodes SET fenced = 1
               WHERE id = $1 AND instance = $2 AND expires_at <= {now}",
         );
+        // Its sessions go on the placement queue with the mark.
+        let mut tx = self.control().begin().await?;
         let done = sqlx::query(&mark)
             .bind(node.as_str())
             .bind(instance)
-            .execute(self.control())
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(&queue_held_sql(
+            self.kind(),
+            "l.owner_node = $1 AND l.instance = $2",
+        ))
+        .bind(node.as_str())
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Ends the database connections tagged `instance` (a process's, see
@@ -491,6 +510,7 @@ impl Store {
         } else {
             SessionState::Unpaired
         };
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO session_status (tenant_id, state, since, updated_at)
              VALUES ($1, $2, $3, $3) ON CONFLICT (tenant_id) DO NOTHING",
@@ -498,8 +518,13 @@ impl Store {
         .bind(tenant.as_str())
         .bind(state)
         .bind(now_ms())
-        .execute(self.writer())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(&queue_released_sql(self.kind()))
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -536,6 +561,46 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
+    }
+
+    /// Takes up to `limit` sessions off the placement queue for
+    /// `instance` to start, oldest first: rows nobody took, or took more
+    /// than `retake_after` ago (the taker died before it held the lease).
+    /// A row leaves the queue when its lease is taken.
+    pub async fn take_queued_sessions(
+        &self,
+        instance: &str,
+        limit: i64,
+        retake_after: Duration,
+    ) -> Result<Vec<TenantId>> {
+        let ids: Vec<String> = sqlx::query_scalar(&take_queued_sql(self.kind()))
+            .bind(instance)
+            .bind(limit)
+            .bind(ttl_ms(retake_after))
+            .fetch_all(self.writer())
+            .await?;
+        Ok(ids.into_iter().map(TenantId::from_raw).collect())
+    }
+
+    /// How many sessions wait on the placement queue.
+    pub async fn count_queued_sessions(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM placement_queue")
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    /// Drops the session's queue row if a node holds its lease live (a row
+    /// left behind by a crash between taking the lease and dropping it).
+    pub async fn drop_placed(&self, tenant: &TenantId) -> Result<()> {
+        sqlx::query(&self.with_now(&format!(
+            "DELETE FROM placement_queue
+              WHERE tenant_id = $1
+                AND EXISTS (SELECT 1 FROM session_leases l WHERE l.session_id = $1 AND {LIVE})"
+        )))
+        .bind(tenant.as_str())
+        .execute(self.writer())
+        .await?;
+        Ok(())
     }
 
     /// Hands a command to a session's owner; returns its id.
@@ -697,6 +762,59 @@ pub(super) fn unplaced_sql(kind: DbKind) -> String {
                 AND NOT EXISTS (SELECT 1 FROM session_leases l
                                  WHERE l.session_id = s.tenant_id AND {LIVE})
               ORDER BY s.tenant_id LIMIT $1"
+        ),
+    )
+}
+
+/// Puts the held leases that `filter` (a condition on `l`, binding `$1`
+/// and maybe `$2`) chooses on the placement queue, those with a linked
+/// device.
+pub(super) fn queue_held_sql(kind: DbKind, filter: &str) -> String {
+    with_now(
+        kind,
+        &format!(
+            "INSERT INTO placement_queue (tenant_id, queued_at)
+             SELECT l.session_id, {{now}} FROM session_leases l
+              WHERE {filter} AND l.held > 0
+                AND EXISTS (SELECT 1 FROM session_status s
+                             WHERE s.tenant_id = l.session_id AND s.state IN {WANTED})
+             ON CONFLICT (tenant_id) DO NOTHING"
+        ),
+    )
+}
+
+/// Queues session `$1` for placement if it has a linked device.
+pub(super) fn queue_released_sql(kind: DbKind) -> String {
+    with_now(
+        kind,
+        &format!(
+            "INSERT INTO placement_queue (tenant_id, queued_at)
+             SELECT tenant_id, {{now}} FROM session_status
+              WHERE tenant_id = $1 AND state IN {WANTED}
+             ON CONFLICT (tenant_id) DO NOTHING"
+        ),
+    )
+}
+
+/// Takes up to `$2` queue rows for instance `$1`: untaken, or taken more
+/// than `$3` ms ago. The outer condition is checked again on a row another
+/// node took meanwhile, so no row goes to two nodes at once.
+pub(super) fn take_queued_sql(kind: DbKind) -> String {
+    // SQLite's planner would read the (small) table rather than look up
+    // the few ids; it is told to look them up.
+    let table = match kind {
+        DbKind::Postgres => "placement_queue",
+        DbKind::Sqlite => "placement_queue INDEXED BY sqlite_autoindex_placement_queue_1",
+    };
+    with_now(
+        kind,
+        &format!(
+            "UPDATE {table} SET taken_by = $1, taken_at = {{now}}
+          WHERE tenant_id IN (SELECT tenant_id FROM placement_queue
+                               WHERE taken_by IS NULL OR taken_at < {{now}} - $3
+                               ORDER BY queued_at LIMIT $2)
+            AND (taken_by IS NULL OR taken_at < {{now}} - $3)
+         RETURNING tenant_id"
         ),
     )
 }

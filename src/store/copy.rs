@@ -41,7 +41,12 @@ pub fn copied_tables() -> Vec<&'static str> {
 
 /// Tables of running processes, left behind: live nodes, the leases they
 /// hold, commands between them.
-pub const SKIPPED_TABLES: &[&str] = &["nodes", "session_leases", "session_commands"];
+pub const SKIPPED_TABLES: &[&str] = &[
+    "nodes",
+    "session_leases",
+    "session_commands",
+    "placement_queue",
+];
 
 /// How a column's values are read and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

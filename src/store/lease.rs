@@ -153,6 +153,12 @@ impl Store {
             self.log_live_elsewhere(session, node).await?;
             return Ok(None);
         };
+        // Placed: off the placement queue (a separate statement; a row left
+        // by a crash here is dropped by whoever next finds the lease live).
+        sqlx::query("DELETE FROM placement_queue WHERE tenant_id = $1")
+            .bind(session.as_str())
+            .execute(self.writer())
+            .await?;
         let lease = Lease {
             session: session.clone(),
             node: node.clone(),
@@ -165,14 +171,24 @@ impl Store {
 
     /// Gives the lease up, so another node may take the session at once.
     /// A lease lost meanwhile is left to its new holder.
+    /// A session that still has a linked device is queued for placement
+    /// in the same transaction.
     pub async fn release_session_lease(&self, lease: &Lease) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(RELEASE)
             .bind(lease.session.as_str())
             .bind(lease.node.as_str())
             .bind(&lease.instance)
             .bind(lease.token)
-            .execute(self.writer())
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query(&super::cluster::queue_released_sql(self.kind()))
+                .bind(lease.session.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         if done.rows_affected() > 0 {
             tracing::info!(session = %lease.session, node = %lease.node, "released the session lease");
         }

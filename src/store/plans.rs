@@ -121,8 +121,9 @@ impl Store {
             HotQuery {
                 grows: Some(
                     "a walk over the linked sessions from where the last one stopped until \
-                     `$1` free ones are found: a full pass when few are free. Placement runs \
-                     it only when something changed, never on an idle round",
+                     `$1` free ones are found: a full pass when few are free. Placement walks \
+                     once at start and then every five minutes; other rounds take from the \
+                     placement queue",
                 ),
                 ..q(
                     "sessions to place",
@@ -133,6 +134,30 @@ impl Store {
                         "session_status_pkey",
                         "sqlite_autoindex_session_status_1",
                     ]],
+                )
+            },
+            q(
+                "sessions taken off the placement queue",
+                cluster::take_queued_sql(kind),
+                vec![Text("wago:x"), Int(64), Int(30_000)],
+                &[&["placement_queue_by_time"]],
+            ),
+            q(
+                "a released session queued for placement",
+                cluster::queue_released_sql(kind),
+                vec![Text("t1")],
+                &[&["session_status_pkey", "sqlite_autoindex_session_status_1"]],
+            ),
+            HotQuery {
+                grows: Some(
+                    "a fenced node's sessions, every one of which moves: its cost follows \
+                     the sessions placed elsewhere",
+                ),
+                ..q(
+                    "a fenced node's sessions queued for placement",
+                    cluster::queue_held_sql(kind, "l.owner_node = $1 AND l.instance = $2"),
+                    vec![Text("node-1"), Text("wago:1")],
+                    &[&["session_leases_held"]],
                 )
             },
             q(
