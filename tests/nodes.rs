@@ -1204,3 +1204,60 @@ async fn a_logout_asked_while_the_owner_is_down_never_runs_later() {
     assert_eq!(after["node"], "node-a", "{after}");
     assert_eq!(sandbox.phone(&tenant.phone).await.devices, devices);
 }
+
+/// WhatsApp unreachable from the node that must take sessions over (new
+/// connections to it hang): more sessions than a node starts at once (64)
+/// are stuck connecting, yet placement goes on past them, so the node
+/// holds every session of the node that died; once WhatsApp answers again
+/// they all connect, with no pairing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_stuck_connecting_do_not_stop_failover() {
+    const TENANTS: usize = 70;
+    let db = TestDb::postgres().await;
+    let sandbox = Sandbox::start().await;
+    let mut x = Node::start("node-x", &db.dsn(), &sandbox, LEASE);
+    let tenants = create_tenants(&x, &sandbox, TENANTS).await;
+    pair_all(&x, &sandbox, &tenants, 35).await;
+    wait_all_connected(&x, &tenants, None, STEP).await;
+
+    // node-a reaches WhatsApp through a proxy that is cut: a connection
+    // is accepted and then nothing moves.
+    let whatsapp = DbProxy::start(sandbox.addr).await;
+    whatsapp.cut();
+    let url = format!("ws://{}/ws/chat", whatsapp.addr);
+    let a = Node::start_with(
+        "node-a",
+        &db.dsn(),
+        &sandbox,
+        LEASE,
+        &[("WA_SERVER_URL", url.as_str())],
+    );
+    wait_spread(&a, 2, TENANTS as i64, STEP).await;
+    let _ = x.child.kill();
+    let _ = x.child.wait();
+    let killed = Instant::now();
+    // Every session goes to node-a, though none of them can connect.
+    let held = loop {
+        let now = placement(&a).await;
+        if now.get("node-a") == Some(&(TENANTS as i64)) && now.len() == 1 {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < STEP * 3,
+            "node-a stopped taking sessions: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, body) = a.get(&tenants[0].key, "/session").await;
+    assert_ne!(body["state"], "connected", "{body}");
+
+    whatsapp.heal();
+    let healed = Instant::now();
+    wait_all_connected(&a, &tenants, Some("node-x"), STEP * 2).await;
+    println!(
+        "WhatsApp unreachable: node-a held all {TENANTS} sessions {held:?} after node-x died \
+         (lease {LEASE}); they connected {:?} after it was reachable again",
+        healed.elapsed()
+    );
+    assert_no_new_pairing(&sandbox, &tenants).await;
+}
