@@ -234,7 +234,7 @@ pub async fn render(store: &Store, sessions: &Supervisor) -> String {
             gauge(
                 &mut out,
                 "wago_sessions",
-                "Sessions of every node, by the state recorded in the database.",
+                "Sessions of every node, by state as every node reports them (one whose node is gone is disconnected).",
             );
             for state in SessionState::ALL {
                 let n = counts.iter().find(|(s, _)| s == state).map_or(0, |c| c.1);

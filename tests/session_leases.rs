@@ -23,6 +23,7 @@ db_tests!(
     a_fenced_process_writes_nothing,
     a_command_nobody_waits_for_is_withdrawn_not_run,
     freed_sessions_wait_on_the_placement_queue,
+    counts_by_state_show_what_every_node_reports,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -488,4 +489,39 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
         .await
         .expect("a fenced node's session");
     assert_eq!(queued().await, ids(&[2]));
+}
+
+/// The counts by state (admin list, metrics) follow the same rule as a
+/// session's own view: a row written by a node that has lapsed no longer
+/// says `connected`.
+async fn counts_by_state_show_what_every_node_reports(db: TestDb) {
+    use wago::store::cluster::StatusFields;
+    use wago::store::tenants::NewKey;
+    use wago::tenants::{ApiKey, KeySource, TenantName};
+    use wago::types::SessionState;
+    let a = Node::new(&db, "node-a").await;
+    let tenant = a
+        .store
+        .create_tenant(
+            &TenantName::parse("counted").unwrap(),
+            None,
+            &NewKey::for_key(&ApiKey::generate(), KeySource::Admin),
+        )
+        .await
+        .unwrap()
+        .tenant_id();
+    let lease = a.acquire_for(&SessionId::from(&tenant)).await.unwrap();
+    a.store
+        .write_session_status(
+            &tenant,
+            &lease,
+            SessionState::Connected,
+            &StatusFields::default(),
+        )
+        .await
+        .unwrap();
+    let counts = || async { a.store.session_state_counts().await.unwrap() };
+    assert_eq!(counts().await, [(SessionState::Connected, 1)]);
+    a.lapse().await;
+    assert_eq!(counts().await, [(SessionState::Disconnected, 1)]);
 }

@@ -60,7 +60,8 @@ struct TenantList {
     /// For a page: pass as `after` for the next one; absent after the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<String>,
-    /// Sessions by state, over every tenant (recorded states).
+    /// Sessions by state, over every tenant, as `GET /session` shows them:
+    /// one whose node is gone counts as `disconnected`.
     counts: Vec<StateCount>,
 }
 

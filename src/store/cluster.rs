@@ -491,13 +491,24 @@ impl Store {
             .collect()
     }
 
-    /// How many sessions are in each state, as recorded (for metrics): an
-    /// index-only count over `session_status_by_state`.
+    /// How many sessions are in each state as every node reports them
+    /// (`SessionView::of`): a row whose owner's lease is no longer live
+    /// counts as `disconnected` (or `unpaired`, if it was pairing). One
+    /// pass over the status rows with their leases, for the admin list
+    /// and metrics.
     pub async fn session_state_counts(&self) -> Result<Vec<(SessionState, i64)>> {
-        let rows: Vec<(SessionState, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM session_status GROUP BY state")
-                .fetch_all(self.pool())
-                .await?;
+        let sql = self.with_now(&format!(
+            "SELECT CASE WHEN l.held > 0 AND l.owner_node = s.node_id
+                             AND l.token = s.lease_token AND n.expires_at > {{now}}
+                         THEN s.state
+                         WHEN s.state = 'pairing' THEN 'unpaired'
+                         WHEN s.state IN {WANTED} THEN 'disconnected'
+                         ELSE s.state END AS shown,
+                    COUNT(*)
+               FROM session_status s {STATUS_JOINS}
+              GROUP BY shown"
+        ));
+        let rows: Vec<(SessionState, i64)> = sqlx::query_as(&sql).fetch_all(self.pool()).await?;
         Ok(rows)
     }
 
