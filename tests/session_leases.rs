@@ -454,9 +454,14 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
         1,
         "the rows node-a took are not given out again"
     );
+    // As if they had been taken two minutes ago.
+    sqlx::query("UPDATE placement_queue SET taken_at = taken_at - 120000")
+        .execute(a.store.pool())
+        .await
+        .unwrap();
     let retaken = b
         .store
-        .take_queued_sessions(b.instance(), 5, Duration::ZERO)
+        .take_queued_sessions(b.instance(), 5, LONG)
         .await
         .unwrap();
     assert_eq!(sorted(retaken), ids(&[0, 1, 2]));
