@@ -112,10 +112,21 @@ pub struct CommandRow {
 /// States in which a session has a linked device and should be running.
 const WANTED: &str = "('connecting', 'connected', 'disconnected')";
 
-const STATUS_COLUMNS: &str = "s.state, s.jid, s.push_name, s.error, s.qr, s.qr_expires_at,
-    s.since, CASE WHEN l.held > 0 AND l.owner_node = s.node_id AND l.token = s.lease_token
-                       AND n.expires_at > {now}
-                  THEN s.node_id END";
+/// The status row `s` describes a running session: the lease it was
+/// written under is still held, by a live node (see `STATUS_JOINS`).
+macro_rules! owner_live {
+    () => {
+        "l.held > 0 AND l.owner_node = s.node_id AND l.token = s.lease_token
+         AND n.expires_at > {now}"
+    };
+}
+
+const STATUS_COLUMNS: &str = concat!(
+    "s.state, s.jid, s.push_name, s.error, s.qr, s.qr_expires_at, s.since,
+     CASE WHEN ",
+    owner_live!(),
+    " THEN s.node_id END"
+);
 
 /// The lease `l` of status row `s`, with its holder's node row `n`.
 const STATUS_JOINS: &str = "LEFT JOIN session_leases l ON l.session_id = s.tenant_id
@@ -498,15 +509,14 @@ impl Store {
     /// and metrics.
     pub async fn session_state_counts(&self) -> Result<Vec<(SessionState, i64)>> {
         let sql = self.with_now(&format!(
-            "SELECT CASE WHEN l.held > 0 AND l.owner_node = s.node_id
-                             AND l.token = s.lease_token AND n.expires_at > {{now}}
-                         THEN s.state
+            "SELECT CASE WHEN {live} THEN s.state
                          WHEN s.state = 'pairing' THEN 'unpaired'
                          WHEN s.state IN {WANTED} THEN 'disconnected'
                          ELSE s.state END AS shown,
                     COUNT(*)
                FROM session_status s {STATUS_JOINS}
-              GROUP BY shown"
+              GROUP BY shown",
+            live = owner_live!(),
         ));
         let rows: Vec<(SessionState, i64)> = sqlx::query_as(&sql).fetch_all(self.pool()).await?;
         Ok(rows)
@@ -591,13 +601,6 @@ impl Store {
             .fetch_all(self.writer())
             .await?;
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
-    }
-
-    /// How many sessions wait on the placement queue.
-    pub async fn count_queued_sessions(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM placement_queue")
-            .fetch_one(self.pool())
-            .await?)
     }
 
     /// Drops the session's queue row if a node holds its lease live (a row
