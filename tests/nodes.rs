@@ -723,7 +723,16 @@ async fn one_process_per_node_id() {
         .unwrap();
     assert_eq!(status.code(), Some(3), "{:?}", log.lock().unwrap());
     assert!(listening.try_recv().is_err(), "it never served");
-    let said = log.lock().unwrap().join("\n");
+    // The process has exited; its last lines may still be on their way
+    // from the pipe to the log.
+    let read_from = Instant::now();
+    let said = loop {
+        let said = log.lock().unwrap().join("\n");
+        if said.contains("NODE_ID node-a is in use") || read_from.elapsed() > STEP {
+            break said;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(said.contains("NODE_ID node-a is in use"), "{said}");
     println!(
         "a second process with a live NODE_ID refused after {:?}",
