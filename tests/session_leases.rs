@@ -420,6 +420,9 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
             .await
             .unwrap();
         ids.sort();
+        // Placement's count of what waits, taken rows included.
+        let counted = a.store.count_queued_sessions().await.unwrap();
+        assert_eq!(counted, ids.len() as i64, "{ids:?}");
         ids
     };
     let ids = |picked: &[usize]| {
@@ -454,6 +457,17 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
         1,
         "the rows node-a took are not given out again"
     );
+    // A row given back goes to the next taker at once.
+    a.store
+        .give_back_queued(a.instance(), &took[..1])
+        .await
+        .unwrap();
+    let given = b
+        .store
+        .take_queued_sessions(b.instance(), 5, LONG)
+        .await
+        .unwrap();
+    assert_eq!(sorted(given), sorted(took[..1].to_vec()));
     // As if they had been taken two minutes ago.
     sqlx::query("UPDATE placement_queue SET taken_at = taken_at - 120000")
         .execute(a.store.pool())

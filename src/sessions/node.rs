@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::Signal;
 use super::{Command, Mode, SessionError, Supervisor};
-use crate::store::cluster::{Claim, CommandKind, CommandRow, CommandStatus};
+use crate::store::cluster::{Claim, CommandKind, CommandRow, CommandStatus, NodeInfo};
 use crate::store::{DbKind, now_ms};
 use crate::tenants::TenantId;
 
@@ -49,8 +49,8 @@ const STARTING_AT_ONCE: usize = 64;
 const START_WINDOW: Duration = Duration::from_secs(30);
 /// The longest placement goes without walking every session, in case a
 /// freed one never reached the placement queue (a crash between two
-/// statements) or a balance drifted by pairings.
-const FULL_ROUND: Duration = Duration::from_secs(300);
+/// statements). Each walk reads every session row, so it is rare.
+const FULL_ROUND: Duration = Duration::from_secs(3600);
 /// Sessions handed over in one round.
 const HANDOVER_AT_ONCE: usize = 16;
 /// After a failed renewal, the next try comes this soon.
@@ -264,6 +264,23 @@ impl Placement {
     }
 }
 
+/// Node `i`'s share of `total` sessions spread over `nodes` nodes.
+fn share_of(total: i64, nodes: usize, i: usize) -> i64 {
+    let n = nodes as i64;
+    total / n + i64::from((i as i64) < total % n)
+}
+
+/// Whether node `me`, holding `mine`, holds more than its share of `total`
+/// while another of `nodes` holds less than its own.
+fn over_share(nodes: &[NodeInfo], me: usize, mine: i64, total: i64) -> bool {
+    let share = |i: usize| share_of(total, nodes.len(), i);
+    mine > share(me)
+        && nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != me && n.sessions < share(i))
+}
+
 /// A moment soon, with jitter, so that nodes woken together do not race
 /// for the same sessions.
 fn soon() -> Instant {
@@ -445,9 +462,11 @@ impl Supervisor {
 
     /// One round of placement; returns when to look again. A round reads
     /// the few node rows; only when something may have changed (a signal,
-    /// a node joined, left or lapsed, work left from the last round) does
-    /// it take sessions, and then from the placement queue, where freed
-    /// sessions wait: its cost follows the sessions that move. Once at
+    /// a node joined, left or lapsed, work left from the last round, a
+    /// node over its share by the counts the nodes report) does it take
+    /// sessions, and then from the placement queue, where freed sessions
+    /// wait: its cost follows the sessions that move. The sessions to
+    /// spread are those the live nodes report plus those queued. Once at
     /// start and then every `FULL_ROUND` it walks every session instead,
     /// from where the last look stopped, so taking N sessions in rounds of
     /// 64 reads each row about once.
@@ -463,9 +482,16 @@ impl Supervisor {
             round.dirty = true;
             self.bus().publish(Signal::Placement).await;
         }
-        let mut nodes = store.live_nodes().await?;
-        nodes.retain(|n| !n.leaving);
-        let Some(me) = nodes.iter().position(|n| n.id == self.node().as_str()) else {
+        let live = store.live_nodes().await?;
+        let me_id = self.node().as_str();
+        // Leaving nodes' sessions too: they are about to be queued.
+        let elsewhere: i64 = live
+            .iter()
+            .filter(|n| n.id != me_id)
+            .map(|n| n.sessions)
+            .sum();
+        let nodes: Vec<NodeInfo> = live.into_iter().filter(|n| !n.leaving).collect();
+        let Some(me) = nodes.iter().position(|n| n.id == me_id) else {
             return Ok(slow); // not registered yet
         };
         // A node that stops renewing is taken over the moment it lapses.
@@ -479,22 +505,26 @@ impl Supervisor {
             round.members = members;
             round.dirty = true;
         }
+        let (mine, starting) = self.placed();
         let walk = round.walk_due();
         if !round.dirty && !walk {
-            return Ok(slow);
+            // Pairings here may have put this node over its share.
+            if !over_share(&nodes, me, mine, mine + elsewhere) {
+                return Ok(slow);
+            }
+            round.dirty = true;
         }
-        let (mine, starting) = self.placed();
         if round.total.is_none() && walk {
             self.seed_statuses().await?;
         }
         let total = match round.total {
             Some(total) => total,
-            None => *round.total.insert(store.count_wanted_sessions().await?),
+            None if walk => *round.total.insert(store.count_wanted_sessions().await?),
+            None => *round
+                .total
+                .insert(mine + elsewhere + store.count_queued_sessions().await?),
         };
-        let share = |i: usize| {
-            let n = nodes.len() as i64;
-            total / n + i64::from((i as i64) < total % n)
-        };
+        let share = |i: usize| share_of(total, nodes.len(), i);
         let target = share(me);
         if mine < target {
             let room = (target - mine).min(STARTING_AT_ONCE.saturating_sub(starting) as i64);
@@ -512,10 +542,18 @@ impl Supervisor {
                     .await?
             };
             let took = free.len() as i64;
+            let mut busy = Vec::new();
             for tenant in free {
                 if self.local_commands(&tenant).is_none() {
                     self.ensure_running(&tenant, Mode::Resume);
+                } else {
+                    busy.push(tenant);
                 }
+            }
+            // Released here a moment ago, its task not yet gone: left for
+            // whoever takes it next, not held for `START_WINDOW`.
+            if !walk && !busy.is_empty() {
+                store.give_back_queued(self.instance(), &busy).await?;
             }
             if took > 0 {
                 tracing::info!(took, target, "took sessions");
@@ -534,11 +572,7 @@ impl Supervisor {
             round.settled(walk);
             return Ok(slow);
         }
-        let room_elsewhere = nodes
-            .iter()
-            .enumerate()
-            .any(|(i, n)| i != me && n.sessions < share(i));
-        if mine > target && room_elsewhere {
+        if over_share(&nodes, me, mine, total) {
             let give = ((mine - target) as usize).min(HANDOVER_AT_ONCE);
             let handles = self.hand_over(give);
             tracing::info!(sessions = handles.len(), target, "handing sessions over");
@@ -701,4 +735,48 @@ impl Supervisor {
 
 fn moved() -> SessionError {
     SessionError::Client("the session stopped on its node; try again".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, sessions: i64) -> NodeInfo {
+        NodeInfo {
+            id: id.to_owned(),
+            address: String::new(),
+            started_at: 0,
+            heartbeat_at: 0,
+            sessions,
+            leaving: false,
+        }
+    }
+
+    #[test]
+    fn shares_add_up_and_differ_by_one_at_most() {
+        for total in [0, 1, 2, 7, 10_000] {
+            for nodes in 1..5 {
+                let shares: Vec<i64> = (0..nodes).map(|i| share_of(total, nodes, i)).collect();
+                assert_eq!(shares.iter().sum::<i64>(), total, "{shares:?}");
+                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{shares:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_is_over_its_share_only_while_another_is_under_its_own() {
+        // 3 sessions on 2 nodes: node 0's share is 2, node 1's is 1.
+        let even = [node("a", 2), node("b", 1)];
+        assert!(!over_share(&even, 0, 2, 3));
+        assert!(!over_share(&even, 1, 1, 3));
+        // Pairings on b put it over: b hands over, a does not.
+        let skewed = [node("a", 1), node("b", 2)];
+        assert!(over_share(&skewed, 1, 2, 3));
+        assert!(!over_share(&skewed, 0, 1, 3));
+        // Over its share, but nobody else has room (counts not yet
+        // reported): nothing to hand over to.
+        let stale = [node("a", 5), node("b", 5)];
+        assert!(!over_share(&stale, 1, 5, 6));
+    }
 }

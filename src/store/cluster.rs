@@ -569,6 +569,15 @@ impl Store {
         .await?)
     }
 
+    /// How many sessions wait on the placement queue, taken or not (a
+    /// taken one is not yet counted by its taker's node row). Reads the
+    /// queue, so it costs what is waiting to move.
+    pub async fn count_queued_sessions(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(COUNT_QUEUED)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
     /// Up to `limit` sessions with a linked device that no live lease
     /// covers, by id, after `after` if given (where the last look stopped).
     pub async fn unplaced_sessions(
@@ -601,6 +610,23 @@ impl Store {
             .fetch_all(self.writer())
             .await?;
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
+    }
+
+    /// Puts rows `instance` took back on the queue for any node to take
+    /// at once: sessions it took but cannot start now (its own task for
+    /// one is still closing).
+    pub async fn give_back_queued(&self, instance: &str, tenants: &[TenantId]) -> Result<()> {
+        for tenant in tenants {
+            sqlx::query(
+                "UPDATE placement_queue SET taken_by = NULL, taken_at = NULL
+                  WHERE tenant_id = $1 AND taken_by = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(instance)
+            .execute(self.writer())
+            .await?;
+        }
+        Ok(())
     }
 
     /// Drops the session's queue row if a node holds its lease live (a row
@@ -832,6 +858,9 @@ pub(super) fn take_queued_sql(kind: DbKind) -> String {
         ),
     )
 }
+
+/// The sessions on the placement queue.
+pub(super) const COUNT_QUEUED: &str = "SELECT COUNT(*) FROM placement_queue";
 
 /// Tenants with commands nobody has taken yet.
 pub(super) const PENDING_COMMANDS: &str =

@@ -122,7 +122,7 @@ impl Store {
                 grows: Some(
                     "a walk over the linked sessions from where the last one stopped until \
                      `$1` free ones are found: a full pass when few are free. Placement walks \
-                     once at start and then every five minutes; other rounds take from the \
+                     once at start and then every hour; other rounds take from the \
                      placement queue",
                 ),
                 ..q(
@@ -141,6 +141,18 @@ impl Store {
                 cluster::take_queued_sql(kind),
                 vec![Text("wago:x"), Int(64), Int(30_000)],
                 &[&["placement_queue_by_time"]],
+            ),
+            // Reads the queue whole: the sessions waiting to move, which
+            // is why its cost follows them and not the tables.
+            q(
+                "sessions waiting on the placement queue",
+                cluster::COUNT_QUEUED.to_owned(),
+                vec![],
+                &[&[
+                    "placement_queue_pkey",
+                    "placement_queue_by_time",
+                    "sqlite_autoindex_placement_queue_1",
+                ]],
             ),
             q(
                 "a released session queued for placement",

@@ -328,6 +328,35 @@ pub async fn wait_all_connected(
     }
 }
 
+/// Waits until the node's counts by state show `n` sessions `connected`
+/// on live nodes, and returns how long that took. Reads one page of one
+/// tenant and the counts, not every session, so that waiting for many
+/// does not load the node being measured.
+pub async fn wait_connected_count(node: &Node, n: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, body) = node
+            .admin(reqwest::Method::GET, "/admin/tenants?limit=1", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let connected = body["counts"]
+            .as_array()
+            .expect("counts by state")
+            .iter()
+            .find(|c| c["state"] == "connected")
+            .map_or(0, |c| c["sessions"].as_u64().unwrap_or(0));
+        if connected as usize >= n {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{connected} of {n} sessions connected: {}",
+            body["counts"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// How often to list every tenant while waiting: often for a few, rarely
 /// for many, so that the listing does not load the node being measured.
 fn poll_every(tenants: usize) -> Duration {
