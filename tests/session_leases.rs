@@ -439,6 +439,7 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
         ids
     };
     assert_eq!(queued().await, ids(&[0, 1, 2]), "seeded as linked");
+    assert!(a.store.queue_waiting(LONG).await.unwrap());
 
     // One taker at a time; a take that is too old may be taken again.
     let took = a
@@ -457,11 +458,16 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
         1,
         "the rows node-a took are not given out again"
     );
+    assert!(
+        !a.store.queue_waiting(LONG).await.unwrap(),
+        "every row is taken"
+    );
     // A row given back goes to the next taker at once.
     a.store
         .give_back_queued(a.instance(), &took[..1])
         .await
         .unwrap();
+    assert!(a.store.queue_waiting(LONG).await.unwrap());
     let given = b
         .store
         .take_queued_sessions(b.instance(), 5, LONG)

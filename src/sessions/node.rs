@@ -508,8 +508,12 @@ impl Supervisor {
         let (mine, starting) = self.placed();
         let walk = round.walk_due();
         if !round.dirty && !walk {
-            // Pairings here may have put this node over its share.
-            if !over_share(&nodes, me, mine, mine + elsewhere) {
+            // Pairings here may have put this node over its share; or a
+            // session waits that the last rounds left (their counts were
+            // stale, or a signal was lost): look again, once a lease TTL.
+            if !over_share(&nodes, me, mine, mine + elsewhere)
+                && !store.queue_waiting(START_WINDOW).await?
+            {
                 return Ok(slow);
             }
             round.dirty = true;

@@ -612,6 +612,16 @@ impl Store {
         Ok(ids.into_iter().map(TenantId::from_raw).collect())
     }
 
+    /// Whether a session waits on the placement queue that a node may
+    /// take now: untaken, or taken more than `retake_after` ago.
+    pub async fn queue_waiting(&self, retake_after: Duration) -> Result<bool> {
+        let waiting: Option<i32> = sqlx::query_scalar(&queue_waiting_sql(self.kind()))
+            .bind(ttl_ms(retake_after))
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(waiting.is_some())
+    }
+
     /// Puts rows `instance` took back on the queue for any node to take
     /// at once: sessions it took but cannot start now (its own task for
     /// one is still closing).
@@ -856,6 +866,17 @@ pub(super) fn take_queued_sql(kind: DbKind) -> String {
             AND (taken_by IS NULL OR taken_at < {{now}} - $3)
          RETURNING tenant_id"
         ),
+    )
+}
+
+/// One row of the queue a node may take now (`$1`: the age after which a
+/// taken row may be taken again, in ms).
+pub(super) fn queue_waiting_sql(kind: DbKind) -> String {
+    with_now(
+        kind,
+        "SELECT 1 FROM placement_queue
+          WHERE taken_by IS NULL OR taken_at < {now} - $1
+          ORDER BY queued_at LIMIT 1",
     )
 }
 

@@ -142,6 +142,16 @@ impl Store {
                 vec![Text("wago:x"), Int(64), Int(30_000)],
                 &[&["placement_queue_by_time"]],
             ),
+            q(
+                "whether a session waits on the placement queue",
+                cluster::queue_waiting_sql(kind),
+                vec![Int(30_000)],
+                &[&[
+                    "placement_queue_pkey",
+                    "placement_queue_by_time",
+                    "sqlite_autoindex_placement_queue_1",
+                ]],
+            ),
             // Reads the queue whole: the sessions waiting to move, which
             // is why its cost follows them and not the tables.
             q(
