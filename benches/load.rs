@@ -18,13 +18,18 @@
 //!   (`BENCH_SENDS`, default 5,000), and request time p50/p99 at a fixed
 //!   `BENCH_RATE` per second (default 1,000) for five seconds; every send
 //!   is answered `sent` only once the sandbox acknowledged it, and the
-//!   recipient's inbox is counted: none lost, none twice; on Postgres, the
-//!   database commits per send (its own, its ack's and its receipts');
+//!   recipient's inbox is counted: none lost, none twice; and what one
+//!   send of the 32-in-flight run cost, its ack and receipts included:
+//!   the CPU of the `wago serve` process, and on Postgres the CPU of every
+//!   `postgres` process, the statements, round trips and pings on WAGO's
+//!   connections (read by a counting hop WAGO reaches the database
+//!   through, `support_db/wire.rs`) and the commits;
 //! - inbound messages (a sandbox phone's sends to the tenants' numbers, at
 //!   `BENCH_INBOUND` per second, default 500, for five seconds) to their
 //!   webhook's receipt, p50/p99, the receiver in a third process (this
 //!   bench's binary, run again as one); every message counted at the
-//!   receiver: none lost, none twice;
+//!   receiver: none lost, none twice; and the same costs per message as
+//!   for a send, its webhook delivery included;
 //! - webhook deliveries per second, for one tenant and across all: the
 //!   deliveries made so far are replayed (one tenant gets 2,000 more
 //!   messages first) and the receiver counts them arriving again.
@@ -38,6 +43,8 @@ mod support_db;
 mod support_nodes;
 #[path = "../tests/support_sandbox/mod.rs"]
 mod support_sandbox;
+#[path = "support_db/wire.rs"]
+mod wire;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -49,6 +56,7 @@ use sqlx::Connection;
 use support_db::env_or;
 use support_nodes::{Node, Tenant, create_tenants, pair_all, wait_connected_count};
 use support_sandbox::Control;
+use wire::{WireCounter, WireCounts};
 
 const RECIPIENT: &str = "628129990001";
 /// The phone that writes to every tenant's number.
@@ -127,7 +135,17 @@ async fn run(db: &str, dsn: &str, n: usize) {
     let sandbox = &sandbox.control;
     sandbox.create_phone(RECIPIENT).await;
     let settings = [("SEND_RATE_PER_MINUTE", "0"), ("API_RATE_LIMIT", "0")];
-    let mut node = Node::start_with("load", dsn, sandbox, &lease, &settings);
+    // On Postgres WAGO talks to the database through a counting hop.
+    let wire = match dsn.starts_with("postgres") {
+        true => Some(WireCounter::start(postgres_addr(dsn)).await),
+        false => None,
+    };
+    let node_dsn = wire.as_ref().map_or(dsn.to_owned(), |w| w.dsn(dsn));
+    let meter = Meter {
+        dsn,
+        wire: wire.as_ref(),
+    };
+    let mut node = Node::start_with("load", &node_dsn, sandbox, &lease, &settings);
     let label = format!("{db:8} | N = {n:>5}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base_rss = rss_kib(node.child.id());
@@ -180,7 +198,7 @@ async fn run(db: &str, dsn: &str, n: usize) {
             .expect("kill");
         let _ = node.child.wait();
         let stopped = Instant::now();
-        node = Node::start_with("load", dsn, sandbox, &lease, &settings);
+        node = Node::start_with("load", &node_dsn, sandbox, &lease, &settings);
         // The database is this run's own: every session in it is ours.
         wait_connected_count(&node, n, Duration::from_secs(900)).await;
         let back = stopped.elapsed().as_secs_f64();
@@ -194,7 +212,7 @@ async fn run(db: &str, dsn: &str, n: usize) {
     // Sends.
     let sends: usize = env_or("BENCH_SENDS", "5000").parse().expect("BENCH_SENDS");
     let inbox_before = inbox(sandbox).await;
-    let commits_before = commits(dsn).await;
+    let work_before = meter.read(node.child.id()).await;
     progress(&format!("{db}: {sends} sends, 32 in flight"));
     let started = Instant::now();
     let times = send_many(&node, &tenants, sends, 32, None).await;
@@ -203,6 +221,13 @@ async fn run(db: &str, dsn: &str, n: usize) {
         "{label} | /send-text, 32 in flight: {rate:.0}/s{}, {}",
         versus(rate, 5000.0, "/s", true),
         summary(&times)
+    );
+    // The acks' and receipts' own work lands within moments.
+    tokio::time::sleep(SETTLE).await;
+    let work = meter.read(node.child.id()).await;
+    println!(
+        "{label} | per send (its ack and receipts included): {}",
+        work_before.per(&work, sends)
     );
     let per_second: f64 = env_or("BENCH_RATE", "1000").parse().expect("BENCH_RATE");
     let count = (per_second * 5.0) as usize;
@@ -216,19 +241,19 @@ async fn run(db: &str, dsn: &str, n: usize) {
     );
     let accepted = sends + count;
     check_inbox(sandbox, inbox_before, accepted, &label).await;
-    if let (Some(before), Some(after)) = (commits_before, commits(dsn).await) {
-        println!(
-            "{label} | database commits per send (sends, acks and receipts): {:.2}",
-            (after - before) as f64 / accepted as f64
-        );
-    }
-    inbound(&node, sandbox, &tenants, &label).await;
+    inbound(&node, sandbox, &tenants, &label, &meter).await;
     drop(node);
 }
 
 /// A phone writes to the tenants' numbers at a fixed rate; each message's
 /// time from the phone's send to its webhook's arrival at the receiver.
-async fn inbound(node: &Node, sandbox: &Control, tenants: &[Tenant], label: &str) {
+async fn inbound(
+    node: &Node,
+    sandbox: &Control,
+    tenants: &[Tenant],
+    label: &str,
+    meter: &Meter<'_>,
+) {
     let receiver = receiver::Process::start();
     sandbox.create_phone(WRITER).await;
     for tenant in tenants {
@@ -248,6 +273,7 @@ async fn inbound(node: &Node, sandbox: &Control, tenants: &[Tenant], label: &str
         .expect("BENCH_INBOUND");
     let count = (per_second * 5.0) as usize;
     progress(&format!("inbound: {count} messages at {per_second}/s"));
+    let work_before = meter.read(node.child.id()).await;
     let started = Instant::now();
     let sent: Vec<(String, u128)> = futures_util::stream::iter(0..count)
         .map(|i| async move {
@@ -289,6 +315,12 @@ async fn inbound(node: &Node, sandbox: &Control, tenants: &[Tenant], label: &str
         at(0.99),
         versus(at(0.99), 50.0, "ms at p99", false),
         latencies.len()
+    );
+    tokio::time::sleep(SETTLE).await;
+    let work = meter.read(node.child.id()).await;
+    println!(
+        "{label} | per inbound message (its webhook delivery included): {}",
+        work_before.per(&work, count)
     );
 
     // One tenant gets more to deliver, then deliveries are replayed.
@@ -590,6 +622,93 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn ticks_per_second() -> f64 {
     100.0 // USER_HZ on Linux
+}
+
+/// How long the work of a phase goes on after its last answer (acks,
+/// receipts, webhook bookkeeping), and how long Postgres takes to publish
+/// its statistics.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Reads what the server and its database did so far.
+struct Meter<'a> {
+    /// The database, reached directly (the statistics are read here).
+    dsn: &'a str,
+    /// The hop WAGO's connections go through (Postgres only).
+    wire: Option<&'a WireCounter>,
+}
+
+/// The work done up to a moment.
+struct Reading {
+    wago_ticks: u64,
+    postgres_ticks: u64,
+    wire: Option<WireCounts>,
+    commits: Option<i64>,
+}
+
+impl Meter<'_> {
+    async fn read(&self, wago: u32) -> Reading {
+        Reading {
+            wago_ticks: cpu_ticks(wago),
+            postgres_ticks: self.wire.map_or(0, |_| postgres_ticks()),
+            wire: self.wire.map(WireCounter::counts),
+            commits: commits(self.dsn).await,
+        }
+    }
+}
+
+impl Reading {
+    /// The work from this reading to `after`, per one of `units`.
+    fn per(&self, after: &Reading, units: usize) -> String {
+        let units = units as f64;
+        let us = |ticks: u64| ticks as f64 / ticks_per_second() / units * 1e6;
+        let mut parts = vec![format!(
+            "WAGO {:.0} us CPU",
+            us(after.wago_ticks - self.wago_ticks)
+        )];
+        if let (Some(before), Some(now)) = (self.wire, after.wire) {
+            let wire = now - before;
+            parts.push(format!(
+                "Postgres {:.0} us CPU",
+                us(after.postgres_ticks - self.postgres_ticks)
+            ));
+            parts.push(format!(
+                "{:.2} statements, {:.2} round trips ({:.2} of them pings)",
+                wire.statements as f64 / units,
+                wire.round_trips as f64 / units,
+                wire.pings as f64 / units
+            ));
+        }
+        if let (Some(before), Some(now)) = (self.commits, after.commits) {
+            parts.push(format!("{:.2} commits", (now - before) as f64 / units));
+        }
+        parts.join(", ")
+    }
+}
+
+/// CPU ticks every `postgres` process on this machine used so far.
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .map(cpu_ticks)
+        .sum()
+}
+
+/// The address of the Postgres server in `dsn`.
+fn postgres_addr(dsn: &str) -> std::net::SocketAddr {
+    let url = url::Url::parse(dsn).expect("a Postgres URL");
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(5432);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .expect("the Postgres host resolves")
+        .next()
+        .expect("an address")
 }
 
 /// Transactions committed in the bench's Postgres database so far (the
