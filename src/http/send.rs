@@ -241,14 +241,10 @@ async fn deliver(
     tracing::info!(tenant_id = %tenant, message_id = %row.message_id, "send accepted");
     if !connected {
         // Sent when the session connects, on whichever node runs it.
-        state.sessions.submit(tenant, &row.message_id, None).await?;
+        state.sessions.submit(tenant, &row, None).await?;
         return Ok(answer(&row));
     }
-    match state
-        .sessions
-        .submit(tenant, &row.message_id, Some(SEND_WAIT))
-        .await
-    {
+    match state.sessions.submit(tenant, &row, Some(SEND_WAIT)).await {
         // The session told how it went.
         Ok(SendOutcome::Settled(Some(status))) => Ok(answer(&OutboundMessage { status, ..row })),
         Ok(SendOutcome::Settled(None)) => Ok(answer(&refreshed(state, tenant, row).await?)),

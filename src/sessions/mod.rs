@@ -82,11 +82,12 @@ pub(crate) enum Command {
     Wake,
     /// A node waits for this send's outcome: announce it when settled.
     Watch(String),
-    /// Sends are waiting; `reply` hears how the one with this WhatsApp id
-    /// went, or that the number's pace holds it back.
+    /// A send was accepted here: its row, as written, so the queue need
+    /// not read it back. `reply`, when someone waits, hears how it went or
+    /// that the number's pace holds it back.
     Send {
-        message_id: String,
-        reply: oneshot::Sender<Result<SendOutcome, SessionError>>,
+        row: crate::store::messages::OutboundMessage,
+        reply: Option<oneshot::Sender<Result<SendOutcome, SessionError>>>,
     },
     PairCode {
         phone: String,

@@ -10,6 +10,7 @@ use super::supervisor::{QR_WAIT, REREAD};
 use super::{Command, Mode, Qr, SendOutcome, SessionError, SessionState, Signal, Supervisor};
 use crate::store::SessionId;
 use crate::store::cluster::{CommandKind, CommandStatus};
+use crate::store::messages::OutboundMessage;
 use crate::tenants::TenantId;
 use crate::types::MessageStatus;
 
@@ -156,24 +157,36 @@ impl Supervisor {
 
     /// Hands an accepted send to the session, wherever it runs, and waits
     /// up to `wait` for WhatsApp's answer, or until the number's pace holds
-    /// it back. `Timeout` while it is still queued.
+    /// it back. `Timeout` while it is still queued. A session running here
+    /// is handed the row itself; elsewhere, its node reads it.
     pub(crate) async fn submit(
         &self,
         tenant: &TenantId,
-        message_id: &str,
+        row: &OutboundMessage,
         wait: Option<Duration>,
     ) -> Result<SendOutcome, SessionError> {
+        let message_id = row.message_id.as_str();
         if let Some(commands) = self.local_commands(tenant) {
             let Some(wait) = wait else {
-                // A full channel already holds a wake-up.
-                let _ = commands.try_send(Command::Wake);
+                let send = Command::Send {
+                    row: row.clone(),
+                    reply: None,
+                };
+                // A full channel already holds work: the queue reads the
+                // database before it sleeps again.
+                if commands.try_send(send).is_err() {
+                    let _ = commands.try_send(Command::Wake);
+                }
                 return Ok(SendOutcome::Settled(None));
             };
             let asked = async {
                 let (reply, outcome) = oneshot::channel();
-                let message_id = message_id.to_owned();
+                let send = Command::Send {
+                    row: row.clone(),
+                    reply: Some(reply),
+                };
                 commands
-                    .send(Command::Send { message_id, reply })
+                    .send(send)
                     .await
                     .map_err(|_| SessionError::NotConnected)?;
                 outcome.await.map_err(|_| SessionError::NotConnected)?

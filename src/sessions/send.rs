@@ -33,18 +33,18 @@ type Reply = oneshot::Sender<Result<SendOutcome, SessionError>>;
 
 /// What the session task tells its queue.
 pub(super) enum QueueSignal {
-    /// Rows are waiting; `Some` when someone waits for one send's outcome.
-    Wake(Option<Waiter>),
+    /// Rows may be waiting in the database.
+    Wake,
+    /// A send accepted on this node: its row as written, and whoever waits
+    /// for its outcome.
+    Accepted {
+        row: OutboundMessage,
+        reply: Option<Reply>,
+    },
     /// A node waits for this send's outcome: announce it when settled.
     Watch(String),
     /// The server's answer to a sent message: `error` is its nack code.
     Acked { id: String, error: Option<String> },
-}
-
-/// Someone waiting for one send's outcome.
-pub(super) struct Waiter {
-    pub message_id: String,
-    pub reply: Reply,
 }
 
 pub(super) struct SendQueue {
@@ -71,6 +71,43 @@ struct Pending {
     in_flight: HashMap<String, Instant>,
     /// Sends another node waits for: their outcome is announced.
     watched: HashSet<String>,
+    /// Rows handed over as they were accepted here, not yet sent: the
+    /// next round sends them without reading the database.
+    fresh: Vec<OutboundMessage>,
+    /// The sends settled lately, so that a row handed over after the queue
+    /// already read, sent and settled it does not go twice.
+    settled: Recent,
+}
+
+/// Rows handed over and waiting at most; beyond that the queue reads the
+/// database (which holds them all).
+const FRESH: usize = 256;
+
+/// The ids of the last [`Recent::CAPACITY`] settled sends, and how each
+/// went.
+#[derive(Default)]
+struct Recent {
+    order: std::collections::VecDeque<String>,
+    status: HashMap<String, MessageStatus>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 1024;
+
+    fn insert(&mut self, id: String, status: MessageStatus) {
+        if self.status.insert(id.clone(), status).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.status.remove(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<MessageStatus> {
+        self.status.get(id).copied()
+    }
 }
 
 /// Acks recorded in one batch at most.
@@ -94,6 +131,7 @@ impl SendQueue {
             if !self.connected() {
                 // Unacknowledged sends go again after the reconnect.
                 pending.in_flight.clear();
+                pending.fresh.clear();
                 fail_all(&mut pending.waiters);
                 stale = true;
                 if self.idle(&mut pending, None).await.is_none() {
@@ -106,7 +144,7 @@ impl SendQueue {
                 .in_flight
                 .retain(|_, since| since.elapsed() < ACK_WAIT);
             stale |= pending.in_flight.len() < before;
-            if !stale {
+            if !stale && pending.fresh.is_empty() {
                 // An idle queue sleeps until woken: by a send accepted here
                 // or on another node, by a reconnect, or by the node's
                 // sweep for a lost wake-up. Only a send awaiting its ack
@@ -122,19 +160,30 @@ impl SendQueue {
                 }
                 continue;
             }
-            let rows = match self.store.queued_outbound(&self.tenant, BATCH).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the send queue");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+            let rows = if stale {
+                // Whatever was handed over so far is committed, so this
+                // read returns it too (or, when full, a later one does).
+                pending.fresh.clear();
+                let rows = match self.store.queued_outbound(&self.tenant, BATCH).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the send queue");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                stale = rows.len() as i64 == BATCH;
+                self.settle_strays(&mut pending, &rows).await;
+                rows
+            } else {
+                std::mem::take(&mut pending.fresh)
             };
-            stale = rows.len() as i64 == BATCH;
-            self.settle_strays(&mut pending, &rows).await;
             let rows: Vec<OutboundMessage> = rows
                 .into_iter()
-                .filter(|r| !pending.in_flight.contains_key(&r.message_id))
+                .filter(|r| {
+                    !pending.in_flight.contains_key(&r.message_id)
+                        && pending.settled.get(&r.message_id).is_none()
+                })
                 .collect();
             for (i, row) in rows.iter().enumerate() {
                 while let Ok(signal) = self.signals.try_recv() {
@@ -257,11 +306,27 @@ impl SendQueue {
 
     async fn handle_one(&self, pending: &mut Pending, signal: QueueSignal) -> bool {
         match signal {
-            QueueSignal::Wake(None) => return true,
-            // Answered when its ack comes, or by the next read if its row
-            // is no longer queued.
-            QueueSignal::Wake(Some(waiter)) => {
-                pending.waiters.insert(waiter.message_id, waiter.reply);
+            QueueSignal::Wake => return true,
+            QueueSignal::Accepted { row, reply } => {
+                if let Some(status) = pending.settled.get(&row.message_id) {
+                    // Read, sent and settled before it was handed over.
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(SendOutcome::Settled(Some(status))));
+                    }
+                    return false;
+                }
+                // Answered when its ack comes, or by a read that finds its
+                // row no longer queued.
+                if let Some(reply) = reply {
+                    pending.waiters.insert(row.message_id.clone(), reply);
+                }
+                if pending.in_flight.contains_key(&row.message_id) {
+                    return false;
+                }
+                if pending.fresh.len() < FRESH {
+                    pending.fresh.push(row);
+                    return false;
+                }
                 return true;
             }
             // Another node accepted a send and asks to hear how it went.
@@ -343,6 +408,13 @@ impl SendQueue {
         }
         for (i, (id, error)) in acks.into_iter().enumerate() {
             pending.in_flight.remove(&id);
+            if recorded.is_ok() {
+                let status = match &error {
+                    None => MessageStatus::Sent,
+                    Some(_) => MessageStatus::Failed,
+                };
+                pending.settled.insert(id.clone(), status);
+            }
             let outcome = match &recorded {
                 Ok(advanced) => {
                     let advanced = advanced.get(i).copied();

@@ -25,7 +25,7 @@ use whatsapp_rust::pair_code::PairCodeOptions;
 use super::bus::{Bus, Signal as BusSignal};
 use super::client::{self, Forward, StateEvents};
 use super::inbound::Inbound;
-use super::send::{QueueSignal, SendQueue, Waiter};
+use super::send::{QueueSignal, SendQueue};
 use super::stores::ProtocolStores;
 use super::transport::Fence;
 use super::{Command, Mode, Qr, SessionError, SessionSettings, SessionState, SessionStatus};
@@ -321,11 +321,9 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
                 None => break Ok(Ended::Stopped),
                 Some(command @ (Command::Wake | Command::Send { .. } | Command::Watch(_))) => {
                     let signal = match command {
-                        Command::Send { message_id, reply } => {
-                            QueueSignal::Wake(Some(Waiter { message_id, reply }))
-                        }
+                        Command::Send { row, reply } => QueueSignal::Accepted { row, reply },
                         Command::Watch(message_id) => QueueSignal::Watch(message_id),
-                        _ => QueueSignal::Wake(None),
+                        _ => QueueSignal::Wake,
                     };
                     if signals.send(signal).await.is_err() {
                         break Err(SessionError::Client("the send queue stopped".into()));
