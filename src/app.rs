@@ -83,9 +83,10 @@ impl App {
             Some(_) => None,
             None => first_admin_token(&store).await?,
         };
-        if let Some(raw) = &config.api_key {
-            ensure_api_key_tenant(&store, raw.expose()).await?;
-        }
+        let keys_replaced = match &config.api_key {
+            Some(raw) => ensure_api_key_tenant(&store, raw.expose()).await?,
+            None => false,
+        };
         if let Some(url) = &config.webhook_url {
             set_operator_webhook(&store, url, config.webhook_secret.as_ref()).await?;
         }
@@ -115,6 +116,9 @@ impl App {
             session_settings(config),
             sessions_stop.clone(),
         );
+        if keys_replaced {
+            sessions.bus().publish(crate::sessions::Signal::Keys).await;
+        }
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -133,6 +137,7 @@ impl App {
             sessions,
             api_rate: config.api_rate,
             login_limiter: crate::http::admin_ui::login_limiter(),
+            keys: Default::default(),
         };
         let listen_url = match &config.dsn {
             Dsn::Postgres(url) => Some(url.clone()),
@@ -194,6 +199,12 @@ impl App {
             tokio::spawn(async move { sessions.run_node(address, self.listen_url, stop).await })
         };
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let keys = {
+            let keys = self.state.keys.clone();
+            let signals = sessions.bus().subscribe();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { keys.follow(signals, stop).await })
+        };
         let metrics = self.metrics_listener.map(|listener| {
             let router = crate::metrics::listener_router(self.state.clone());
             let stop = shutdown.clone();
@@ -224,6 +235,7 @@ impl App {
             .bus()
             .publish(crate::sessions::Signal::Placement)
             .await;
+        let _ = keys.await;
         if let Err(e) = dispatcher.await {
             tracing::error!(error = %e, "webhook dispatcher ended abnormally");
         }
@@ -356,7 +368,9 @@ async fn set_operator_webhook(
         .await
 }
 
-async fn ensure_api_key_tenant(store: &Store, raw: &str) -> Result<(), StartupError> {
+/// True when `API_KEY` replaced the tenant's key: other nodes may still
+/// remember the old one.
+async fn ensure_api_key_tenant(store: &Store, raw: &str) -> Result<bool, StartupError> {
     let key = ApiKey::from_presented(raw)
         .ok_or_else(|| StartupError::ApiKey("must be 1 to 512 characters".into()))?;
     let name = TenantName::parse(DEFAULT_TENANT).map_err(StartupError::ApiKey)?;
@@ -370,5 +384,5 @@ async fn ensure_api_key_tenant(store: &Store, raw: &str) -> Result<(), StartupEr
     if changed {
         tracing::info!(tenant_id = %tenant.id, "API_KEY is now the key of tenant \"default\"");
     }
-    Ok(())
+    Ok(changed)
 }

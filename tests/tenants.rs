@@ -16,6 +16,73 @@ db_tests!(
     health_reports_the_database,
 );
 
+/// Nodes remember keys; a key that stops working stops on every node at
+/// once: the next request after the change, on another node, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stops_working_on_every_node_at_once() {
+    let db = TestDb::postgres().await;
+    let a = TestApp::spawn(&db, &[("NODE_ID", "node-a"), ("API_KEY", "first-env-key")]).await;
+    let b = TestApp::spawn(&db, &[("NODE_ID", "node-b")]).await;
+    let (id, first) = a.create_tenant("everywhere").await;
+    let second: Value = a
+        .admin_json(Method::POST, &format!("/admin/tenants/{id}/keys"))
+        .await
+        .1;
+    let second = second["api_key"].as_str().unwrap().to_owned();
+    let first_id = a
+        .admin_json(Method::GET, &format!("/admin/tenants/{id}"))
+        .await
+        .1["keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Each key known to node B, so remembered there.
+    for key in [&first, &second, "first-env-key"] {
+        assert_eq!(b.tenant_get(key, "/messages").await.0, 200);
+        assert_eq!(b.tenant_get(key, "/messages").await.0, 200);
+    }
+
+    let revoked = a
+        .admin(
+            Method::DELETE,
+            &format!("/admin/tenants/{id}/keys/{first_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        b.tenant_get(&first, "/messages").await.0,
+        401,
+        "revoked on A"
+    );
+    assert_eq!(b.tenant_get(&second, "/messages").await.0, 200);
+
+    let deleted = a
+        .admin(Method::DELETE, &format!("/admin/tenants/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        b.tenant_get(&second, "/messages").await.0,
+        401,
+        "deleted on A"
+    );
+
+    // A node started with another API_KEY replaces the old one everywhere.
+    a.stop().await;
+    let c = TestApp::spawn(&db, &[("NODE_ID", "node-c"), ("API_KEY", "second-env-key")]).await;
+    assert_eq!(
+        b.tenant_get("first-env-key", "/messages").await.0,
+        401,
+        "replaced on C"
+    );
+    assert_eq!(b.tenant_get("second-env-key", "/messages").await.0, 200);
+    c.stop().await;
+    b.stop().await;
+}
+
 async fn tenant_lifecycle(db: TestDb) {
     let app = TestApp::spawn(&db, &[]).await;
     let (id, key) = app.create_tenant("acme").await;

@@ -362,6 +362,7 @@ async fn delete_tenant(
     if !state.store.delete_tenant(&tenant).await? {
         return Err(ApiError::not_found("tenant"));
     }
+    state.keys_changed().await;
     tracing::info!(tenant_id = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -422,6 +423,7 @@ async fn revoke_key(
     if !state.store.revoke_key(&tenant.tenant_id(), &key_id).await? {
         return Err(ApiError::not_found("live key"));
     }
+    state.keys_changed().await;
     tracing::info!(tenant_id = %tenant.id, key_id = %key_id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

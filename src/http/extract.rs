@@ -33,8 +33,8 @@ impl FromRequestParts<AppState> for TenantAuth {
             .ok_or(ApiError::Unauthorized(MISSING_KEY))?;
         let hash = presented.hash();
         let owner = state
-            .store
-            .find_key_owner(&hash)
+            .keys
+            .owner(&state.store, &hash)
             .await?
             .filter(|owner| owner.key_hash.matches(&hash))
             .ok_or(ApiError::Unauthorized(BAD_KEY))?;
@@ -45,6 +45,7 @@ impl FromRequestParts<AppState> for TenantAuth {
             // Bookkeeping only: the request does not wait for it.
             let store = state.store.clone();
             let key_id = owner.key_id.clone();
+            state.keys.used(&hash, crate::store::now_ms());
             tokio::spawn(async move {
                 if let Err(e) = store.touch_key(&key_id).await {
                     tracing::warn!(error = %e, "could not record key use");

@@ -10,6 +10,7 @@ mod admin_tenant;
 pub mod admin_ui;
 pub mod error;
 pub mod extract;
+pub mod key_cache;
 mod messages;
 pub mod openapi;
 mod rate_limit;
@@ -52,6 +53,21 @@ pub struct AppState {
     pub api_rate: crate::config::ApiRate,
     /// Admin sign-in attempts (`admin_ui::login_limiter`).
     pub login_limiter: std::sync::Arc<governor::DefaultDirectRateLimiter>,
+    /// Tenant API keys, remembered (`key_cache.rs`).
+    pub keys: std::sync::Arc<key_cache::KeyCache>,
+}
+
+impl AppState {
+    /// After a change that makes keys stop working: this node forgets
+    /// them before the caller answers, every other node when the bus
+    /// brings the news.
+    pub async fn keys_changed(&self) {
+        self.keys.forget_all();
+        self.sessions
+            .bus()
+            .publish(crate::sessions::Signal::Keys)
+            .await;
+    }
 }
 
 /// Every route, as the tenant API (behind the per-key rate limit) and the

@@ -48,6 +48,9 @@ pub enum Signal {
     /// Sessions were released, or a node joined or left: placement looks
     /// again.
     Placement,
+    /// API keys stopped working (revoked, their tenant deleted, or
+    /// replaced): nodes forget the keys they remember.
+    Keys,
     /// Signals may have been lost (the listener reconnected): look at
     /// everything again.
     Resync,
