@@ -19,6 +19,7 @@ mod device;
 mod msg_secrets;
 mod protocol_store;
 mod signal;
+mod tc_tokens;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct SessionStore {
     session: SessionId,
     /// Once revoked, every write is refused (see `fence.rs`).
     revoked: Revocation,
+    /// The tc-tokens read lately (`tc_tokens.rs`).
+    tc_tokens: Arc<tc_tokens::TcTokens>,
 }
 
 impl fmt::Debug for SessionStore {
@@ -112,6 +115,7 @@ impl Store {
             store: self.clone(),
             session,
             revoked: Revocation::default(),
+            tc_tokens: Default::default(),
         }
     }
 

@@ -322,20 +322,26 @@ impl ProtocolStore for SessionStore {
     }
 
     async fn get_tc_token(&self, jid: &str) -> Result<Option<TcTokenEntry>> {
+        if let Some(known) = self.tc_tokens.get(jid) {
+            return Ok(known);
+        }
+        let read_at = self.tc_tokens.generation();
         let query = sqlx::query(
             "SELECT token, token_timestamp_secs, sender_timestamp_secs FROM wa_tc_tokens
              WHERE session_id = $1 AND jid = $2",
         )
         .bind(self.id())
         .bind(jid);
-        let Some(row) = self.fetch_optional(query).await? else {
-            return Ok(None);
+        let entry = match self.fetch_optional(query).await? {
+            None => None,
+            Some(row) => Some(TcTokenEntry {
+                token: column(&row, 0)?,
+                token_timestamp: column(&row, 1)?,
+                sender_timestamp: column(&row, 2)?,
+            }),
         };
-        Ok(Some(TcTokenEntry {
-            token: column(&row, 0)?,
-            token_timestamp: column(&row, 1)?,
-            sender_timestamp: column(&row, 2)?,
-        }))
+        self.tc_tokens.fill(jid, entry.clone(), read_at);
+        Ok(entry)
     }
 
     async fn put_tc_token(&self, jid: &str, entry: &TcTokenEntry) -> Result<()> {
@@ -345,16 +351,18 @@ impl ProtocolStore for SessionStore {
             .bind(entry.token.as_slice())
             .bind(entry.token_timestamp)
             .bind(entry.sender_timestamp);
-        self.execute(query).await?;
-        Ok(())
+        let written = self.execute(query).await;
+        self.tc_tokens.forget(jid);
+        written.map(drop)
     }
 
     async fn delete_tc_token(&self, jid: &str) -> Result<()> {
         let query = sqlx::query("DELETE FROM wa_tc_tokens WHERE session_id = $1 AND jid = $2")
             .bind(self.id())
             .bind(jid);
-        self.execute(query).await?;
-        Ok(())
+        let written = self.execute(query).await;
+        self.tc_tokens.forget(jid);
+        written.map(drop)
     }
 
     async fn get_all_tc_token_jids(&self) -> Result<Vec<String>> {
@@ -372,7 +380,9 @@ impl ProtocolStore for SessionStore {
             .bind(self.id())
             .bind(token_cutoff)
             .bind(sender_cutoff);
-        Ok(count(self.execute(query).await?))
+        let written = self.execute(query).await;
+        self.tc_tokens.forget_all();
+        Ok(count(written?))
     }
 
     async fn touch_tc_token_sender_timestamp(
@@ -385,8 +395,9 @@ impl ProtocolStore for SessionStore {
             .bind(jid)
             .bind(&[] as &[u8])
             .bind(sender_timestamp);
-        self.execute(query).await?;
-        Ok(())
+        let written = self.execute(query).await;
+        self.tc_tokens.forget(jid);
+        written.map(drop)
     }
 
     async fn store_received_tc_token(
@@ -400,8 +411,9 @@ impl ProtocolStore for SessionStore {
             .bind(jid)
             .bind(token)
             .bind(token_timestamp);
-        self.execute(query).await?;
-        Ok(())
+        let written = self.execute(query).await;
+        self.tc_tokens.forget(jid);
+        written.map(drop)
     }
 
     /// Unlike the in-memory store there is no cap on the count: rows live
