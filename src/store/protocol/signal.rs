@@ -133,18 +133,36 @@ impl SignalStore for SessionStore {
             .transpose()
     }
 
-    /// The result keeps the order of `ids`.
+    /// The result keeps the order of `ids`. The client asks for the keys
+    /// it uploaded, numbered in a row: one range read each run of them.
     async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
-        let list = InList {
-            template: "SELECT prekey_id, record FROM wa_prekeys
-                        WHERE session_id = $1 AND prekey_id IN ({in})",
-            scope: None,
+        let rows = match id_runs(ids) {
+            Some(runs) => {
+                let mut rows = Vec::new();
+                for (first, last) in runs {
+                    let query = sqlx::query(
+                        "SELECT prekey_id, record FROM wa_prekeys
+                          WHERE session_id = $1 AND prekey_id BETWEEN $2 AND $3",
+                    )
+                    .bind(self.id())
+                    .bind(i64::from(first))
+                    .bind(i64::from(last));
+                    rows.extend(self.fetch_all(query).await?);
+                }
+                rows
+            }
+            None => {
+                let list = InList {
+                    template: "SELECT prekey_id, record FROM wa_prekeys
+                                WHERE session_id = $1 AND prekey_id IN ({in})",
+                    scope: None,
+                };
+                self.fetch_in(&list, ids, |q, id| q.bind(i64::from(*id)))
+                    .await?
+            }
         };
         let mut found = HashMap::with_capacity(ids.len());
-        for row in self
-            .fetch_in(&list, ids, |q, id| q.bind(i64::from(*id)))
-            .await?
-        {
+        for row in rows {
             let id: u32 = narrow(column(&row, 0)?, "prekey id")?;
             found.insert(id, Bytes::from(column::<Vec<u8>>(&row, 1)?));
         }
@@ -156,6 +174,28 @@ impl SignalStore for SessionStore {
 
     /// UPDATE only: a key consumed since the upload began stays deleted.
     async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if let Some(runs) = id_runs(ids) {
+            let mut conn = self.writer_conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(super::db_error)?;
+            for (first, last) in runs {
+                sqlx::query(
+                    "UPDATE wa_prekeys SET uploaded = 1
+                      WHERE session_id = $1 AND prekey_id BETWEEN $2 AND $3",
+                )
+                .bind(self.id())
+                .bind(i64::from(first))
+                .bind(i64::from(last))
+                .execute(&mut *tx)
+                .await
+                .map_err(super::db_error)?;
+            }
+            return tx.commit().await.map_err(super::db_error);
+        }
         let list = InList {
             template: "UPDATE wa_prekeys SET uploaded = 1
                         WHERE session_id = $1 AND prekey_id IN ({in})",
@@ -231,5 +271,54 @@ impl SignalStore for SessionStore {
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
         self.delete_blob(&SENDER_KEYS, address).await
+    }
+}
+
+/// Runs of ids counted without a gap, as `(first, last)`, when there are
+/// few: a range of the primary key is read the same way whatever the
+/// table's size or statistics, where a long `IN` list may be planned as a
+/// scan. `None` for ids too scattered to read as ranges.
+fn id_runs(ids: &[u32]) -> Option<Vec<(u32, u32)>> {
+    const MOST: usize = 4;
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for id in sorted {
+        if let Some((_, last)) = runs.last_mut()
+            && last.checked_add(1) == Some(id)
+        {
+            *last = id;
+        } else if runs.len() == MOST {
+            return None;
+        } else {
+            runs.push((id, id));
+        }
+    }
+    Some(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_runs;
+
+    #[test]
+    fn ids_in_a_row_read_as_ranges_and_scattered_ids_do_not() {
+        assert_eq!(id_runs(&[]), Some(vec![]));
+        assert_eq!(id_runs(&[7, 5, 6, 6]), Some(vec![(5, 7)]));
+        // Numbering wrapped around: two runs.
+        assert_eq!(
+            id_runs(&[16_777_214, 16_777_215, 1, 2]),
+            Some(vec![(1, 2), (16_777_214, 16_777_215)])
+        );
+        assert_eq!(
+            id_runs(&[1, 3, 5, 7]),
+            Some(vec![(1, 1), (3, 3), (5, 5), (7, 7)])
+        );
+        assert_eq!(id_runs(&[1, 3, 5, 7, 9]), None);
+        assert_eq!(
+            id_runs(&[u32::MAX, 0]),
+            Some(vec![(0, 0), (u32::MAX, u32::MAX)])
+        );
     }
 }
