@@ -61,6 +61,17 @@ impl Node {
         claim.await.unwrap()
     }
 
+    /// After another node cut this node's connections. Its own fence
+    /// closed before that (its claim lapsed by its clock first), and here
+    /// opens again as if its clock were wrong: what it does next reaches
+    /// the database's half of fencing, which must refuse it alone. The
+    /// connections cut meanwhile are not used again.
+    fn was_cut_off(&self) {
+        let fence = self.store.write_fence();
+        fence.close();
+        fence.open_until(std::time::Instant::now() + LONG);
+    }
+
     async fn expires_at(&self) -> i64 {
         sqlx::query_scalar("SELECT expires_at FROM nodes WHERE id = $1")
             .bind(self.id.as_str())
@@ -147,6 +158,7 @@ async fn a_lapsed_node_is_fenced_before_its_sessions_are_taken(db: TestDb) {
     );
     assert_eq!(b.store.fence_lapsed_nodes().await.unwrap(), 1);
     assert_eq!(b.store.fence_lapsed_nodes().await.unwrap(), 0, "once");
+    a.was_cut_off();
     let new = b.acquire().await.expect("a fenced node's lease");
     assert_eq!(new.token(), 2, "a takeover gets the next token");
 
@@ -198,6 +210,7 @@ async fn a_second_process_cannot_claim_a_live_node(db: TestDb) {
 
     first.lapse().await;
     assert!(matches!(second.claim().await, Claim::Claimed { .. }));
+    first.was_cut_off();
     assert!(!first.renew().await);
     assert!(!first.holder().await.2, "released at the claim");
     let taken = second.acquire().await.expect("the session, afresh");
@@ -509,6 +522,7 @@ async fn freed_sessions_wait_on_the_placement_queue(db: TestDb) {
     a.lapse().await;
     assert!(queued().await.is_empty(), "not before it is fenced");
     assert_eq!(b.store.fence_lapsed_nodes().await.unwrap(), 1);
+    a.was_cut_off();
     assert_eq!(queued().await, ids(&[0, 2]));
     b.acquire_for(&session(0))
         .await

@@ -34,6 +34,10 @@ pub struct WriteFence {
     armed: AtomicBool,
     /// Milliseconds after `base` until which writes may start.
     open_until: AtomicU64,
+    /// One plus the milliseconds after `base` when the fence last opened
+    /// after being closed (zero: never): connections older than that may
+    /// have been cut meanwhile.
+    reopened: AtomicU64,
 }
 
 impl WriteFence {
@@ -43,6 +47,7 @@ impl WriteFence {
             base: Instant::now(),
             armed: AtomicBool::new(false),
             open_until: AtomicU64::new(0),
+            reopened: AtomicU64::new(0),
         }
     }
 
@@ -55,8 +60,23 @@ impl WriteFence {
     /// Lets writes start until `until` (and arms the fence, if it was not).
     pub fn open_until(&self, until: Instant) {
         let ms = until.saturating_duration_since(self.base).as_millis() as u64;
-        self.open_until.store(ms, Ordering::SeqCst);
-        self.armed.store(true, Ordering::SeqCst);
+        let now = self.now_ms();
+        let before = self.open_until.swap(ms, Ordering::SeqCst);
+        if self.armed.swap(true, Ordering::SeqCst) && before <= now {
+            // Plus one: zero means never.
+            self.reopened.store(now + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// True for a connection `age` old that was open while the fence was
+    /// closed: other nodes may have cut it, so it is not used again.
+    pub fn outlived(&self, age: std::time::Duration) -> bool {
+        let reopened = self.reopened.load(Ordering::SeqCst);
+        reopened > 0 && (age.as_millis() as u64) >= (self.now_ms() + 1).saturating_sub(reopened)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     /// Opens the fence for good: this process needs none (SQLite, where
@@ -77,8 +97,7 @@ impl WriteFence {
         if !self.armed.load(Ordering::SeqCst) {
             return true;
         }
-        let now = self.base.elapsed().as_millis() as u64;
-        now < self.open_until.load(Ordering::SeqCst)
+        self.now_ms() < self.open_until.load(Ordering::SeqCst)
     }
 
     /// The error a fenced write gets.
@@ -141,6 +160,19 @@ mod tests {
         fence.close();
         assert!(!fence.is_open());
         assert!(fence.tag().starts_with("wago:"));
+    }
+
+    #[test]
+    fn connections_from_before_a_closed_fence_reopened_are_outlived() {
+        let fence = WriteFence::new();
+        let old = Duration::from_secs(3600);
+        // Armed for the first time: nothing was cut before.
+        fence.open_until(Instant::now() + Duration::from_secs(60));
+        fence.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(!fence.outlived(old));
+        fence.close();
+        fence.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(fence.outlived(old), "open while the fence was closed");
     }
 
     #[test]

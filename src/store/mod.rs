@@ -149,9 +149,14 @@ impl Store {
                         Ok(())
                     })
                 })
-                .before_acquire(move |_conn, _meta| {
-                    let open = on_acquire.is_open();
-                    Box::pin(async move { Ok(open) })
+                // No ping before a connection is handed out: a round trip
+                // per statement. A connection open while the fence was
+                // closed may have been cut by another node, so it goes;
+                // any other broken one fails the statement that uses it.
+                .test_before_acquire(false)
+                .before_acquire(move |_conn, meta| {
+                    let usable = on_acquire.is_open() && !on_acquire.outlived(meta.age);
+                    Box::pin(async move { Ok(usable) })
                 })
         };
         let pool = pool_options()
