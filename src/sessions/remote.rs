@@ -14,6 +14,9 @@ use crate::store::messages::OutboundMessage;
 use crate::tenants::TenantId;
 use crate::types::MessageStatus;
 
+/// How long a send that nobody waits for waits to be handed to its queue.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
+
 impl Supervisor {
     /// A QR code to pair the session with, starting pairing here if no
     /// node runs the session, or read from the status row of the node that
@@ -172,10 +175,14 @@ impl Supervisor {
                     row: row.clone(),
                     reply: None,
                 };
-                // A full channel already holds work: the queue reads the
-                // database before it sleeps again.
-                if commands.try_send(send).is_err() {
-                    let _ = commands.try_send(Command::Wake);
+                // Waits for room while the task is behind. A hand-over that
+                // cannot be made in time leaves the row to the sweep.
+                let handed = tokio::time::timeout(HAND_OVER_WAIT, commands.send(send)).await;
+                if !matches!(handed, Ok(Ok(()))) {
+                    tracing::warn!(
+                        message_id,
+                        "the session is behind; its sweep will send this"
+                    );
                 }
                 return Ok(SendOutcome::Settled(None));
             };
