@@ -589,7 +589,7 @@ mod queues {
     use wago::store::Store;
     use wago::store::now_ms;
     use wago::store::tenants::NewKey;
-    use wago::store::webhooks::{AttemptRecord, Hold, NextStep, SecretUpdate};
+    use wago::store::webhooks::{AttemptRecord, Hold, NextStep, SecretUpdate, Settled};
     use wago::tenants::{ApiKey, KeySource, TenantName};
 
     db_tests!(
@@ -660,14 +660,19 @@ mod queues {
             .settle_deliveries(&t, "first", &late, Hold::Release)
             .await
             .unwrap();
-        assert!(!written, "the late dispatcher is told it lost the tenant");
+        assert_eq!(
+            written,
+            Settled::Lost,
+            "the late dispatcher is told it lost the tenant"
+        );
         let again = store.due_deliveries(&t, 10).await.unwrap();
         assert_eq!(again.len(), 1, "and its attempt changed nothing");
-        assert!(
+        assert_eq!(
             store
                 .settle_deliveries(&t, "second", &late, Hold::Release)
                 .await
-                .unwrap()
+                .unwrap(),
+            Settled::Released { due_now: false }
         );
         assert!(store.due_deliveries(&t, 10).await.unwrap().is_empty());
         assert!(
@@ -692,11 +697,13 @@ mod queues {
         let rows = store.due_deliveries(&t, 10).await.unwrap();
         let later = now_ms() + 3_600_000;
         let failed = [(rows[0].id, attempt(NextStep::RetryAt(later)))];
-        assert!(
+        assert_eq!(
             store
                 .settle_deliveries(&t, "d", &failed, Hold::Release)
                 .await
-                .unwrap()
+                .unwrap(),
+            Settled::Released { due_now: false },
+            "due when the retry is"
         );
         assert!(
             store
@@ -718,12 +725,39 @@ mod queues {
         let rows = store.due_deliveries(&t, 10).await.unwrap();
         assert_eq!(rows.len(), 1, "only the new event, not the waiting retry");
         assert!(rows[0].payload.contains("\"b\""));
+        // An event written while the tenant is held: let go, it is due
+        // now, and the dispatcher that let it go knows without a claim.
+        store.record_event(&t, &received("c")).await.unwrap();
         let ok = [(rows[0].id, attempt(NextStep::Delivered))];
-        assert!(
+        assert_eq!(
             store
-                .settle_deliveries(&t, "d", &ok, Hold::Release)
+                .settle_deliveries(&t, "d", &ok, Hold::Until(now_ms() + 60_000))
                 .await
-                .unwrap()
+                .unwrap(),
+            Settled::Kept
+        );
+        assert_eq!(
+            store
+                .settle_deliveries(&t, "d", &[], Hold::Release)
+                .await
+                .unwrap(),
+            Settled::Released { due_now: true }
+        );
+        let rows = store.due_deliveries(&t, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].payload.contains("\"c\""));
+        let claimed = store
+            .claim_queues("e", now_ms() + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed, vec![t.clone()]);
+        let ok = [(rows[0].id, attempt(NextStep::Delivered))];
+        assert_eq!(
+            store
+                .settle_deliveries(&t, "e", &ok, Hold::Release)
+                .await
+                .unwrap(),
+            Settled::Released { due_now: false }
         );
         let due_at: Option<i64> =
             sqlx::query_scalar("SELECT due_at FROM webhook_queues WHERE tenant_id = $1")

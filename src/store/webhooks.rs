@@ -356,15 +356,14 @@ impl Store {
     /// Records the attempts made under `token`'s hold on the tenant's
     /// queue, in one transaction, then keeps holding it (`Hold::Until`) or
     /// lets it go, due again when its earliest remaining delivery is.
-    /// False, and nothing written, when the hold was lost (another
-    /// dispatcher has the tenant now).
+    /// Nothing is written when the hold was lost.
     pub async fn settle_deliveries(
         &self,
         tenant: &TenantId,
         token: &str,
         attempts: &[(i64, AttemptRecord)],
         hold: Hold,
-    ) -> Result<bool> {
+    ) -> Result<Settled> {
         let now = now_ms();
         let until = match hold {
             Hold::Until(until) => until,
@@ -382,20 +381,26 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if held.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(Settled::Lost);
         }
         for (id, attempt) in attempts {
             record_attempt(&mut tx, tenant, *id, attempt).await?;
         }
-        if hold == Hold::Release {
-            sqlx::query(RELEASE_QUEUE)
-                .bind(tenant.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let settled = match hold {
+            Hold::Until(_) => Settled::Kept,
+            Hold::Release => {
+                let due_at: Option<i64> = sqlx::query_scalar(RELEASE_QUEUE)
+                    .bind(tenant.as_str())
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Settled::Released {
+                    due_now: due_at.is_some_and(|due| due <= now),
+                }
+            }
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(settled)
     }
 
     /// A page of the tenant's deliveries, oldest first, with their attempts.
@@ -502,6 +507,18 @@ impl Store {
     }
 }
 
+/// What [`Store::settle_deliveries`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing: the hold was lost (another dispatcher has the tenant now).
+    Lost,
+    /// Recorded; the queue is still held.
+    Kept,
+    /// Recorded and let go; `due_now` when deliveries are due already
+    /// (events written meanwhile, or more than one batch).
+    Released { due_now: bool },
+}
+
 /// Whether a dispatcher keeps a tenant's queue after recording attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -555,7 +572,8 @@ pub(super) const RELEASE_QUEUE: &str = "
                   WHERE tenant_id = $1 AND status = 'failed')
         END,
         locked_until = NULL, lease_token = NULL
-    WHERE tenant_id = $1";
+    WHERE tenant_id = $1
+    RETURNING due_at";
 
 /// Marks the tenant's queue due at `now` (an event was written, or
 /// deliveries were queued again), unless it is due sooner already.

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::config::WebhookSettings;
 use crate::metrics::AttemptOutcome;
-use crate::store::webhooks::{AttemptRecord, Claimed, Hold, NextStep, WebhookEndpoint};
+use crate::store::webhooks::{AttemptRecord, Claimed, Hold, NextStep, Settled, WebhookEndpoint};
 use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
 
@@ -99,14 +99,21 @@ impl Dispatcher {
         let written = this.store.outbox_written();
         let mut workers = JoinSet::new();
         tracing::info!("webhook dispatcher started");
+        // Whether deliveries may be due that no claim has seen: at the
+        // start, after an event was written, when a tenant was let go with
+        // more due, after a full claim, and at each slow poll.
+        let mut look = true;
         loop {
-            while workers.try_join_next().is_some() {}
+            while let Some(done) = workers.try_join_next() {
+                look |= done.unwrap_or(true);
+            }
             let free = TENANTS_AT_ONCE.saturating_sub(workers.len());
-            let mut claimed_any = false;
-            if free > 0 && !shutdown.is_cancelled() {
+            let mut claimed_full = false;
+            if look && free > 0 && !shutdown.is_cancelled() {
+                look = false;
                 match this.claim(free).await {
                     Ok((token, tenants)) => {
-                        claimed_any = !tenants.is_empty();
+                        claimed_full = tenants.len() == free;
                         for tenant in tenants {
                             let span = tracing::info_span!("webhook", tenant_id = %tenant);
                             let work = this.clone().deliver_tenant(
@@ -120,15 +127,21 @@ impl Dispatcher {
                     Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
                 }
             }
-            if claimed_any && workers.len() < TENANTS_AT_ONCE {
-                continue;
+            if claimed_full {
+                // More may be due than one claim took.
+                look = true;
+                if workers.len() < TENANTS_AT_ONCE {
+                    continue;
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = this.waker.0.notified() => {}
-                _ = written.notified() => {}
-                Some(_) = workers.join_next(), if !workers.is_empty() => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = this.waker.0.notified() => look = true,
+                _ = written.notified() => look = true,
+                Some(done) = workers.join_next(), if !workers.is_empty() => {
+                    look |= done.unwrap_or(true);
+                }
+                _ = tokio::time::sleep(POLL_INTERVAL) => look = true,
             }
         }
         let grace = this.settings.timeout + Duration::from_secs(1);
@@ -160,18 +173,19 @@ impl Dispatcher {
 
     /// Delivers a claimed tenant's first due rows in order, recording the
     /// attempts every [`SETTLE_EVERY`] and at the end, when the tenant is
-    /// let go. Rows left untried (a shutdown) stay due.
+    /// let go. Rows left untried (a shutdown) stay due. True when the
+    /// tenant was let go with deliveries due already.
     async fn deliver_tenant(
         self: Arc<Self>,
         token: String,
         tenant: TenantId,
         stop: CancellationToken,
-    ) {
+    ) -> bool {
         let rows = match self.store.due_deliveries(&tenant, PER_TENANT_BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due webhook deliveries; retrying later");
-                return;
+                return false;
             }
         };
         let mut endpoint = if rows.is_empty() {
@@ -181,7 +195,7 @@ impl Dispatcher {
                 Ok(e) => e.filter(|e| e.enabled),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the webhook endpoint; retrying later");
-                    return;
+                    return false;
                 }
             }
         };
@@ -196,11 +210,12 @@ impl Dispatcher {
                 Instant::now() + self.settings.timeout + Duration::from_secs(1) > lease_until;
             if lease_short || (!done.is_empty() && settled_at.elapsed() >= SETTLE_EVERY) {
                 let until = now_ms() + self.lease_len().as_millis() as i64;
-                if !self
+                if self
                     .settle(&tenant, &token, &done, Hold::Until(until))
                     .await
+                    .is_none()
                 {
-                    return;
+                    return false;
                 }
                 done.clear();
                 lease_until = Instant::now() + self.lease_len();
@@ -233,35 +248,36 @@ impl Dispatcher {
             log_attempt(row, &record);
             done.push((row.id, record));
         }
-        self.settle(&tenant, &token, &done, Hold::Release).await;
+        let settled = self.settle(&tenant, &token, &done, Hold::Release).await;
+        matches!(settled, Some(Settled::Released { due_now: true }))
     }
 
-    /// Writes attempts under the tenant's lease; false when they could not
-    /// be (the lease was lost, or the database failed: the rows come due
-    /// again once the lease runs out).
+    /// Writes attempts under the tenant's lease; `None` when they could
+    /// not be (the lease was lost, or the database failed: the rows come
+    /// due again once the lease runs out).
     async fn settle(
         &self,
         tenant: &TenantId,
         token: &str,
         done: &[(i64, AttemptRecord)],
         hold: Hold,
-    ) -> bool {
+    ) -> Option<Settled> {
         match self
             .store
             .settle_deliveries(tenant, token, done, hold)
             .await
         {
-            Ok(true) => true,
-            Ok(false) => {
+            Ok(Settled::Lost) => {
                 tracing::warn!(
                     attempts = done.len(),
                     "lease lost before the attempts were recorded"
                 );
-                false
+                None
             }
+            Ok(settled) => Some(settled),
             Err(e) => {
                 tracing::warn!(attempts = done.len(), error = %e, "cannot record webhook attempts");
-                false
+                None
             }
         }
     }
