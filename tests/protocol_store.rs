@@ -35,6 +35,7 @@ db_tests!(
     tc_tokens_newer_wins_and_sender_bucket_only_advances,
     sent_messages_are_taken_once,
     pending_inbound_buffer,
+    pending_inbound_is_durable_before_the_signal_state_that_decrypted_it,
     msg_secrets_merge_their_windows,
     device_create_load_save,
     whatsapp_rust_keeps_its_device_across_restarts,
@@ -711,6 +712,84 @@ async fn pending_inbound_buffer(db: TestDb) {
         s.get_pending_inbound(chat, sender, "m4").await.unwrap(),
         None
     );
+}
+
+/// A pending message is held in memory while its hook runs, and written
+/// before any Signal state is: after a crash (here, another store of the
+/// same session, as the next process would have) a message whose ratchet
+/// step was kept is always there to replay, and one whose step was lost
+/// needs no replay (the server's copy decrypts again).
+async fn pending_inbound_is_durable_before_the_signal_state_that_decrypted_it(db: TestDb) {
+    let (store, s) = session(&db, "s1").await;
+    let after_crash = || store.session_store(SessionId::from_raw("s1"));
+    let (chat, sender) = ("5511@s.whatsapp.net", "5511@s.whatsapp.net");
+    s.store_pending_inbound(chat, sender, "m1", b"one")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_pending_inbound(chat, sender, "m1")
+            .await
+            .unwrap()
+            .unwrap(),
+        b"one"
+    );
+    assert_eq!(
+        after_crash()
+            .get_pending_inbound(chat, sender, "m1")
+            .await
+            .unwrap(),
+        None,
+        "not written while no Signal state was"
+    );
+    // Committed by the hook, then deleted: never written at all.
+    s.delete_pending_inbound(chat, sender, "m1").await.unwrap();
+
+    s.store_pending_inbound(chat, sender, "m2", b"two")
+        .await
+        .unwrap();
+    s.put_sessions_batch(&[(arc("5511.0:1"), Bytes::from_static(b"ratchet"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        after_crash()
+            .get_pending_inbound(chat, sender, "m2")
+            .await
+            .unwrap()
+            .unwrap(),
+        b"two",
+        "written with the session that decrypted it"
+    );
+    s.delete_pending_inbound(chat, sender, "m2").await.unwrap();
+    assert_eq!(
+        after_crash()
+            .get_pending_inbound(chat, sender, "m2")
+            .await
+            .unwrap(),
+        None,
+        "and deleted from the database once the hook committed"
+    );
+    for write in 0..3 {
+        s.store_pending_inbound(chat, sender, "m3", b"three")
+            .await
+            .unwrap();
+        match write {
+            0 => s.put_session("5511.0:1", b"ratchet").await.unwrap(),
+            1 => s.remove_prekey(7).await.unwrap(),
+            _ => s
+                .put_sender_key("g@g.us::5511.0:1", b"chain")
+                .await
+                .unwrap(),
+        }
+        assert!(
+            after_crash()
+                .get_pending_inbound(chat, sender, "m3")
+                .await
+                .unwrap()
+                .is_some(),
+            "before write {write}"
+        );
+        s.delete_pending_inbound(chat, sender, "m3").await.unwrap();
+    }
 }
 
 fn secret(id: &str, tag: u8, expires_at: i64, message_ts: i64) -> MsgSecretEntry {

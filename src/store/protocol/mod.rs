@@ -17,6 +17,7 @@
 mod appsync;
 mod device;
 mod msg_secrets;
+mod pending;
 mod protocol_store;
 mod signal;
 mod tc_tokens;
@@ -75,6 +76,8 @@ pub struct SessionStore {
     revoked: Revocation,
     /// The tc-tokens read lately (`tc_tokens.rs`).
     tc_tokens: Arc<tc_tokens::TcTokens>,
+    /// Inbound messages awaiting the hook, not yet written (`pending.rs`).
+    pending: Arc<pending::Staged>,
 }
 
 impl fmt::Debug for SessionStore {
@@ -116,6 +119,7 @@ impl Store {
             session,
             revoked: Revocation::default(),
             tc_tokens: Default::default(),
+            pending: Default::default(),
         }
     }
 

@@ -465,15 +465,13 @@ impl ProtocolStore for SessionStore {
         id: &str,
         message: &[u8],
     ) -> Result<()> {
-        let query = sqlx::query(PENDING_INBOUND.one)
-            .bind(self.id())
-            .bind(chat)
-            .bind(sender)
-            .bind(id)
-            .bind(message)
-            .bind(now_secs());
-        self.execute(query).await?;
-        Ok(())
+        let row = PendingInboundRow {
+            chat,
+            sender,
+            id,
+            message,
+        };
+        self.store_pending_inbound_batch(&[row]).await
     }
 
     async fn get_pending_inbound(
@@ -482,6 +480,9 @@ impl ProtocolStore for SessionStore {
         sender: &str,
         id: &str,
     ) -> Result<Option<Vec<u8>>> {
+        if let Some(message) = self.pending.get(chat, sender, id) {
+            return Ok(Some(message));
+        }
         let query = sqlx::query(
             "SELECT message FROM wa_pending_inbound
              WHERE session_id = $1 AND chat = $2 AND sender = $3 AND message_id = $4",
@@ -507,11 +508,17 @@ impl ProtocolStore for SessionStore {
         )
         .bind(self.id())
         .bind(cutoff_timestamp);
-        Ok(count(self.execute(query).await?))
+        let staged = self.pending.expire(cutoff_timestamp);
+        Ok(count(self.execute(query).await?) + staged)
     }
 
+    /// Staged in memory (`pending.rs`); written at once only when the
+    /// stage is full.
     async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> Result<()> {
         let now = now_secs();
+        if self.pending.stage(rows, now) {
+            return Ok(());
+        }
         let rows = last_per_key(rows, |r| (r.chat, r.sender, r.id));
         self.write_rows(&PENDING_INBOUND, &rows, |q, r| {
             q.bind(r.chat)
@@ -524,11 +531,43 @@ impl ProtocolStore for SessionStore {
     }
 
     async fn delete_pending_inbound_batch(&self, keys: &[PendingInboundKey<'_>]) -> Result<()> {
-        let keys: Vec<&PendingInboundKey> = keys.iter().collect();
+        let keys = self.pending.unstage(keys);
+        if keys.is_empty() {
+            return Ok(());
+        }
         self.write_rows(&DELETE_PENDING_INBOUND, &keys, |q, key| {
             q.bind(key.chat).bind(key.sender).bind(key.id)
         })
         .await
+    }
+}
+
+impl SessionStore {
+    /// Writes the inbound messages staged in memory (`pending.rs`). Run
+    /// before any write of Signal state, which could make them impossible
+    /// to decrypt again; that write fails if this one does.
+    pub(super) async fn settle_pending(&self) -> Result<()> {
+        let rows = self.pending.take_all();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .write_rows(
+                &PENDING_INBOUND,
+                &rows.iter().collect::<Vec<_>>(),
+                |q, r| {
+                    q.bind(r.chat.as_str())
+                        .bind(r.sender.as_str())
+                        .bind(r.id.as_str())
+                        .bind(r.message.as_slice())
+                        .bind(r.stored_at)
+                },
+            )
+            .await;
+        if written.is_err() {
+            self.pending.restore(rows);
+        }
+        written
     }
 }
 

@@ -37,13 +37,18 @@ const HAS_STATE_FOR_USER: &str = "
                                 OR substr(address, 1, length($3)) = $3)
     LIMIT 1";
 
+/// Every write of Signal state first writes the inbound messages staged in
+/// memory (`pending.rs`): once the state that decrypted them is durable, a
+/// redelivered copy cannot be decrypted again.
 #[async_trait]
 impl SignalStore for SessionStore {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
+        self.settle_pending().await?;
         self.put_blob(&IDENTITIES, address, &key).await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
+        self.settle_pending().await?;
         let rows = last_per_key(identities, |(address, _)| address.as_ref());
         self.write_rows(&IDENTITIES.upsert, &rows, |q, (address, key)| {
             q.bind(address.as_ref()).bind(key.as_slice())
@@ -63,6 +68,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn delete_identity(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.delete_blob(&IDENTITIES, address).await
     }
 
@@ -71,10 +77,12 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
+        self.settle_pending().await?;
         self.put_blob(&SESSIONS, address, session).await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
+        self.settle_pending().await?;
         let rows = last_per_key(sessions, |(address, _)| address.as_ref());
         self.write_rows(&SESSIONS.upsert, &rows, |q, (address, record)| {
             q.bind(address.as_ref()).bind(record.as_ref())
@@ -83,6 +91,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.delete_blob(&SESSIONS, address).await
     }
 
@@ -206,6 +215,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn remove_prekey(&self, id: u32) -> Result<()> {
+        self.settle_pending().await?;
         let query = sqlx::query("DELETE FROM wa_prekeys WHERE session_id = $1 AND prekey_id = $2")
             .bind(self.id())
             .bind(i64::from(id));
@@ -254,10 +264,12 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
+        self.settle_pending().await?;
         self.put_blob(&SENDER_KEYS, address, record).await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
+        self.settle_pending().await?;
         let rows = last_per_key(sender_keys, |(address, _)| address.as_ref());
         self.write_rows(&SENDER_KEYS.upsert, &rows, |q, (address, record)| {
             q.bind(address.as_ref()).bind(record.as_ref())
@@ -270,6 +282,7 @@ impl SignalStore for SessionStore {
     }
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
+        self.settle_pending().await?;
         self.delete_blob(&SENDER_KEYS, address).await
     }
 }
