@@ -5,6 +5,7 @@
 //! their keys are in [`tenants`].
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod events;
 pub mod http;

@@ -9,12 +9,12 @@
 //! `Resync` and forgets too; an entry older than [`MAX_AGE`] is looked up
 //! again in any case, which bounds what a lost signal could cost.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Remembered;
 use crate::sessions::Signal;
 use crate::store::tenants::KeyOwner;
 use crate::store::{Result, Store};
@@ -31,69 +31,45 @@ struct Entry {
     fetched: Instant,
 }
 
-pub struct KeyCache {
-    owners: quick_cache::sync::Cache<String, Entry>,
-    /// Moved by every [`KeyCache::forget_all`]: a lookup that read the
-    /// database before a change does not keep what it read.
-    generation: AtomicU64,
-}
+/// Key owners by key hash.
+#[derive(Debug)]
+pub struct KeyCache(Remembered<Entry>);
 
 impl Default for KeyCache {
     fn default() -> Self {
-        KeyCache {
-            owners: quick_cache::sync::Cache::new(CAPACITY),
-            generation: AtomicU64::new(0),
-        }
-    }
-}
-
-impl std::fmt::Debug for KeyCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache")
-            .field("len", &self.owners.len())
-            .finish()
+        KeyCache(Remembered::new(CAPACITY))
     }
 }
 
 impl KeyCache {
     /// The live key with this hash and its tenant, from memory when known.
     pub async fn owner(&self, store: &Store, hash: &KeyHash) -> Result<Option<KeyOwner>> {
-        if let Some(entry) = self.owners.get(hash.as_str())
+        if let Some(entry) = self.0.get(hash.as_str())
             && entry.fetched.elapsed() < MAX_AGE
         {
             return Ok(Some(entry.owner));
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let read_at = self.0.read_at();
         let owner = store.find_key_owner(hash).await?;
         if let Some(owner) = &owner {
             let entry = Entry {
                 owner: owner.clone(),
                 fetched: Instant::now(),
             };
-            self.owners.insert(hash.as_str().to_owned(), entry);
-            // Forgotten meanwhile: what was read may be stale. A forget
-            // after this check removes the entry itself.
-            if self.generation.load(Ordering::Acquire) != generation {
-                self.owners.remove(hash.as_str());
-            }
+            self.0.fill(hash.as_str(), entry, read_at);
         }
         Ok(owner)
     }
 
     /// Notes that the key's use was recorded at `at` (unix ms).
     pub fn used(&self, hash: &KeyHash, at: i64) {
-        if let Some(mut entry) = self.owners.get(hash.as_str()) {
-            entry.owner.last_used_at = Some(at);
-            self.owners
-                .replace(hash.as_str().to_owned(), entry, true)
-                .ok();
-        }
+        self.0
+            .update(hash.as_str(), |entry| entry.owner.last_used_at = Some(at));
     }
 
     /// Forgets every key: the next request of each is looked up again.
     pub fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.owners.clear();
+        self.0.forget_all();
     }
 
     /// Forgets every key whenever the bus says keys changed or that

@@ -74,41 +74,32 @@ struct Pending {
     /// Rows handed over as they were accepted here, not yet sent: the
     /// next round sends them without reading the database.
     fresh: Vec<OutboundMessage>,
-    /// The sends settled lately, so that a row handed over after the queue
-    /// already read, sent and settled it does not go twice.
-    settled: Recent,
+    /// The sends settled lately and their status, so that a row handed
+    /// over after the queue already read, sent and settled it does not go
+    /// twice.
+    settled: Settled,
+}
+
+/// The last [`SETTLED`] sends settled, by WhatsApp id.
+struct Settled(quick_cache::unsync::Cache<String, MessageStatus>);
+
+const SETTLED: usize = 1024;
+
+impl Default for Settled {
+    fn default() -> Self {
+        Settled(quick_cache::unsync::Cache::new(SETTLED))
+    }
+}
+
+impl Settled {
+    fn get(&self, id: &str) -> Option<MessageStatus> {
+        self.0.peek(id).copied()
+    }
 }
 
 /// Rows handed over and waiting at most; beyond that the queue reads the
 /// database (which holds them all).
 const FRESH: usize = 256;
-
-/// The ids of the last [`Recent::CAPACITY`] settled sends, and how each
-/// went.
-#[derive(Default)]
-struct Recent {
-    order: std::collections::VecDeque<String>,
-    status: HashMap<String, MessageStatus>,
-}
-
-impl Recent {
-    const CAPACITY: usize = 1024;
-
-    fn insert(&mut self, id: String, status: MessageStatus) {
-        if self.status.insert(id.clone(), status).is_none() {
-            self.order.push_back(id);
-            if self.order.len() > Self::CAPACITY
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.status.remove(&oldest);
-            }
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<MessageStatus> {
-        self.status.get(id).copied()
-    }
-}
 
 /// Acks recorded in one batch at most.
 const ACKS_AT_ONCE: usize = 256;
@@ -408,16 +399,12 @@ impl SendQueue {
         }
         for (i, (id, error)) in acks.into_iter().enumerate() {
             pending.in_flight.remove(&id);
-            if recorded.is_ok() {
-                let status = match &error {
-                    None => MessageStatus::Sent,
-                    Some(_) => MessageStatus::Failed,
-                };
-                pending.settled.insert(id.clone(), status);
-            }
             let outcome = match &recorded {
                 Ok(advanced) => {
                     let advanced = advanced.get(i).copied();
+                    if let Some(status) = advanced.and_then(|a| a.status) {
+                        pending.settled.0.insert(id.clone(), status);
+                    }
                     match &error {
                         Some(code) if advanced.is_some_and(|a| a.moved) => {
                             tracing::warn!(message_id = %id, code, "message refused");

@@ -20,7 +20,6 @@ mod msg_secrets;
 mod pending;
 mod protocol_store;
 mod signal;
-mod tc_tokens;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,8 +30,10 @@ use std::sync::Arc;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool};
 use wacore::store::error::StoreError as WaError;
+use wacore::store::traits::TcTokenEntry;
 
 use super::{Result as StoreResult, Revocation, Store, WriteFence};
+use crate::cache::Remembered;
 use crate::tenants::TenantId;
 
 type Result<T, E = WaError> = std::result::Result<T, E>;
@@ -74,8 +75,10 @@ pub struct SessionStore {
     session: SessionId,
     /// Once revoked, every write is refused (see `fence.rs`).
     revoked: Revocation,
-    /// The tc-tokens read lately (`tc_tokens.rs`).
-    tc_tokens: Arc<tc_tokens::TcTokens>,
+    /// The tc-tokens read lately, by chat (`None`: no row). The client
+    /// reads its chat's token before every send, and this session, the
+    /// lease's holder, is the only writer of its rows.
+    tc_tokens: Arc<Remembered<Option<TcTokenEntry>>>,
     /// Inbound messages awaiting the hook, not yet written (`pending.rs`).
     pending: Arc<pending::Staged>,
 }
@@ -88,6 +91,9 @@ impl fmt::Debug for SessionStore {
             .finish()
     }
 }
+
+/// Chats whose tc-token a session remembers at most.
+const TC_TOKENS: usize = 256;
 
 /// Every table that holds a session's protocol rows.
 pub(crate) const SESSION_TABLES: [&str; 18] = [
@@ -118,7 +124,7 @@ impl Store {
             store: self.clone(),
             session,
             revoked: Revocation::default(),
-            tc_tokens: Default::default(),
+            tc_tokens: Arc::new(Remembered::new(TC_TOKENS)),
             pending: Default::default(),
         }
     }

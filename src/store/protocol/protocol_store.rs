@@ -325,7 +325,7 @@ impl ProtocolStore for SessionStore {
         if let Some(known) = self.tc_tokens.get(jid) {
             return Ok(known);
         }
-        let read_at = self.tc_tokens.generation();
+        let read_at = self.tc_tokens.read_at();
         let query = sqlx::query(
             "SELECT token, token_timestamp_secs, sender_timestamp_secs FROM wa_tc_tokens
              WHERE session_id = $1 AND jid = $2",
