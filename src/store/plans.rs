@@ -232,26 +232,33 @@ impl Store {
         let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", query.sql);
         let rows = query.bound(&sql).fetch_all(&mut *tx).await?;
         tx.rollback().await?;
-        // The first `Buffers:` line is the top node's, its children
-        // included; the planner's own come after `Planning:`.
-        for row in &rows {
-            let line: String = row.try_get(0)?;
-            let line = line.trim();
-            if line.starts_with("Planning") {
-                break;
-            }
-            if let Some(counts) = line.strip_prefix("Buffers:") {
-                let total = counts
-                    .split_whitespace()
-                    .filter_map(|part| part.split_once('='))
-                    .filter(|(what, _)| matches!(*what, "hit" | "read"))
-                    .filter_map(|(_, n)| n.parse::<i64>().ok())
-                    .sum();
-                return Ok(Some(total));
-            }
-        }
-        Ok(Some(0))
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Some(buffers_in(&lines)))
     }
+}
+
+/// The buffers an `EXPLAIN (ANALYZE, BUFFERS)` output says the statement
+/// touched: the first `Buffers:` line is the top node's, its children
+/// included; the planner's own come after `Planning:`.
+pub fn buffers_in(plan: &[String]) -> i64 {
+    for line in plan {
+        let line = line.trim();
+        if line.starts_with("Planning") {
+            break;
+        }
+        if let Some(counts) = line.strip_prefix("Buffers:") {
+            return counts
+                .split_whitespace()
+                .filter_map(|part| part.split_once('='))
+                .filter(|(what, _)| matches!(*what, "hit" | "read"))
+                .filter_map(|(_, n)| n.parse::<i64>().ok())
+                .sum();
+        }
+    }
+    0
 }
 
 impl HotQuery {
@@ -267,6 +274,23 @@ impl HotQuery {
                 Sample::Text(t) => statement.bind(*t),
                 Sample::Int(i) => statement.bind(*i),
             })
+    }
+
+    /// The sample parameters as SQL literals, `('t1', 50)`, for an
+    /// `EXECUTE` of this statement prepared by name (empty without any).
+    pub fn literals(&self) -> String {
+        if self.params.is_empty() {
+            return String::new();
+        }
+        let values: Vec<String> = self
+            .params
+            .iter()
+            .map(|param| match param {
+                Sample::Text(t) => format!("'{}'", t.replace('\'', "''")),
+                Sample::Int(i) => i.to_string(),
+            })
+            .collect();
+        format!("({})", values.join(", "))
     }
 
     /// What is wrong with `plan` for this query, if anything: none of its
