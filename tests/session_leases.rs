@@ -319,6 +319,12 @@ async fn a_fenced_process_writes_nothing(db: TestDb) {
 
     if db.is_postgres() {
         let c = Node::new(&db, "node-c").await;
+        // Its protocol store's writer holds a connection of its own.
+        c.store
+            .session_store(tenant())
+            .put_identity("c@s.whatsapp.net", [5; 32])
+            .await
+            .unwrap();
         let mut tx = c.store.pool().begin().await.unwrap();
         sqlx::query(
             "INSERT INTO wa_identities (session_id, address, identity_key) VALUES ($1, $2, $3)",
@@ -342,6 +348,13 @@ async fn a_fenced_process_writes_nothing(db: TestDb) {
         .await
         .unwrap();
         assert_eq!(late, 0);
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(c.store.write_fence().tag())
+                .fetch_one(b.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(open, 0, "every connection of the lapsed node was cut");
     }
 }
 

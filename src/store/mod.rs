@@ -102,6 +102,9 @@ pub struct Store {
     /// Commits outbound status changes in batches (`statuses.rs`); `None`
     /// in the writer's own copy of the store.
     statuses: Option<Arc<statuses::StatusWriter>>,
+    /// Commits the protocol store's writes of all sessions in batches
+    /// (`protocol/group.rs`).
+    group: Option<Arc<protocol::group::GroupWriter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,6 +133,8 @@ impl Store {
             Dsn::Postgres(url) => (tagged(url, fence.tag()), DbKind::Postgres),
         };
         let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
+        // The group writer's own connection, tagged like the pool's.
+        let own = options.clone();
         let in_memory = matches!(dsn, Dsn::Sqlite(p) if p.as_os_str() == ":memory:");
         let pool_options = || {
             let on_connect = fence.clone();
@@ -198,8 +203,18 @@ impl Store {
             kind,
             outbox: Arc::new(Notify::new()),
             statuses: None,
+            group: None,
         };
         store.statuses = Some(Arc::new(statuses::StatusWriter::start(store.clone())));
+        let source = match kind {
+            DbKind::Postgres => protocol::group::Source::Own(own),
+            DbKind::Sqlite => protocol::group::Source::Pool(store.writer.clone()),
+        };
+        store.group = Some(Arc::new(protocol::group::GroupWriter::start(
+            source,
+            kind,
+            store.fence.clone(),
+        )));
         Ok(store)
     }
 
@@ -237,6 +252,13 @@ impl Store {
     /// The pool of the node's own lease (see [`Store`]'s `control`).
     pub(crate) fn control(&self) -> &AnyPool {
         &self.control
+    }
+
+    /// The protocol store's group writer.
+    pub(crate) fn group_writer(&self) -> &protocol::group::GroupWriter {
+        self.group
+            .as_deref()
+            .expect("a connected store has a group writer")
     }
 
     /// Whether this process may still write.
@@ -279,6 +301,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(group) = &self.group {
+            group.close();
+        }
         if self.kind == DbKind::Postgres {
             self.control.close().await;
         }

@@ -16,6 +16,7 @@
 
 mod appsync;
 mod device;
+pub(crate) mod group;
 mod msg_secrets;
 mod pending;
 mod protocol_store;
@@ -199,6 +200,23 @@ impl SessionStore {
 
     fn id(&self) -> &str {
         self.session.as_str()
+    }
+
+    /// Commits `writes` in one transaction, with what the node's other
+    /// sessions write meanwhile (`group.rs`).
+    async fn commit(&self, writes: Vec<group::Write>) -> Result<()> {
+        if !self.write_fence().is_open() {
+            return Err(db_error(WriteFence::refused()));
+        }
+        if self.revoked.is_revoked() {
+            return Err(WaError::Connection(Box::new(std::io::Error::other(
+                "the session stopped or was fenced off; its store writes nothing more",
+            ))));
+        }
+        self.store
+            .group_writer()
+            .write(self.session.clone(), self.revoked.clone(), writes)
+            .await
     }
 
     async fn execute(&self, query: AnyQuery<'_>) -> Result<u64> {

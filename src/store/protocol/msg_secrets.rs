@@ -9,6 +9,7 @@ use wacore::store::traits::{
     MsgSecretEntry, MsgSecretStore, merge_msg_secret_expiry, merge_msg_secret_message_ts,
 };
 
+use super::group::{Value, Write};
 use super::{Result, Rows, SessionStore, column, rows};
 
 /// On conflict the secret is replaced but the windows only grow: the later
@@ -43,15 +44,23 @@ impl MsgSecretStore for SessionStore {
     async fn put_msg_secrets(&self, entries: Vec<MsgSecretEntry>) -> Result<usize> {
         let given = entries.len();
         let merged = merge_repeats(entries);
-        let rows: Vec<&MsgSecretEntry> = merged.iter().collect();
-        self.write_rows(&MSG_SECRETS, &rows, |q, e| {
-            q.bind(e.chat.as_ref())
-                .bind(e.sender.as_ref())
-                .bind(e.msg_id.as_ref())
-                .bind(e.secret.as_slice())
-                .bind(e.expires_at)
-                .bind(e.message_ts)
-        })
+        let rows = merged
+            .iter()
+            .map(|e| {
+                vec![
+                    Value::from(e.chat.as_ref()),
+                    Value::from(e.sender.as_ref()),
+                    Value::from(e.msg_id.as_ref()),
+                    Value::from(e.secret.as_slice()),
+                    Value::from(e.expires_at),
+                    Value::from(e.message_ts),
+                ]
+            })
+            .collect();
+        self.commit(vec![Write {
+            statement: &MSG_SECRETS,
+            rows,
+        }])
         .await?;
         Ok(given)
     }

@@ -10,9 +10,10 @@ use wacore::store::traits::{
     ProtocolStore, TcTokenEntry,
 };
 
+use super::group::{Value, Write};
 use super::{
     BlobTable, InList, Result, Rows, SessionStore, blob_table, column, json_error, last_per_key,
-    narrow, now_secs, rows,
+    narrow, now_secs, pending, rows,
 };
 
 const GROUP_METADATA: BlobTable = blob_table!("wa_group_metadata", "group_jid", "metadata");
@@ -92,11 +93,13 @@ const DELETE_EXPIRED_TC_TOKENS: &str = "
        AND (length(token) = 0 OR token_timestamp_secs < $2)
        AND (sender_timestamp_secs IS NULL OR sender_timestamp_secs < $3)";
 
-const PUT_SENT_MESSAGE: &str = "
-    INSERT INTO wa_sent_messages (session_id, chat_jid, message_id, payload, stored_at_secs)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (session_id, chat_jid, message_id) DO UPDATE
-       SET payload = excluded.payload, stored_at_secs = excluded.stored_at_secs";
+const PUT_SENT_MESSAGE: Rows = rows!(
+    "INSERT INTO wa_sent_messages (session_id, chat_jid, message_id, payload, stored_at_secs)
+     VALUES ",
+    " ON CONFLICT (session_id, chat_jid, message_id) DO UPDATE
+       SET payload = excluded.payload, stored_at_secs = excluded.stored_at_secs",
+    4
+);
 
 const PENDING_INBOUND: Rows = rows!(
     "INSERT INTO wa_pending_inbound
@@ -424,14 +427,17 @@ impl ProtocolStore for SessionStore {
         message_id: &str,
         payload: &[u8],
     ) -> Result<()> {
-        let query = sqlx::query(PUT_SENT_MESSAGE)
-            .bind(self.id())
-            .bind(chat_jid)
-            .bind(message_id)
-            .bind(payload)
-            .bind(now_secs());
-        self.execute(query).await?;
-        Ok(())
+        let row = vec![
+            Value::from(chat_jid),
+            Value::from(message_id),
+            Value::from(payload),
+            Value::from(now_secs()),
+        ];
+        self.commit(vec![Write {
+            statement: &PUT_SENT_MESSAGE,
+            rows: vec![row],
+        }])
+        .await
     }
 
     /// DELETE ... RETURNING: of two concurrent takes, only one gets it.
@@ -519,14 +525,22 @@ impl ProtocolStore for SessionStore {
         if self.pending.stage(rows, now) {
             return Ok(());
         }
-        let rows = last_per_key(rows, |r| (r.chat, r.sender, r.id));
-        self.write_rows(&PENDING_INBOUND, &rows, |q, r| {
-            q.bind(r.chat)
-                .bind(r.sender)
-                .bind(r.id)
-                .bind(r.message)
-                .bind(now)
-        })
+        let rows = last_per_key(rows, |r| (r.chat, r.sender, r.id))
+            .into_iter()
+            .map(|r| {
+                vec![
+                    Value::from(r.chat),
+                    Value::from(r.sender),
+                    Value::from(r.id),
+                    Value::from(r.message),
+                    Value::from(now),
+                ]
+            })
+            .collect();
+        self.commit(vec![Write {
+            statement: &PENDING_INBOUND,
+            rows,
+        }])
         .await
     }
 
@@ -535,9 +549,20 @@ impl ProtocolStore for SessionStore {
         if keys.is_empty() {
             return Ok(());
         }
-        self.write_rows(&DELETE_PENDING_INBOUND, &keys, |q, key| {
-            q.bind(key.chat).bind(key.sender).bind(key.id)
-        })
+        let rows = keys
+            .iter()
+            .map(|key| {
+                vec![
+                    Value::from(key.chat),
+                    Value::from(key.sender),
+                    Value::from(key.id),
+                ]
+            })
+            .collect();
+        self.commit(vec![Write {
+            statement: &DELETE_PENDING_INBOUND,
+            rows,
+        }])
         .await
     }
 }
@@ -547,27 +572,42 @@ impl SessionStore {
     /// before any write of Signal state, which could make them impossible
     /// to decrypt again; that write fails if this one does.
     pub(super) async fn settle_pending(&self) -> Result<()> {
-        let rows = self.pending.take_all();
-        if rows.is_empty() {
+        let (writes, staged) = self.pending_writes();
+        if writes.is_empty() {
             return Ok(());
         }
-        let written = self
-            .write_rows(
-                &PENDING_INBOUND,
-                &rows.iter().collect::<Vec<_>>(),
-                |q, r| {
-                    q.bind(r.chat.as_str())
-                        .bind(r.sender.as_str())
-                        .bind(r.id.as_str())
-                        .bind(r.message.as_slice())
-                        .bind(r.stored_at)
-                },
-            )
-            .await;
+        let written = self.commit(writes).await;
         if written.is_err() {
-            self.pending.restore(rows);
+            self.pending.restore(staged);
         }
         written
+    }
+
+    /// The write of every inbound message staged in memory, taken off the
+    /// stage (none when nothing is staged), and the rows taken, to put back
+    /// if the write fails.
+    pub(super) fn pending_writes(&self) -> (Vec<Write>, Vec<pending::Row>) {
+        let staged = self.pending.take_all();
+        if staged.is_empty() {
+            return (Vec::new(), staged);
+        }
+        let rows = staged
+            .iter()
+            .map(|r| {
+                vec![
+                    Value::from(r.chat.as_str()),
+                    Value::from(r.sender.as_str()),
+                    Value::from(r.id.as_str()),
+                    Value::from(r.message.as_slice()),
+                    Value::from(r.stored_at),
+                ]
+            })
+            .collect();
+        let write = Write {
+            statement: &PENDING_INBOUND,
+            rows,
+        };
+        (vec![write], staged)
     }
 }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use wacore::store::traits::SignalStore;
 
+use super::group::{Value, Write};
 use super::{
     BlobTable, InList, Result, Rows, SessionStore, blob_table, column, corrupt, last_per_key,
     narrow, rows,
@@ -43,17 +44,16 @@ const HAS_STATE_FOR_USER: &str = "
 #[async_trait]
 impl SignalStore for SessionStore {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put_blob(&IDENTITIES, address, &key).await
+        let row = vec![Value::from(address), Value::from(key.as_slice())];
+        self.write_signal(&IDENTITIES.upsert, vec![row]).await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
-        self.settle_pending().await?;
-        let rows = last_per_key(identities, |(address, _)| address.as_ref());
-        self.write_rows(&IDENTITIES.upsert, &rows, |q, (address, key)| {
-            q.bind(address.as_ref()).bind(key.as_slice())
-        })
-        .await
+        let rows = last_per_key(identities, |(address, _)| address.as_ref())
+            .into_iter()
+            .map(|(address, key)| vec![Value::from(address.as_ref()), Value::from(key.as_slice())])
+            .collect();
+        self.write_signal(&IDENTITIES.upsert, rows).await
     }
 
     async fn load_identity(&self, address: &str) -> Result<Option<[u8; 32]>> {
@@ -77,17 +77,13 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put_blob(&SESSIONS, address, session).await
+        let row = vec![Value::from(address), Value::from(session)];
+        self.write_signal(&SESSIONS.upsert, vec![row]).await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
-        self.settle_pending().await?;
-        let rows = last_per_key(sessions, |(address, _)| address.as_ref());
-        self.write_rows(&SESSIONS.upsert, &rows, |q, (address, record)| {
-            q.bind(address.as_ref()).bind(record.as_ref())
-        })
-        .await
+        self.write_signal(&SESSIONS.upsert, blob_rows(sessions))
+            .await
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
@@ -264,17 +260,13 @@ impl SignalStore for SessionStore {
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
-        self.settle_pending().await?;
-        self.put_blob(&SENDER_KEYS, address, record).await
+        let row = vec![Value::from(address), Value::from(record)];
+        self.write_signal(&SENDER_KEYS.upsert, vec![row]).await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
-        self.settle_pending().await?;
-        let rows = last_per_key(sender_keys, |(address, _)| address.as_ref());
-        self.write_rows(&SENDER_KEYS.upsert, &rows, |q, (address, record)| {
-            q.bind(address.as_ref()).bind(record.as_ref())
-        })
-        .await
+        self.write_signal(&SENDER_KEYS.upsert, blob_rows(sender_keys))
+            .await
     }
 
     async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {
@@ -285,6 +277,28 @@ impl SignalStore for SessionStore {
         self.settle_pending().await?;
         self.delete_blob(&SENDER_KEYS, address).await
     }
+}
+
+impl SessionStore {
+    /// Writes `rows` of Signal state, together with the inbound messages
+    /// staged in memory and in the same transaction (see `pending.rs`).
+    async fn write_signal(&self, statement: &'static Rows, rows: Vec<Vec<Value>>) -> Result<()> {
+        let (mut writes, staged) = self.pending_writes();
+        writes.push(Write { statement, rows });
+        let written = self.commit(writes).await;
+        if written.is_err() {
+            self.pending.restore(staged);
+        }
+        written
+    }
+}
+
+/// `(address, record)` pairs as rows, the last for each address.
+fn blob_rows(pairs: &[(Arc<str>, Bytes)]) -> Vec<Vec<Value>> {
+    last_per_key(pairs, |(address, _)| address.as_ref())
+        .into_iter()
+        .map(|(address, record)| vec![Value::from(address.as_ref()), Value::from(record.clone())])
+        .collect()
 }
 
 /// Runs of ids counted without a gap, as `(first, last)`, when there are

@@ -1,0 +1,493 @@
+//! Group commit for the protocol store.
+//!
+//! The client library writes each session's Signal state, sent messages,
+//! message secrets and pending inbound messages as it goes: a few small
+//! writes per message, each awaited. Written one by one on pooled
+//! connections, each costs a transaction (a disk sync on Postgres) and the
+//! pool's ping when its connection goes back. The group writer instead
+//! takes every write the node's sessions asked for while it committed the
+//! last batch, merges the rows that different sessions give the same
+//! statement into one multi-row statement, and commits the batch in one
+//! transaction. On Postgres it keeps a connection of its own (tagged like
+//! the pool's, so a fence cuts it too) and never pings it; on SQLite it
+//! takes the one writer connection for each batch. A lone write goes at
+//! once; nothing waits on a timer.
+//!
+//! A caller waits until its writes are committed, so each is as durable
+//! when the call returns as it was written alone. A session's writes keep
+//! their order, and a job (the writes of one call, such as the inbound
+//! messages staged in memory and the Signal state that decrypted them) is
+//! atomic. When a batch fails as a whole, each job is tried again alone,
+//! so one bad job fails only its own caller.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use sqlx::any::AnyConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wacore::store::error::StoreError as WaError;
+
+use super::{MAX_PARAMS, Rows, SessionId, db_error};
+use crate::store::batch::row_placeholders;
+use crate::store::{DbKind, Revocation, WriteFence};
+
+/// Jobs waiting at once; beyond that a caller waits for room.
+const QUEUE: usize = 4096;
+/// Rows committed together at most (a job is never split).
+const MAX_BATCH_ROWS: usize = 4096;
+
+/// One value of a row.
+#[derive(Debug, Clone)]
+pub(super) enum Value {
+    Text(String),
+    Blob(Bytes),
+    Int(i64),
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Int(n)
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(blob: &[u8]) -> Self {
+        Value::Blob(Bytes::copy_from_slice(blob))
+    }
+}
+
+impl From<Bytes> for Value {
+    fn from(blob: Bytes) -> Self {
+        Value::Blob(blob)
+    }
+}
+
+/// Rows for one statement: each row the statement's `width` values, after
+/// the session id, which every row carries.
+pub(super) struct Write {
+    pub statement: &'static Rows,
+    pub rows: Vec<Vec<Value>>,
+}
+
+struct Job {
+    session: SessionId,
+    writes: Vec<Write>,
+    revoked: Revocation,
+    done: oneshot::Sender<Result<(), WaError>>,
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        self.writes.iter().map(|w| w.rows.len()).sum()
+    }
+}
+
+/// The handle the sessions' stores write through; the task ends when it is
+/// closed or the last handle is gone.
+pub(crate) struct GroupWriter {
+    queue: mpsc::Sender<Job>,
+    closed: CancellationToken,
+    /// Owned here; it ends by itself once `queue` closes.
+    _task: JoinHandle<()>,
+}
+
+/// Where the writer's connection comes from.
+pub(crate) enum Source {
+    /// Postgres: a connection of its own, opened with these options.
+    Own(AnyConnectOptions),
+    /// SQLite: the one writer connection, for the length of a batch.
+    Pool(AnyPool),
+}
+
+impl GroupWriter {
+    pub(crate) fn start(source: Source, kind: DbKind, fence: std::sync::Arc<WriteFence>) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let closed = CancellationToken::new();
+        let link = Link {
+            source,
+            kind,
+            fence,
+            own: None,
+        };
+        let task = tokio::spawn(run(link, jobs, closed.clone()));
+        GroupWriter {
+            queue,
+            closed,
+            _task: task,
+        }
+    }
+
+    /// Commits `writes` of `session` with whatever else is waiting; answers
+    /// once they are committed.
+    pub(super) async fn write(
+        &self,
+        session: SessionId,
+        revoked: Revocation,
+        writes: Vec<Write>,
+    ) -> Result<(), WaError> {
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            session,
+            writes,
+            revoked,
+            done,
+        };
+        self.queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Ends the task and closes its connection; what is queued fails.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+}
+
+fn stopped() -> WaError {
+    WaError::Connection(Box::new(std::io::Error::other(
+        "the protocol store's writer has stopped",
+    )))
+}
+
+fn revoked() -> WaError {
+    WaError::Connection(Box::new(std::io::Error::other(
+        "the session stopped or was fenced off; its store writes nothing more",
+    )))
+}
+
+async fn run(mut link: Link, mut jobs: mpsc::Receiver<Job>, closed: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            _ = closed.cancelled() => break,
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut size = first.rows();
+        let mut batch = vec![first];
+        while size < MAX_BATCH_ROWS {
+            match jobs.try_recv() {
+                Ok(next) => {
+                    size += next.rows();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        link.commit(batch).await;
+    }
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        let _ = job.done.send(Err(stopped()));
+    }
+    if let Some((conn, _)) = link.own.take() {
+        let _ = conn.close().await;
+    }
+}
+
+/// The writer's side of the database.
+struct Link {
+    source: Source,
+    kind: DbKind,
+    fence: std::sync::Arc<WriteFence>,
+    /// The connection of its own and when it was opened.
+    own: Option<(AnyConnection, Instant)>,
+}
+
+/// A connection for one batch: the writer's own, or one from the pool.
+enum Conn<'a> {
+    Own(&'a mut AnyConnection),
+    Pooled(sqlx::pool::PoolConnection<Any>),
+}
+
+impl Conn<'_> {
+    fn get(&mut self) -> &mut AnyConnection {
+        match self {
+            Conn::Own(conn) => conn,
+            Conn::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl Link {
+    /// Commits `batch` and answers its callers.
+    async fn commit(&mut self, batch: Vec<Job>) {
+        let (batch, gone): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|j| !j.revoked.is_revoked());
+        for job in gone {
+            let _ = job.done.send(Err(revoked()));
+        }
+        if batch.len() > 1 {
+            match self.write(&batch).await {
+                Ok(()) => {
+                    for job in batch {
+                        let _ = job.done.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(),
+                        "a batch of protocol store writes failed; trying each job alone");
+                }
+            }
+        }
+        for job in batch {
+            let answer = self.write(std::slice::from_ref(&job)).await;
+            let _ = job.done.send(answer);
+        }
+    }
+
+    /// Writes `jobs` in one transaction (a single statement goes alone).
+    /// A write that finds the connection broken is tried once more on a
+    /// new one: every statement here may run twice with the same result.
+    async fn write(&mut self, jobs: &[Job]) -> Result<(), WaError> {
+        let statements = merge(jobs);
+        match self.try_write(&statements).await {
+            Err(e) if is_broken(&e) => {
+                self.own = None;
+                self.try_write(&statements).await.map_err(db_error)
+            }
+            written => written.map_err(db_error),
+        }
+    }
+
+    async fn try_write(&mut self, statements: &[Statement<'_>]) -> Result<(), sqlx::Error> {
+        let kind = self.kind;
+        let mut conn = self.connection().await?;
+        let conn = conn.get();
+        let written = async {
+            if let [single] = statements {
+                return single.query().execute(&mut *conn).await.map(drop);
+            }
+            let mut tx = match kind {
+                DbKind::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+                DbKind::Postgres => conn.begin().await?,
+            };
+            for statement in statements {
+                statement.query().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if written.as_ref().is_err_and(is_broken) {
+            self.own = None;
+        }
+        written
+    }
+
+    /// The connection to write on, once this process may still write.
+    async fn connection(&mut self) -> Result<Conn<'_>, sqlx::Error> {
+        if !self.fence.is_open() {
+            return Err(WriteFence::refused());
+        }
+        let options = match &self.source {
+            Source::Pool(pool) => return pool.acquire().await.map(Conn::Pooled),
+            Source::Own(options) => options,
+        };
+        // A connection open while the fence was closed may have been cut by
+        // another node: it goes.
+        if self
+            .own
+            .as_ref()
+            .is_some_and(|(_, opened)| self.fence.outlived(opened.elapsed()))
+        {
+            self.own = None;
+        }
+        if self.own.is_none() {
+            let conn = AnyConnection::connect_with(options).await?;
+            if !self.fence.is_open() {
+                return Err(WriteFence::refused());
+            }
+            self.own = Some((conn, Instant::now()));
+        }
+        let (conn, _) = self.own.as_mut().expect("opened above");
+        Ok(Conn::Own(conn))
+    }
+}
+
+/// A connection that failed this way is not used again.
+fn is_broken(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+    )
+}
+
+/// One statement of a batch: rows of different sessions for one [`Rows`].
+struct Statement<'a> {
+    statement: &'static Rows,
+    rows: Vec<(&'a SessionId, &'a [Value])>,
+    sql: String,
+}
+
+impl Statement<'_> {
+    fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+        let per_row = self.statement.width + 1;
+        let cached = self.rows.len() <= 4 || self.rows.len() == rows_per_statement(per_row);
+        let query = sqlx::query(&self.sql).persistent(cached);
+        self.rows.iter().fold(query, |query, (session, values)| {
+            values
+                .iter()
+                .fold(query.bind(session.as_str()), |query, value| match value {
+                    Value::Text(text) => query.bind(text.as_str()),
+                    Value::Blob(blob) => query.bind(blob.as_ref()),
+                    Value::Int(n) => query.bind(*n),
+                })
+        })
+    }
+}
+
+fn rows_per_statement(per_row: usize) -> usize {
+    (MAX_PARAMS / per_row).max(1)
+}
+
+/// The statements that write `jobs`, in an order that keeps each session's
+/// writes in theirs: a session's write joins an earlier statement for the
+/// same [`Rows`] only if that one comes after the session's last write and
+/// holds no row of the session yet (rows of one session may name the same
+/// key, which one Postgres upsert cannot take twice). Rows of different
+/// sessions never share a key: the session id is part of every key.
+fn merge(jobs: &[Job]) -> Vec<Statement<'_>> {
+    struct Group<'a> {
+        statement: &'static Rows,
+        rows: Vec<(&'a SessionId, &'a [Value])>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    // Each session's last group, by its position in `groups`.
+    let mut last: Vec<(&SessionId, usize)> = Vec::new();
+    for job in jobs {
+        let session = &job.session;
+        for write in job.writes.iter().filter(|w| !w.rows.is_empty()) {
+            let after = last.iter().find(|(s, _)| *s == session).map(|(_, at)| *at);
+            let start = after.map_or(0, |at| at + 1);
+            let joined = groups
+                .iter()
+                .enumerate()
+                .skip(start)
+                .find(|(_, g)| {
+                    std::ptr::eq(g.statement, write.statement)
+                        && !g.rows.iter().any(|(s, _)| *s == session)
+                })
+                .map(|(at, _)| at);
+            let at = joined.unwrap_or_else(|| {
+                groups.push(Group {
+                    statement: write.statement,
+                    rows: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[at]
+                .rows
+                .extend(write.rows.iter().map(|row| (session, row.as_slice())));
+            match last.iter_mut().find(|(s, _)| *s == session) {
+                Some(entry) => entry.1 = at,
+                None => last.push((session, at)),
+            }
+        }
+    }
+    let mut statements = Vec::new();
+    for group in groups {
+        let per_row = group.statement.width + 1;
+        for chunk in group.rows.chunks(rows_per_statement(per_row)) {
+            let sql = format!(
+                "{}{}{}",
+                group.statement.head,
+                row_placeholders(1, chunk.len(), per_row),
+                group.statement.tail
+            );
+            statements.push(Statement {
+                statement: group.statement,
+                rows: chunk.to_vec(),
+                sql,
+            });
+        }
+    }
+    statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Rows = super::super::rows!("INSERT INTO a (session_id, k, v) VALUES ", "", 2);
+    const B: Rows = super::super::rows!("INSERT INTO b (session_id, k, v) VALUES ", "", 2);
+
+    fn job(session: &str, writes: Vec<(&'static Rows, i64)>) -> Job {
+        Job {
+            session: SessionId::from_raw(session),
+            writes: writes
+                .into_iter()
+                .map(|(statement, k)| Write {
+                    statement,
+                    rows: vec![vec![Value::Int(k), Value::Int(0)]],
+                })
+                .collect(),
+            revoked: Revocation::default(),
+            done: oneshot::channel().0,
+        }
+    }
+
+    fn shape(statements: &[Statement]) -> Vec<(String, Vec<String>)> {
+        statements
+            .iter()
+            .map(|s| {
+                let table = s.statement.head.split_whitespace().nth(2).unwrap();
+                let rows = s
+                    .rows
+                    .iter()
+                    .map(|(session, values)| match values[0] {
+                        Value::Int(k) => format!("{session}:{k}"),
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                (table.to_owned(), rows)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_share_statements_and_each_keeps_its_order() {
+        let jobs = [
+            job("s1", vec![(&A, 1), (&B, 2)]),
+            job("s2", vec![(&A, 3)]),
+            // s1 again: its second write to A must follow its write to B.
+            job("s1", vec![(&A, 4)]),
+            job("s3", vec![(&B, 5), (&A, 6)]),
+        ];
+        let merged = merge(&jobs);
+        let expect = |t: &str, rows: &[&str]| {
+            (
+                t.to_owned(),
+                rows.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            shape(&merged),
+            [
+                expect("a", &["s1:1", "s2:3"]),
+                expect("b", &["s1:2", "s3:5"]),
+                expect("a", &["s1:4", "s3:6"]),
+            ]
+        );
+        assert_eq!(
+            merged[0].sql,
+            "INSERT INTO a (session_id, k, v) VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+    }
+
+    #[test]
+    fn one_row_is_the_statement_for_one_row() {
+        let jobs = [job("s1", vec![(&A, 1)])];
+        let merged = merge(&jobs);
+        assert_eq!(merged[0].sql, A.one);
+    }
+}
