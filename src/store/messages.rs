@@ -325,7 +325,10 @@ impl Store {
     pub async fn advance_outbound_many(&self, changes: Vec<StatusChange>) -> Result<Vec<Advanced>> {
         match &self.statuses {
             Some(writer) => writer.apply(changes).await,
-            None => self.apply_status_changes(&changes).await,
+            None => {
+                let mut conn = self.writer().acquire().await?;
+                self.apply_status_changes(&mut conn, &changes).await
+            }
         }
     }
 
@@ -334,6 +337,7 @@ impl Store {
     /// is an event for the webhooks that want it.
     pub(super) async fn apply_status_changes(
         &self,
+        conn: &mut sqlx::AnyConnection,
         changes: &[StatusChange],
     ) -> Result<Vec<Advanced>> {
         if changes.is_empty() {
@@ -345,7 +349,7 @@ impl Store {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut tx = self.begin_write().await?;
+        let mut tx = super::link::begin_write(conn, self.kind()).await?;
         // The rows, locked in key order on Postgres (so that two batches
         // never wait for each other in a cycle).
         let mut rows: HashMap<(String, String), Row> = HashMap::new();

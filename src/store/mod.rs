@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod copy;
 pub mod fence;
 mod lease;
+mod link;
 mod lock;
 pub mod messages;
 pub mod plans;
@@ -205,11 +206,14 @@ impl Store {
             statuses: None,
             group: None,
         };
-        store.statuses = Some(Arc::new(statuses::StatusWriter::start(store.clone())));
         let source = match kind {
-            DbKind::Postgres => protocol::group::Source::Own(own),
-            DbKind::Sqlite => protocol::group::Source::Pool(store.writer.clone()),
+            DbKind::Postgres => link::Source::Own(own),
+            DbKind::Sqlite => link::Source::Pool(store.writer.clone()),
         };
+        store.statuses = Some(Arc::new(statuses::StatusWriter::start(
+            store.clone(),
+            source.clone(),
+        )));
         store.group = Some(Arc::new(protocol::group::GroupWriter::start(
             source,
             kind,
@@ -303,6 +307,9 @@ impl Store {
     pub async fn close(&self) {
         if let Some(group) = &self.group {
             group.close();
+        }
+        if let Some(statuses) = &self.statuses {
+            statuses.close();
         }
         if self.kind == DbKind::Postgres {
             self.control.close().await;

@@ -16,7 +16,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::link::{Link, Source};
 use super::messages::{Advanced, StatusChange};
 use super::{Result, Store, StoreError};
 
@@ -33,18 +35,26 @@ struct Request {
 /// The handle callers use; the task ends when the last handle is gone.
 pub(super) struct StatusWriter {
     queue: mpsc::Sender<Request>,
+    closed: CancellationToken,
     /// Owned here; it ends by itself once `queue` closes.
     _task: JoinHandle<()>,
 }
 
 impl StatusWriter {
     /// Starts the writer over `store`, which must have no writer of its
-    /// own (it applies the batches directly).
-    pub(super) fn start(store: Store) -> Self {
+    /// own (it applies the batches directly), on a connection from
+    /// `source` (`link.rs`).
+    pub(super) fn start(store: Store, source: Source) -> Self {
         debug_assert!(store.statuses.is_none());
         let (queue, requests) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(store, requests));
-        StatusWriter { queue, _task: task }
+        let link = Link::new(source, store.fence.clone());
+        let closed = CancellationToken::new();
+        let task = tokio::spawn(run(store, link, requests, closed.clone()));
+        StatusWriter {
+            queue,
+            closed,
+            _task: task,
+        }
     }
 
     /// Applies `changes` with whatever else is waiting; answers once they
@@ -58,11 +68,28 @@ impl StatusWriter {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Ends the task and closes its connection; what is queued fails.
+    pub(super) fn close(&self) {
+        self.closed.cancel();
+    }
 }
 
-async fn run(store: Store, mut requests: mpsc::Receiver<Request>) {
+async fn run(
+    store: Store,
+    mut link: Link,
+    mut requests: mpsc::Receiver<Request>,
+    closed: CancellationToken,
+) {
     let mut batch: Vec<Request> = Vec::new();
-    while let Some(first) = requests.recv().await {
+    loop {
+        let first = tokio::select! {
+            _ = closed.cancelled() => break,
+            request = requests.recv() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
         let mut size = first.changes.len();
         batch.push(first);
         while size < MAX_BATCH {
@@ -74,18 +101,19 @@ async fn run(store: Store, mut requests: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit(&store, std::mem::take(&mut batch)).await;
+        commit(&store, &mut link, std::mem::take(&mut batch)).await;
     }
+    link.close().await;
 }
 
 /// Commits one batch and answers its callers.
-async fn commit(store: &Store, batch: Vec<Request>) {
+async fn commit(store: &Store, link: &mut Link, batch: Vec<Request>) {
     if batch.len() > 1 {
         let changes: Vec<StatusChange> = batch
             .iter()
             .flat_map(|r| r.changes.iter().cloned())
             .collect();
-        match store.apply_status_changes(&changes).await {
+        match apply(store, link, &changes).await {
             Ok(advanced) => {
                 let mut advanced = advanced.into_iter();
                 for request in batch {
@@ -101,7 +129,18 @@ async fn commit(store: &Store, batch: Vec<Request>) {
         }
     }
     for request in batch {
-        let answer = store.apply_status_changes(&request.changes).await;
+        let answer = apply(store, link, &request.changes).await;
         let _ = request.done.send(answer);
     }
+}
+
+/// Applies `changes` on the link's connection.
+async fn apply(store: &Store, link: &mut Link, changes: &[StatusChange]) -> Result<Vec<Advanced>> {
+    let mut conn = link.connection().await?;
+    let applied = store.apply_status_changes(conn.get(), changes).await;
+    drop(conn);
+    if let Err(StoreError::Sql(e)) = &applied {
+        link.failed(e);
+    }
+    applied
 }

@@ -20,11 +20,10 @@
 //! atomic. When a batch fails as a whole, each job is tried again alone,
 //! so one bad job fails only its own caller.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use sqlx::any::AnyConnectOptions;
-use sqlx::{Any, AnyConnection, AnyPool, Connection};
+use sqlx::Any;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,7 @@ use wacore::store::error::StoreError as WaError;
 
 use super::{MAX_PARAMS, Rows, SessionId, db_error};
 use crate::store::batch::row_placeholders;
+use crate::store::link::{Link, Source, begin_write, is_broken};
 use crate::store::{DbKind, Revocation, WriteFence};
 
 /// Jobs waiting at once; beyond that a caller waits for room.
@@ -100,25 +100,15 @@ pub(crate) struct GroupWriter {
     _task: JoinHandle<()>,
 }
 
-/// Where the writer's connection comes from.
-pub(crate) enum Source {
-    /// Postgres: a connection of its own, opened with these options.
-    Own(AnyConnectOptions),
-    /// SQLite: the one writer connection, for the length of a batch.
-    Pool(AnyPool),
-}
-
 impl GroupWriter {
-    pub(crate) fn start(source: Source, kind: DbKind, fence: std::sync::Arc<WriteFence>) -> Self {
+    pub(crate) fn start(source: Source, kind: DbKind, fence: Arc<WriteFence>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let closed = CancellationToken::new();
-        let link = Link {
-            source,
+        let writer = Writer {
+            link: Link::new(source, fence),
             kind,
-            fence,
-            own: None,
         };
-        let task = tokio::spawn(run(link, jobs, closed.clone()));
+        let task = tokio::spawn(run(writer, jobs, closed.clone()));
         GroupWriter {
             queue,
             closed,
@@ -163,7 +153,7 @@ fn revoked() -> WaError {
     )))
 }
 
-async fn run(mut link: Link, mut jobs: mpsc::Receiver<Job>, closed: CancellationToken) {
+async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, closed: CancellationToken) {
     loop {
         let first = tokio::select! {
             _ = closed.cancelled() => break,
@@ -183,42 +173,22 @@ async fn run(mut link: Link, mut jobs: mpsc::Receiver<Job>, closed: Cancellation
                 Err(_) => break,
             }
         }
-        link.commit(batch).await;
+        writer.commit(batch).await;
     }
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
         let _ = job.done.send(Err(stopped()));
     }
-    if let Some((conn, _)) = link.own.take() {
-        let _ = conn.close().await;
-    }
+    writer.link.close().await;
 }
 
-/// The writer's side of the database.
-struct Link {
-    source: Source,
+/// The task's side: its connection and the database's dialect.
+struct Writer {
+    link: Link,
     kind: DbKind,
-    fence: std::sync::Arc<WriteFence>,
-    /// The connection of its own and when it was opened.
-    own: Option<(AnyConnection, Instant)>,
 }
 
-/// A connection for one batch: the writer's own, or one from the pool.
-enum Conn<'a> {
-    Own(&'a mut AnyConnection),
-    Pooled(sqlx::pool::PoolConnection<Any>),
-}
-
-impl Conn<'_> {
-    fn get(&mut self) -> &mut AnyConnection {
-        match self {
-            Conn::Own(conn) => conn,
-            Conn::Pooled(conn) => conn,
-        }
-    }
-}
-
-impl Link {
+impl Writer {
     /// Commits `batch` and answers its callers.
     async fn commit(&mut self, batch: Vec<Job>) {
         let (batch, gone): (Vec<Job>, Vec<Job>) =
@@ -252,74 +222,29 @@ impl Link {
     async fn write(&mut self, jobs: &[Job]) -> Result<(), WaError> {
         let statements = merge(jobs);
         match self.try_write(&statements).await {
-            Err(e) if is_broken(&e) => {
-                self.own = None;
-                self.try_write(&statements).await.map_err(db_error)
-            }
+            Err(e) if is_broken(&e) => self.try_write(&statements).await.map_err(db_error),
             written => written.map_err(db_error),
         }
     }
 
     async fn try_write(&mut self, statements: &[Statement<'_>]) -> Result<(), sqlx::Error> {
         let kind = self.kind;
-        let mut conn = self.connection().await?;
+        let mut conn = self.link.connection().await?;
         let conn = conn.get();
         let written = async {
             if let [single] = statements {
                 return single.query().execute(&mut *conn).await.map(drop);
             }
-            let mut tx = match kind {
-                DbKind::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-                DbKind::Postgres => conn.begin().await?,
-            };
+            let mut tx = begin_write(conn, kind).await?;
             for statement in statements {
                 statement.query().execute(&mut *tx).await?;
             }
             tx.commit().await
         }
         .await;
-        if written.as_ref().is_err_and(is_broken) {
-            self.own = None;
-        }
+        self.link.check(&written);
         written
     }
-
-    /// The connection to write on, once this process may still write.
-    async fn connection(&mut self) -> Result<Conn<'_>, sqlx::Error> {
-        if !self.fence.is_open() {
-            return Err(WriteFence::refused());
-        }
-        let options = match &self.source {
-            Source::Pool(pool) => return pool.acquire().await.map(Conn::Pooled),
-            Source::Own(options) => options,
-        };
-        // A connection open while the fence was closed may have been cut by
-        // another node: it goes.
-        if self
-            .own
-            .as_ref()
-            .is_some_and(|(_, opened)| self.fence.outlived(opened.elapsed()))
-        {
-            self.own = None;
-        }
-        if self.own.is_none() {
-            let conn = AnyConnection::connect_with(options).await?;
-            if !self.fence.is_open() {
-                return Err(WriteFence::refused());
-            }
-            self.own = Some((conn, Instant::now()));
-        }
-        let (conn, _) = self.own.as_mut().expect("opened above");
-        Ok(Conn::Own(conn))
-    }
-}
-
-/// A connection that failed this way is not used again.
-fn is_broken(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
-    )
 }
 
 /// One statement of a batch: rows of different sessions for one [`Rows`].
