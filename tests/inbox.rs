@@ -12,6 +12,7 @@ db_tests!(
     outbound_statuses_only_move_forward_and_report_every_step,
     status_changes_of_many_sessions_commit_together_as_if_one_by_one,
     a_key_raced_by_two_transactions_writes_one_send,
+    sends_accepted_at_once_each_get_their_row_and_a_bad_one_fails_alone,
 );
 
 async fn insert_inbound(app: &TestApp, tenant: &str, n: i64, chat: &str, text: &str) {
@@ -436,4 +437,66 @@ async fn a_key_raced_by_two_transactions_writes_one_send(db: TestDb) {
             .await
             .unwrap();
     assert_eq!(rows, 1);
+}
+
+/// Sends accepted at the same moment share statements (`accepts.rs`):
+/// each still gets its own row, numbered in the order it was accepted
+/// within its tenant, and a send whose row cannot be written (its tenant
+/// is gone) fails alone.
+async fn sends_accepted_at_once_each_get_their_row_and_a_bad_one_fails_alone(db: TestDb) {
+    use wago::store::messages::{Accepted, NewOutbound};
+    use wago::tenants::TenantId;
+
+    let app = TestApp::spawn(&db, &[]).await;
+    let mut tenants = Vec::new();
+    for n in 0..4 {
+        let (id, _) = app.create_tenant(&format!("t{n}")).await;
+        tenants.push(TenantId::from_raw(id.as_str()));
+    }
+    let gone = TenantId::from_raw("no-such-tenant");
+    // Each tenant's sends in order, all tenants at once; the missing
+    // tenant's send among them.
+    let per_tenant = 25;
+    let accepts = tenants.iter().chain([&gone]).map(|tenant| {
+        let store = app.store.clone();
+        let tenant = tenant.clone();
+        async move {
+            let mut rows = Vec::new();
+            for m in 0..per_tenant {
+                let message_id = format!("3EB0{}{m:03}", tenant.as_str());
+                let send = NewOutbound {
+                    message_id: &message_id,
+                    chat_id: "62812000001@s.whatsapp.net",
+                    kind: "conversation",
+                    text: &message_id,
+                    idempotency_key: None,
+                };
+                rows.push(store.accept_outbound(&tenant, "", &send).await);
+            }
+            (tenant, rows)
+        }
+    });
+    let results = futures_util::future::join_all(accepts).await;
+    for (tenant, rows) in results {
+        if tenant == gone {
+            assert!(rows.iter().all(|r| r.is_err()), "a send for no tenant");
+            continue;
+        }
+        let mut last_id = 0;
+        for (m, row) in rows.into_iter().enumerate() {
+            let Ok(Accepted::New(row)) = row else {
+                panic!("send {m} of {tenant}: {row:?}");
+            };
+            assert_eq!(row.message_id, format!("3EB0{}{m:03}", tenant.as_str()));
+            assert_eq!(row.text.as_deref(), Some(row.message_id.as_str()));
+            assert_eq!(row.status, wago::types::MessageStatus::Queued);
+            assert!(row.id > last_id, "numbered in the order accepted");
+            last_id = row.id;
+        }
+    }
+    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE direction = 'out'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(written, 4 * per_tenant as i64);
 }

@@ -1,4 +1,5 @@
-//! The connection a batch writer writes on.
+//! What the batch writers share: the connection they write on, and the
+//! task that gathers their callers' asks into batches ([`Batcher`]).
 //!
 //! The group writers (`statuses.rs`, `protocol/group.rs`) commit one batch
 //! at a time. On Postgres each keeps a connection of its own: a pooled one
@@ -14,6 +15,9 @@ use std::time::Instant;
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Connection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{DbKind, WriteFence};
 
@@ -126,4 +130,92 @@ pub(crate) fn is_broken(e: &sqlx::Error) -> bool {
         e,
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
     )
+}
+
+/// A writer that commits what its callers ask in batches: whatever they
+/// asked while it committed the last batch goes in the next, up to
+/// [`Batch::MOST`] (an ask is never split); nothing waits on a timer.
+pub(crate) trait Batch: Send + 'static {
+    type Ask: Send + 'static;
+    type Answer: Send + 'static;
+    /// How much of a batch's room `ask` takes.
+    const MOST: usize;
+    fn weight(ask: &Self::Ask) -> usize;
+    /// Commits `batch` on `link` and answers each caller.
+    fn commit(
+        &mut self,
+        link: &mut Link,
+        batch: Vec<Asked<Self>>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// An ask and where its answer goes.
+pub(crate) type Asked<B> = (<B as Batch>::Ask, oneshot::Sender<<B as Batch>::Answer>);
+
+/// Callers waiting at once; beyond that an ask waits for room.
+const QUEUE: usize = 4096;
+
+/// The handle callers use; its task ends when closed or when the last
+/// handle is gone, and closes its connection.
+pub(crate) struct Batcher<B: Batch> {
+    queue: mpsc::Sender<Asked<B>>,
+    closed: CancellationToken,
+    /// Owned here; it ends by itself once `queue` closes.
+    _task: JoinHandle<()>,
+}
+
+impl<B: Batch> Batcher<B> {
+    pub(crate) fn start(writer: B, link: Link) -> Self {
+        let (queue, asks) = mpsc::channel(QUEUE);
+        let closed = CancellationToken::new();
+        let task = tokio::spawn(run(writer, link, asks, closed.clone()));
+        Batcher {
+            queue,
+            closed,
+            _task: task,
+        }
+    }
+
+    /// `ask` committed with whatever else is waiting; `None` once the
+    /// writer has stopped.
+    pub(crate) async fn ask(&self, ask: B::Ask) -> Option<B::Answer> {
+        let (done, answer) = oneshot::channel();
+        self.queue.send((ask, done)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Ends the task and closes its connection; what is queued fails.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+}
+
+async fn run<B: Batch>(
+    mut writer: B,
+    mut link: Link,
+    mut asks: mpsc::Receiver<Asked<B>>,
+    closed: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = closed.cancelled() => break,
+            ask = asks.recv() => match ask {
+                Some(ask) => ask,
+                None => break,
+            },
+        };
+        let mut size = B::weight(&first.0);
+        let mut batch = vec![first];
+        while size < B::MOST {
+            match asks.try_recv() {
+                Ok(next) => {
+                    size += B::weight(&next.0);
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        writer.commit(&mut link, batch).await;
+    }
+    link.close().await;
 }

@@ -150,7 +150,8 @@ pub enum Accepted {
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
-const OUTBOUND_COLUMNS: &str = "id, message_id, chat_id, kind, text, status, error, created_at";
+pub(super) const OUTBOUND_COLUMNS: &str =
+    "id, message_id, chat_id, kind, text, status, error, created_at";
 
 /// The send that used `key` within the window, on `conn`.
 async fn idempotent_send(
@@ -231,8 +232,23 @@ impl Store {
     ) -> Result<Accepted> {
         let now = now_ms();
         let Some(key) = send.idempotency_key else {
-            // One statement, atomic by itself.
-            let row = insert_outbound(self.writer(), tenant, sender_id, send, now).await?;
+            // One statement, atomic by itself, shared with the sends that
+            // arrive meanwhile (`accepts.rs`).
+            let row = match &self.accepts {
+                Some(writer) => {
+                    let send = super::accepts::NewSend {
+                        tenant: tenant.clone(),
+                        sender_id: sender_id.to_owned(),
+                        message_id: send.message_id.to_owned(),
+                        chat_id: send.chat_id.to_owned(),
+                        kind: send.kind.to_owned(),
+                        text: send.text.to_owned(),
+                        now,
+                    };
+                    writer.accept(send).await?
+                }
+                None => insert_outbound(self.writer(), tenant, sender_id, send, now).await?,
+            };
             return Ok(Accepted::New(row));
         };
         let mut tx = self.begin_write().await?;

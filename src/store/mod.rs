@@ -11,6 +11,7 @@
 //! `statuses` commits the acks and receipts of all sessions in shared
 //! transactions.
 
+mod accepts;
 pub mod admin;
 mod batch;
 pub mod cluster;
@@ -106,6 +107,8 @@ pub struct Store {
     /// Commits the protocol store's writes of all sessions in batches
     /// (`protocol/group.rs`).
     group: Option<Arc<protocol::group::GroupWriter>>,
+    /// Writes accepted sends in batches (`accepts.rs`).
+    accepts: Option<Arc<accepts::AcceptWriter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,6 +208,7 @@ impl Store {
             outbox: Arc::new(Notify::new()),
             statuses: None,
             group: None,
+            accepts: None,
         };
         let source = match kind {
             DbKind::Postgres => link::Source::Own(own),
@@ -213,6 +217,10 @@ impl Store {
         store.statuses = Some(Arc::new(statuses::StatusWriter::start(
             store.clone(),
             source.clone(),
+        )));
+        store.accepts = Some(Arc::new(accepts::AcceptWriter::start(
+            source.clone(),
+            store.fence.clone(),
         )));
         store.group = Some(Arc::new(protocol::group::GroupWriter::start(
             source,
@@ -310,6 +318,9 @@ impl Store {
         }
         if let Some(statuses) = &self.statuses {
             statuses.close();
+        }
+        if let Some(accepts) = &self.accepts {
+            accepts.close();
         }
         if self.kind == DbKind::Postgres {
             self.control.close().await;

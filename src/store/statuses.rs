@@ -14,30 +14,19 @@
 //! change (or a deadlock with a tenant being deleted) fails only its own
 //! caller.
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use super::link::{Link, Source};
+use super::link::{Asked, Batch, Batcher, Link, Source};
 use super::messages::{Advanced, StatusChange};
 use super::{Result, Store, StoreError};
 
-/// Callers waiting at once; beyond that `apply` waits for room.
-const QUEUE: usize = 4096;
 /// Changes committed together at most.
 const MAX_BATCH: usize = 1024;
 
-struct Request {
-    changes: Vec<StatusChange>,
-    done: oneshot::Sender<Result<Vec<Advanced>>>,
-}
+/// The handle callers use (see [`Batcher`]).
+pub(super) struct StatusWriter(Batcher<Statuses>);
 
-/// The handle callers use; the task ends when the last handle is gone.
-pub(super) struct StatusWriter {
-    queue: mpsc::Sender<Request>,
-    closed: CancellationToken,
-    /// Owned here; it ends by itself once `queue` closes.
-    _task: JoinHandle<()>,
+/// The writer's side: the store it applies the batches with.
+struct Statuses {
+    store: Store,
 }
 
 impl StatusWriter {
@@ -46,91 +35,60 @@ impl StatusWriter {
     /// `source` (`link.rs`).
     pub(super) fn start(store: Store, source: Source) -> Self {
         debug_assert!(store.statuses.is_none());
-        let (queue, requests) = mpsc::channel(QUEUE);
         let link = Link::new(source, store.fence.clone());
-        let closed = CancellationToken::new();
-        let task = tokio::spawn(run(store, link, requests, closed.clone()));
-        StatusWriter {
-            queue,
-            closed,
-            _task: task,
-        }
+        StatusWriter(Batcher::start(Statuses { store }, link))
     }
 
     /// Applies `changes` with whatever else is waiting; answers once they
     /// are committed.
     pub(super) async fn apply(&self, changes: Vec<StatusChange>) -> Result<Vec<Advanced>> {
-        let (done, answer) = oneshot::channel();
-        let stopped = || StoreError::Conflict("the status writer has stopped".into());
-        self.queue
-            .send(Request { changes, done })
+        self.0
+            .ask(changes)
             .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .unwrap_or_else(|| Err(StoreError::Conflict("the status writer has stopped".into())))
     }
 
     /// Ends the task and closes its connection; what is queued fails.
     pub(super) fn close(&self) {
-        self.closed.cancel();
+        self.0.close();
     }
 }
 
-async fn run(
-    store: Store,
-    mut link: Link,
-    mut requests: mpsc::Receiver<Request>,
-    closed: CancellationToken,
-) {
-    let mut batch: Vec<Request> = Vec::new();
-    loop {
-        let first = tokio::select! {
-            _ = closed.cancelled() => break,
-            request = requests.recv() => match request {
-                Some(request) => request,
-                None => break,
-            },
-        };
-        let mut size = first.changes.len();
-        batch.push(first);
-        while size < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(next) => {
-                    size += next.changes.len();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        commit(&store, &mut link, std::mem::take(&mut batch)).await;
-    }
-    link.close().await;
-}
+impl Batch for Statuses {
+    type Ask = Vec<StatusChange>;
+    type Answer = Result<Vec<Advanced>>;
+    const MOST: usize = MAX_BATCH;
 
-/// Commits one batch and answers its callers.
-async fn commit(store: &Store, link: &mut Link, batch: Vec<Request>) {
-    if batch.len() > 1 {
-        let changes: Vec<StatusChange> = batch
-            .iter()
-            .flat_map(|r| r.changes.iter().cloned())
-            .collect();
-        match apply(store, link, &changes).await {
-            Ok(advanced) => {
-                let mut advanced = advanced.into_iter();
-                for request in batch {
-                    let answer = advanced.by_ref().take(request.changes.len()).collect();
-                    let _ = request.done.send(Ok(answer));
+    fn weight(changes: &Self::Ask) -> usize {
+        changes.len()
+    }
+
+    /// Commits one batch and answers its callers.
+    async fn commit(&mut self, link: &mut Link, batch: Vec<Asked<Self>>) {
+        let store = &self.store;
+        if batch.len() > 1 {
+            let changes: Vec<StatusChange> = batch
+                .iter()
+                .flat_map(|(changes, _)| changes.iter().cloned())
+                .collect();
+            match apply(store, link, &changes).await {
+                Ok(advanced) => {
+                    let mut advanced = advanced.into_iter();
+                    for (changes, done) in batch {
+                        let answer = advanced.by_ref().take(changes.len()).collect();
+                        let _ = done.send(Ok(answer));
+                    }
+                    return;
                 }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, changes = changes.len(),
-                    "a batch of status changes failed; trying each caller's alone");
+                Err(e) => {
+                    tracing::warn!(error = %e, changes = changes.len(),
+                        "a batch of status changes failed; trying each caller's alone");
+                }
             }
         }
-    }
-    for request in batch {
-        let answer = apply(store, link, &request.changes).await;
-        let _ = request.done.send(answer);
+        for (changes, done) in batch {
+            let _ = done.send(apply(store, link, &changes).await);
+        }
     }
 }
 

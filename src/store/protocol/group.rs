@@ -24,18 +24,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sqlx::Any;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use wacore::store::error::StoreError as WaError;
 
 use super::{MAX_PARAMS, Rows, SessionId, db_error};
 use crate::store::batch::row_placeholders;
-use crate::store::link::{Link, Source, begin_write, is_broken};
+use crate::store::link::{Asked, Batch, Batcher, Link, Source, begin_write, is_broken};
 use crate::store::{DbKind, Revocation, WriteFence};
 
-/// Jobs waiting at once; beyond that a caller waits for room.
-const QUEUE: usize = 4096;
 /// Rows committed together at most (a job is never split).
 const MAX_BATCH_ROWS: usize = 4096;
 
@@ -82,7 +77,6 @@ struct Job {
     session: SessionId,
     writes: Vec<Write>,
     revoked: Revocation,
-    done: oneshot::Sender<Result<(), WaError>>,
 }
 
 impl Job {
@@ -91,29 +85,12 @@ impl Job {
     }
 }
 
-/// The handle the sessions' stores write through; the task ends when it is
-/// closed or the last handle is gone.
-pub(crate) struct GroupWriter {
-    queue: mpsc::Sender<Job>,
-    closed: CancellationToken,
-    /// Owned here; it ends by itself once `queue` closes.
-    _task: JoinHandle<()>,
-}
+/// The handle the sessions' stores write through (see [`Batcher`]).
+pub(crate) struct GroupWriter(Batcher<Writer>);
 
 impl GroupWriter {
     pub(crate) fn start(source: Source, kind: DbKind, fence: Arc<WriteFence>) -> Self {
-        let (queue, jobs) = mpsc::channel(QUEUE);
-        let closed = CancellationToken::new();
-        let writer = Writer {
-            link: Link::new(source, fence),
-            kind,
-        };
-        let task = tokio::spawn(run(writer, jobs, closed.clone()));
-        GroupWriter {
-            queue,
-            closed,
-            _task: task,
-        }
+        GroupWriter(Batcher::start(Writer { kind }, Link::new(source, fence)))
     }
 
     /// Commits `writes` of `session` with whatever else is waiting; answers
@@ -124,20 +101,17 @@ impl GroupWriter {
         revoked: Revocation,
         writes: Vec<Write>,
     ) -> Result<(), WaError> {
-        let (done, answer) = oneshot::channel();
         let job = Job {
             session,
             writes,
             revoked,
-            done,
         };
-        self.queue.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.0.ask(job).await.unwrap_or_else(|| Err(stopped()))
     }
 
     /// Ends the task and closes its connection; what is queued fails.
     pub(crate) fn close(&self) {
-        self.closed.cancel();
+        self.0.close();
     }
 }
 
@@ -153,83 +127,68 @@ fn revoked() -> WaError {
     )))
 }
 
-async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, closed: CancellationToken) {
-    loop {
-        let first = tokio::select! {
-            _ = closed.cancelled() => break,
-            job = jobs.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        let mut size = first.rows();
-        let mut batch = vec![first];
-        while size < MAX_BATCH_ROWS {
-            match jobs.try_recv() {
-                Ok(next) => {
-                    size += next.rows();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        writer.commit(batch).await;
-    }
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
-        let _ = job.done.send(Err(stopped()));
-    }
-    writer.link.close().await;
-}
-
-/// The task's side: its connection and the database's dialect.
+/// The task's side: the database's dialect.
 struct Writer {
-    link: Link,
     kind: DbKind,
 }
 
-impl Writer {
+impl Batch for Writer {
+    type Ask = Job;
+    type Answer = Result<(), WaError>;
+    const MOST: usize = MAX_BATCH_ROWS;
+
+    fn weight(job: &Job) -> usize {
+        job.rows()
+    }
+
     /// Commits `batch` and answers its callers.
-    async fn commit(&mut self, batch: Vec<Job>) {
-        let (batch, gone): (Vec<Job>, Vec<Job>) =
-            batch.into_iter().partition(|j| !j.revoked.is_revoked());
-        for job in gone {
-            let _ = job.done.send(Err(revoked()));
+    async fn commit(&mut self, link: &mut Link, batch: Vec<Asked<Self>>) {
+        let (batch, gone): (Vec<Asked<Self>>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(job, _)| !job.revoked.is_revoked());
+        for (_, done) in gone {
+            let _ = done.send(Err(revoked()));
         }
-        if batch.len() > 1 {
-            match self.write(&batch).await {
+        let (jobs, answers): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        if jobs.len() > 1 {
+            match self.write(link, &jobs).await {
                 Ok(()) => {
-                    for job in batch {
-                        let _ = job.done.send(Ok(()));
+                    for done in answers {
+                        let _ = done.send(Ok(()));
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, jobs = batch.len(),
+                    tracing::warn!(error = %e, jobs = jobs.len(),
                         "a batch of protocol store writes failed; trying each job alone");
                 }
             }
         }
-        for job in batch {
-            let answer = self.write(std::slice::from_ref(&job)).await;
-            let _ = job.done.send(answer);
+        for (job, done) in jobs.iter().zip(answers) {
+            let _ = done.send(self.write(link, std::slice::from_ref(job)).await);
         }
     }
+}
 
+impl Writer {
     /// Writes `jobs` in one transaction (a single statement goes alone).
     /// A write that finds the connection broken is tried once more on a
     /// new one: every statement here may run twice with the same result.
-    async fn write(&mut self, jobs: &[Job]) -> Result<(), WaError> {
+    async fn write(&self, link: &mut Link, jobs: &[Job]) -> Result<(), WaError> {
         let statements = merge(jobs);
-        match self.try_write(&statements).await {
-            Err(e) if is_broken(&e) => self.try_write(&statements).await.map_err(db_error),
+        match self.try_write(link, &statements).await {
+            Err(e) if is_broken(&e) => self.try_write(link, &statements).await.map_err(db_error),
             written => written.map_err(db_error),
         }
     }
 
-    async fn try_write(&mut self, statements: &[Statement<'_>]) -> Result<(), sqlx::Error> {
+    async fn try_write(
+        &self,
+        link: &mut Link,
+        statements: &[Statement<'_>],
+    ) -> Result<(), sqlx::Error> {
         let kind = self.kind;
-        let mut conn = self.link.connection().await?;
+        let mut conn = link.connection().await?;
         let conn = conn.get();
         let written = async {
             if let [single] = statements {
@@ -242,7 +201,7 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        self.link.check(&written);
+        link.check(&written);
         written
     }
 }
@@ -357,7 +316,6 @@ mod tests {
                 })
                 .collect(),
             revoked: Revocation::default(),
-            done: oneshot::channel().0,
         }
     }
 
