@@ -80,7 +80,8 @@ impl Link {
             self.own = None;
         }
         if self.own.is_none() {
-            let conn = AnyConnection::connect_with(options).await?;
+            let mut conn = AnyConnection::connect_with(options).await?;
+            super::prepare_connection(&mut conn, DbKind::Postgres).await?;
             if !self.fence.is_open() {
                 return Err(WriteFence::refused());
             }

@@ -150,12 +150,7 @@ impl Store {
                         if !fence.is_open() {
                             return Err(WriteFence::refused());
                         }
-                        if kind == DbKind::Sqlite {
-                            // sqlx already turns on foreign keys and a 5 s busy
-                            // timeout; WAL is ours to ask for.
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                        }
-                        Ok(())
+                        prepare_connection(conn, kind).await
                     })
                 })
                 // No ping before a connection is handed out: a round trip
@@ -328,6 +323,23 @@ impl Store {
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// Settings every connection of the pools and writers gets. On SQLite,
+/// WAL (sqlx already turns on foreign keys and a 5 s busy timeout). On
+/// Postgres, a plan made for each execution: a statement prepared while
+/// its tables were small (a new database, never analysed) would otherwise
+/// keep a generic plan that reads them whole once they are large.
+pub(crate) async fn prepare_connection(
+    conn: &mut sqlx::AnyConnection,
+    kind: DbKind,
+) -> std::result::Result<(), sqlx::Error> {
+    let setting = match kind {
+        DbKind::Sqlite => "PRAGMA journal_mode = WAL",
+        DbKind::Postgres => "SET plan_cache_mode = force_custom_plan",
+    };
+    conn.execute(setting).await?;
+    Ok(())
 }
 
 /// `url` with `application_name` set to `tag`, replacing any it had: the
