@@ -190,11 +190,12 @@ fn grow(count: usize) -> Vec<String> {
 /// Nothing may count on `ANALYZE` having run: autovacuum may be off, or
 /// behind. A statement first run while `messages` was empty (a new
 /// database) must cost as little once it holds 100,000 rows. On Postgres
-/// each hot statement is prepared by name on a connection of the store's
-/// own pool (with its settings) and run six times, after which Postgres
-/// would keep a generic plan made for the empty tables, then measured
-/// again once the tables grew; on SQLite the steps are counted at both
-/// sizes.
+/// each hot statement the store keeps prepared is prepared by name on a
+/// connection of the store's own pool and run six times, after which
+/// Postgres may keep a generic plan made for the empty tables, then
+/// measured again once the tables grew; one the store does not keep
+/// prepared is planned with its values at both sizes. On SQLite the steps
+/// are counted at both sizes.
 async fn prepared_hot_queries_stay_cheap_as_messages_grow_unanalysed(db: TestDb) {
     let postgres = matches!(db, TestDb::Postgres { .. });
     let store = db.store().await;
@@ -215,6 +216,7 @@ async fn prepared_hot_queries_stay_cheap_as_messages_grow_unanalysed(db: TestDb)
     let mut small = Vec::new();
     for (i, query) in queries.iter().enumerate() {
         let cost = match conn.as_mut() {
+            Some(_) if !query.prepared => store.buffers(query).await.unwrap().unwrap() as u64,
             Some(conn) => {
                 let conn: &mut sqlx::AnyConnection = conn;
                 sqlx::raw_sql(&format!("PREPARE hot{i} AS {}", query.sql))
@@ -243,6 +245,7 @@ async fn prepared_hot_queries_stay_cheap_as_messages_grow_unanalysed(db: TestDb)
     let mut grew = Vec::new();
     for (i, query) in queries.iter().enumerate() {
         let large = match conn.as_mut() {
+            Some(_) if !query.prepared => store.buffers(query).await.unwrap().unwrap() as u64,
             Some(conn) => prepared_buffers(&mut *conn, i, query).await,
             None => sqlite_steps(&db.dsn(), query).await,
         };

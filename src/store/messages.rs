@@ -372,7 +372,9 @@ impl Store {
         for chunk in keys.chunks(batch::CHUNK) {
             let width = batch::width(chunk.len());
             let sql = lock_outbound_sql(self.kind(), width);
-            let mut query = sqlx::query(&sql);
+            // Planned for each run: a plan kept from when `messages` was
+            // small would read the whole table once it is large.
+            let mut query = sqlx::query(&sql).persistent(OUTBOUND_BATCH_PREPARED);
             for (tenant, message_id) in batch::padded(chunk, width) {
                 query = query.bind(*tenant).bind(*message_id);
             }
@@ -439,7 +441,9 @@ impl Store {
         for chunk in moved.chunks(batch::CHUNK) {
             let width = batch::width(chunk.len());
             let sql = update_outbound_sql(self.kind(), width);
-            let mut query = sqlx::query(&sql).bind(now);
+            let mut query = sqlx::query(&sql)
+                .persistent(OUTBOUND_BATCH_PREPARED)
+                .bind(now);
             for ((tenant, message_id), row) in batch::padded(chunk, width) {
                 query = query
                     .bind(tenant.as_str())
@@ -615,6 +619,13 @@ pub(super) fn tenants_with_queued_sql(kind: super::DbKind) -> &'static str {
 
 /// Outbound messages' statuses, locked on Postgres (acks and receipts),
 /// for `width` (tenant, WhatsApp id) pairs.
+/// Whether the status batch's statements stay prepared (see
+/// [`HotQuery::prepared`](super::plans::HotQuery)): not, as Postgres keeps
+/// a generic plan for a prepared statement after five runs, and the one it
+/// makes for these while `messages` is new and small joins the batch
+/// against every outbound row once the table has grown.
+pub(super) const OUTBOUND_BATCH_PREPARED: bool = false;
+
 pub(super) fn lock_outbound_sql(kind: super::DbKind, width: usize) -> String {
     // Receipts and the send's own result race: lock the rows so that
     // neither overwrites the other (SQLite's write transaction already

@@ -325,20 +325,15 @@ impl Store {
     }
 }
 
-/// Settings every connection of the pools and writers gets. On SQLite,
-/// WAL (sqlx already turns on foreign keys and a 5 s busy timeout). On
-/// Postgres, a plan made for each execution: a statement prepared while
-/// its tables were small (a new database, never analysed) would otherwise
-/// keep a generic plan that reads them whole once they are large.
+/// Settings every connection of the pools and writers gets: on SQLite,
+/// WAL (sqlx already turns on foreign keys and a 5 s busy timeout).
 pub(crate) async fn prepare_connection(
     conn: &mut sqlx::AnyConnection,
     kind: DbKind,
 ) -> std::result::Result<(), sqlx::Error> {
-    let setting = match kind {
-        DbKind::Sqlite => "PRAGMA journal_mode = WAL",
-        DbKind::Postgres => "SET plan_cache_mode = force_custom_plan",
-    };
-    conn.execute(setting).await?;
+    if kind == DbKind::Sqlite {
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+    }
     Ok(())
 }
 

@@ -24,6 +24,10 @@ pub struct HotQuery {
     /// Why it may read rows in proportion to its table, when it does; a
     /// query without one must cost the same at any table size.
     pub grows: Option<&'static str>,
+    /// Whether the store runs it as a prepared statement, which Postgres
+    /// may come to run with a generic plan; one that is not is planned
+    /// for each run with its values.
+    pub prepared: bool,
 }
 
 impl Store {
@@ -37,6 +41,7 @@ impl Store {
             params,
             indexes,
             grows: None,
+            prepared: true,
         };
         vec![
             q(
@@ -51,28 +56,34 @@ impl Store {
                 vec![],
                 &[&["messages_queued"]],
             ),
-            q(
-                "outbound messages by their WhatsApp ids, locked",
-                messages::lock_outbound_sql(kind, 2),
-                vec![Text("t1"), Text("m1"), Text("t2"), Text("m2")],
-                &[&["messages_by_message_id"]],
-            ),
-            q(
-                "outbound messages moved to a new status",
-                messages::update_outbound_sql(kind, 2),
-                vec![
-                    Int(0),
-                    Text("t1"),
-                    Text("m1"),
-                    Text("sent"),
-                    Text("no error"),
-                    Text("t2"),
-                    Text("m2"),
-                    Text("read"),
-                    Text("no error"),
-                ],
-                &[&["messages_by_message_id"]],
-            ),
+            HotQuery {
+                prepared: messages::OUTBOUND_BATCH_PREPARED,
+                ..q(
+                    "outbound messages by their WhatsApp ids, locked",
+                    messages::lock_outbound_sql(kind, 2),
+                    vec![Text("t1"), Text("m1"), Text("t2"), Text("m2")],
+                    &[&["messages_by_message_id"]],
+                )
+            },
+            HotQuery {
+                prepared: messages::OUTBOUND_BATCH_PREPARED,
+                ..q(
+                    "outbound messages moved to a new status",
+                    messages::update_outbound_sql(kind, 2),
+                    vec![
+                        Int(0),
+                        Text("t1"),
+                        Text("m1"),
+                        Text("sent"),
+                        Text("no error"),
+                        Text("t2"),
+                        Text("m2"),
+                        Text("read"),
+                        Text("no error"),
+                    ],
+                    &[&["messages_by_message_id"]],
+                )
+            },
             q(
                 "a message by its WhatsApp id",
                 messages::GET_MESSAGE.to_owned(),
