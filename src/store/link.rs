@@ -80,8 +80,7 @@ impl Link {
             self.own = None;
         }
         if self.own.is_none() {
-            let mut conn = AnyConnection::connect_with(options).await?;
-            super::prepare_connection(&mut conn, DbKind::Postgres).await?;
+            let conn = AnyConnection::connect_with(options).await?;
             if !self.fence.is_open() {
                 return Err(WriteFence::refused());
             }

@@ -617,8 +617,6 @@ pub(super) fn tenants_with_queued_sql(kind: super::DbKind) -> &'static str {
     }
 }
 
-/// Outbound messages' statuses, locked on Postgres (acks and receipts),
-/// for `width` (tenant, WhatsApp id) pairs.
 /// Whether the status batch's statements stay prepared (see
 /// [`HotQuery::prepared`](super::plans::HotQuery)): not, as Postgres keeps
 /// a generic plan for a prepared statement after five runs, and the one it
@@ -626,6 +624,8 @@ pub(super) fn tenants_with_queued_sql(kind: super::DbKind) -> &'static str {
 /// against every outbound row once the table has grown.
 pub(super) const OUTBOUND_BATCH_PREPARED: bool = false;
 
+/// Outbound messages' statuses, locked on Postgres (acks and receipts),
+/// for `width` (tenant, WhatsApp id) pairs.
 pub(super) fn lock_outbound_sql(kind: super::DbKind, width: usize) -> String {
     // Receipts and the send's own result race: lock the rows so that
     // neither overwrites the other (SQLite's write transaction already

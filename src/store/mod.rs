@@ -137,7 +137,7 @@ impl Store {
             Dsn::Postgres(url) => (tagged(url, fence.tag()), DbKind::Postgres),
         };
         let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
-        // The group writer's own connection, tagged like the pool's.
+        // The batch writers' own connections (`link.rs`), tagged like the pool's.
         let own = options.clone();
         let in_memory = matches!(dsn, Dsn::Sqlite(p) if p.as_os_str() == ":memory:");
         let pool_options = || {
@@ -150,7 +150,12 @@ impl Store {
                         if !fence.is_open() {
                             return Err(WriteFence::refused());
                         }
-                        prepare_connection(conn, kind).await
+                        if kind == DbKind::Sqlite {
+                            // sqlx already turns on foreign keys and a 5 s busy
+                            // timeout; WAL is ours to ask for.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                        }
+                        Ok(())
                     })
                 })
                 // No ping before a connection is handed out: a round trip
@@ -323,18 +328,6 @@ impl Store {
         self.writer.close().await;
         self.pool.close().await;
     }
-}
-
-/// Settings every connection of the pools and writers gets: on SQLite,
-/// WAL (sqlx already turns on foreign keys and a 5 s busy timeout).
-pub(crate) async fn prepare_connection(
-    conn: &mut sqlx::AnyConnection,
-    kind: DbKind,
-) -> std::result::Result<(), sqlx::Error> {
-    if kind == DbKind::Sqlite {
-        conn.execute("PRAGMA journal_mode = WAL").await?;
-    }
-    Ok(())
 }
 
 /// `url` with `application_name` set to `tag`, replacing any it had: the

@@ -527,15 +527,7 @@ impl ProtocolStore for SessionStore {
         }
         let rows = last_per_key(rows, |r| (r.chat, r.sender, r.id))
             .into_iter()
-            .map(|r| {
-                vec![
-                    Value::from(r.chat),
-                    Value::from(r.sender),
-                    Value::from(r.id),
-                    Value::from(r.message),
-                    Value::from(now),
-                ]
-            })
+            .map(|r| pending_row(r.chat, r.sender, r.id, r.message, now))
             .collect();
         self.commit(vec![Write {
             statement: &PENDING_INBOUND,
@@ -593,15 +585,7 @@ impl SessionStore {
         }
         let rows = staged
             .iter()
-            .map(|r| {
-                vec![
-                    Value::from(r.chat.as_str()),
-                    Value::from(r.sender.as_str()),
-                    Value::from(r.id.as_str()),
-                    Value::from(r.message.as_slice()),
-                    Value::from(r.stored_at),
-                ]
-            })
+            .map(|r| pending_row(&r.chat, &r.sender, &r.id, &r.message, r.stored_at))
             .collect();
         let write = Write {
             statement: &PENDING_INBOUND,
@@ -609,6 +593,17 @@ impl SessionStore {
         };
         (vec![write], staged)
     }
+}
+
+/// A row of [`PENDING_INBOUND`].
+fn pending_row(chat: &str, sender: &str, id: &str, message: &[u8], stored_at: i64) -> Vec<Value> {
+    vec![
+        Value::from(chat),
+        Value::from(sender),
+        Value::from(id),
+        Value::from(message),
+        Value::from(stored_at),
+    ]
 }
 
 fn lid_entry(row: &AnyRow) -> Result<LidPnMappingEntry> {
