@@ -41,7 +41,7 @@
 mod support_db;
 #[path = "../tests/support_nodes/mod.rs"]
 mod support_nodes;
-#[path = "../tests/support_sandbox/mod.rs"]
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 #[path = "support_db/wire.rs"]
 mod wire;

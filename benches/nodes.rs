@@ -19,7 +19,7 @@
 mod support_db;
 #[path = "../tests/support_nodes/mod.rs"]
 mod support_nodes;
-#[path = "../tests/support_sandbox/mod.rs"]
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::process::Command;

@@ -17,7 +17,7 @@
 mod receiver;
 #[path = "support_db/mod.rs"]
 mod support_db;
-#[path = "../tests/support_sandbox/mod.rs"]
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::collections::HashMap;

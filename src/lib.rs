@@ -17,5 +17,7 @@ pub mod tenants;
 pub mod types;
 pub mod webhooks;
 
+/// The simulated WhatsApp network (the `wago-sandbox` crate), in sandbox
+/// builds only.
 #[cfg(feature = "sandbox")]
-pub mod sandbox;
+pub use wago_sandbox as sandbox;

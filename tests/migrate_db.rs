@@ -7,6 +7,7 @@
 #![cfg(feature = "sandbox")]
 
 mod common;
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 mod support_wago;
 

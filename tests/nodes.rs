@@ -10,6 +10,7 @@
 
 mod common;
 mod support_nodes;
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

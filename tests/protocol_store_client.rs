@@ -6,6 +6,7 @@
 #![cfg(feature = "sandbox")]
 
 mod common;
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 #![cfg(feature = "sandbox")]
 
 mod support_openapi;
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::collections::BTreeSet;
@@ -126,7 +127,7 @@ async fn every_operation_is_served_and_nothing_else() {
 /// axum `.route(` in the control API would serve an undocumented route.
 #[test]
 fn the_control_api_registers_routes_only_through_the_document() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sandbox");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox/src");
     for file in ["control.rs", "mock.rs"] {
         let path = dir.join(file);
         let source = std::fs::read_to_string(&path).unwrap();

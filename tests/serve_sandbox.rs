@@ -4,6 +4,7 @@
 //! session reconnects without pairing; Ctrl-C stops it cleanly.
 #![cfg(feature = "sandbox")]
 
+#[path = "../sandbox/tests/support/mod.rs"]
 mod support_sandbox;
 
 use std::io::{BufRead, BufReader};
