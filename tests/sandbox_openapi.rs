@@ -64,6 +64,7 @@ async fn every_operation_is_served_and_nothing_else() {
         ("/phones/{phone}/messages", "post"),
         ("/phones/{phone}/read", "post"),
         ("/sandbox/health", "get"),
+        ("/sandbox/media-certificate", "get"),
         ("/sandbox/connections", "get"),
         ("/sandbox/openapi.json", "get"),
         ("/admin/mock-phone/scan-qr", "post"),
@@ -172,6 +173,15 @@ async fn real_answers_match_the_document() {
     let (a, b) = ("62811000501", "62811000502");
 
     c.call(get("/sandbox/health"), "/sandbox/health", 200).await;
+    let pem = c
+        .call_text(
+            get("/sandbox/media-certificate"),
+            "/sandbox/media-certificate",
+            200,
+        )
+        .await;
+    assert_eq!(pem, sandbox.inner.media_certificate_pem());
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     c.call(get("/sandbox/openapi.json"), "/sandbox/openapi.json", 200)
         .await;
     c.call(get("/sandbox/connections"), "/sandbox/connections", 200)

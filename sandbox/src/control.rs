@@ -234,6 +234,7 @@ fn api() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(post_message, get_messages))
         .routes(routes!(post_read))
         .routes(routes!(health))
+        .routes(routes!(media_certificate))
         .routes(routes!(connections))
         .routes(routes!(openapi_json))
         .routes(routes!(super::mock::scan_qr))
@@ -316,6 +317,30 @@ struct ReadFrom {
 )]
 async fn health() -> Json<Health> {
     Json(Health { ok: true })
+}
+
+/// The certificate of the sandbox's media host, PEM-encoded.
+///
+/// WhatsApp clients reach media over `https://` on the sandbox's own port;
+/// a client that verifies certificates trusts this one (made at start for
+/// `127.0.0.1`, `::1` and `localhost`; a restart makes a new one).
+#[utoipa::path(
+    get,
+    path = "/sandbox/media-certificate",
+    tag = "sandbox",
+    responses((
+        status = 200,
+        description = "The certificate.",
+        body = String,
+        content_type = "application/x-pem-file"
+    )),
+)]
+async fn media_certificate(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        shared.tls.certificate_pem().to_owned(),
+    )
+        .into_response()
 }
 
 /// Every login (the last 10,000), oldest first.

@@ -53,6 +53,8 @@
 //! codes with `pair_code`, and unlinking) or `login` (stanzas, answered by
 //! `iq`). `accounts` is the state and `state` its file; `phone` is the
 //! simulated primary device; `signal` holds the phones' Signal stores;
+//! `media` is the media host (uploads and downloads of encrypted blobs, and
+//! the `media_conn` answer), served over TLS on the same port by `tls`;
 //! `messages` relays companions' messages and has phones send and read
 //! texts, `receipts` routes receipts; `online` reaches logged-in
 //! connections and `deliver` queues stanzas for devices; `tokens` issues
@@ -75,6 +77,7 @@ mod frame;
 mod iq;
 mod jid;
 mod login;
+mod media;
 mod messages;
 mod mock;
 mod noise;
@@ -88,6 +91,7 @@ mod seed;
 mod server;
 mod signal;
 mod state;
+mod tls;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -125,6 +129,10 @@ pub struct SandboxArgs {
     /// server a network round trip away does (0 for at once).
     #[arg(long, env = "SANDBOX_CONNECT_LATENCY_MS", default_value_t = 20)]
     pub connect_latency_ms: u64,
+    /// How many megabytes of uploaded (encrypted) media the media host
+    /// keeps in memory; the oldest blobs go first.
+    #[arg(long, env = "SANDBOX_MEDIA_CAPACITY_MB", default_value_t = 512)]
+    pub media_capacity_mb: usize,
 }
 
 /// How a sandbox is started; `SandboxConfig::new` gives the defaults.
@@ -150,6 +158,8 @@ pub struct SandboxConfig {
     /// reconnects is seen offline for at least that long; on loopback,
     /// without it, a reconnect can be over before anything notices.
     pub connect_latency: Duration,
+    /// Bytes of uploaded media kept in memory, the oldest dropped first.
+    pub media_capacity: usize,
 }
 
 impl SandboxConfig {
@@ -163,6 +173,7 @@ impl SandboxConfig {
             pairing_timeout: Duration::from_secs(20),
             chatstate_ttl: Duration::from_secs(10),
             connect_latency: Duration::from_millis(20),
+            media_capacity: 512 * 1024 * 1024,
         }
     }
 
@@ -185,6 +196,7 @@ impl From<SandboxArgs> for SandboxConfig {
         config.state_file = args.state;
         config.chatstate_ttl = Duration::from_secs(args.chatstate_ttl_secs);
         config.connect_latency = Duration::from_millis(args.connect_latency_ms);
+        config.media_capacity = args.media_capacity_mb.saturating_mul(1024 * 1024);
         config
     }
 }

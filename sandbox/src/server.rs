@@ -17,7 +17,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -27,13 +26,15 @@ use tokio_util::task::TaskTracker;
 use super::accounts::{AccountView, Directory, Phone};
 use super::control::InboxItem;
 use super::deliver::Routes;
+use super::media::MediaStore;
 use super::noise::ServerKey;
 use super::online::Online;
 use super::pairing::{self, Linked, PairingDesk};
 use super::presence::Presence;
 use super::state::{self, StateError};
+use super::tls::{self, Tls};
 use super::tokens::Tokens;
-use super::{SandboxConfig, conn, control};
+use super::{SandboxConfig, conn, control, media};
 
 /// Why a sandbox did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,10 @@ pub struct SandboxStats {
     pub relayed: u64,
     /// Copies a phone could not decrypt.
     pub decrypt_failures: u64,
+    /// Encrypted media blobs the media host holds now.
+    pub media_blobs: usize,
+    /// Their size in bytes.
+    pub media_bytes: usize,
 }
 
 /// What every connection and handler of one sandbox shares.
@@ -127,6 +132,10 @@ pub(crate) struct Shared {
     pub routes: Routes,
     pub presence: Presence,
     pub tokens: Tokens,
+    /// The media host's blobs and auth.
+    pub media: MediaStore,
+    /// The certificate of the port's TLS side (the media host).
+    pub tls: Tls,
     /// Counts the texts phones received, so a wait for one wakes.
     texts: tokio::sync::watch::Sender<u64>,
     saves: tokio::sync::Notify,
@@ -215,6 +224,8 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
             source,
         })?;
     let addr = listener.local_addr().map_err(SandboxError::Serve)?;
+    let tls = Tls::generate().map_err(SandboxError::Serve)?;
+    let media = MediaStore::new(addr, config.media_capacity);
     let shared = Arc::new(Shared {
         config,
         key,
@@ -227,6 +238,8 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
         routes: Routes::default(),
         presence: Presence::default(),
         tokens: Tokens::default(),
+        media,
+        tls,
         texts: tokio::sync::watch::Sender::new(0),
         saves: tokio::sync::Notify::new(),
         conn_seq: AtomicU64::new(1),
@@ -244,13 +257,8 @@ pub async fn start(config: SandboxConfig) -> Result<RunningSandbox, SandboxError
     shared.tasks.spawn(save_loop(shared.clone()));
     let app = router(shared.clone());
     let stop = shared.cancel.clone();
-    // Stanzas are small writes answered at once: without TCP_NODELAY each
-    // waits out the peer's delayed ACK (about 40 ms a message).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let listener = tls::sort(listener, &shared.tls, &shared.tasks, stop.clone())
+        .map_err(SandboxError::Serve)?;
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -277,6 +285,19 @@ impl RunningSandbox {
     /// `http://ADDR`, the base of the control API.
     pub fn http_url(&self) -> String {
         http_url(self.addr)
+    }
+
+    /// The certificate the port's TLS side (the media host) presents,
+    /// PEM-encoded: what a client that verifies certificates trusts to
+    /// upload and download media here.
+    pub fn media_certificate_pem(&self) -> &str {
+        self.shared.tls.certificate_pem()
+    }
+
+    /// The `auth` that `media_conn` gives clients, which the media host
+    /// wants on every upload (a client gets it from the iq by itself).
+    pub fn media_auth(&self) -> &str {
+        self.shared.media.auth()
     }
 
     /// Creates an account (as `POST /phones`).
@@ -314,6 +335,7 @@ impl RunningSandbox {
     /// The sandbox's counters now.
     pub fn stats(&self) -> SandboxStats {
         let c = &self.shared.counters;
+        let (media_blobs, media_bytes) = self.shared.media.usage();
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         SandboxStats {
             xx_handshakes: get(&c.xx),
@@ -329,6 +351,8 @@ impl RunningSandbox {
             phone_sent_msg: get(&c.phone_sent_msg),
             relayed: get(&c.relayed),
             decrypt_failures: get(&c.decrypt_failures),
+            media_blobs,
+            media_bytes,
         }
     }
 
@@ -466,6 +490,7 @@ async fn save_loop(shared: Arc<Shared>) {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws/chat", get(upgrade))
+        .merge(media::routes())
         .merge(control::routes())
         .with_state(shared)
 }

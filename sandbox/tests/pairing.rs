@@ -31,14 +31,15 @@ async fn a_companion_pairs_by_qr_and_connects() {
         .await;
     assert_eq!(view.devices, vec![0, 1]);
     assert_eq!(view.lid, created.lid);
+    // The client uploads its prekeys from a task of its own after
+    // Connected, the last of its start-up queries; every one of them must
+    // have had a real answer.
+    companion.prekeys_uploaded().await;
     let prekeys = sandbox.inner.prekey_count("62811000001", 1);
     assert!(
         prekeys.is_some_and(|n| n > 0),
         "prekeys stored: {prekeys:?}"
     );
-    // The client's background start-up queries follow Connected: give them
-    // a moment, then every one of them must have had a real answer.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let stats = sandbox.inner.stats();
     assert_eq!(stats.unimplemented_iqs, 0, "{stats:?}");
     // The phone says at pairing that the account is 1:1-LID-migrated.

@@ -121,6 +121,34 @@ impl Checker {
         self.operations.insert((path.to_owned(), method.to_owned()));
     }
 
+    /// An answer that is not JSON: its content type must be the documented
+    /// one, with a string schema.
+    pub async fn call_text(
+        &mut self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+        expect: u16,
+    ) -> String {
+        let req = req.build().unwrap();
+        let method = req.method().as_str().to_lowercase();
+        let res = reqwest::Client::new().execute(req).await.unwrap();
+        let what = format!("{method} {path} {}", res.status().as_u16());
+        assert_eq!(res.status().as_u16(), expect, "{what}");
+        let content_type = res.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let response = &self.doc["paths"][path][method.as_str()]["responses"][expect.to_string()];
+        let schema = &response["content"][content_type.as_str()]["schema"];
+        assert_eq!(
+            schema["type"], "string",
+            "{what}: {content_type} is not documented"
+        );
+        self.checked.insert(what);
+        self.operations.insert((path.to_owned(), method));
+        res.text().await.unwrap()
+    }
+
     pub async fn call(&mut self, req: reqwest::RequestBuilder, path: &str, expect: u16) -> Value {
         let req = req.build().unwrap();
         let method = req.method().as_str().to_lowercase();

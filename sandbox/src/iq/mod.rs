@@ -99,6 +99,7 @@ pub(crate) fn answer(asker: &Asker<'_>, iq: &Node) -> Option<Node> {
             Ok(vec![])
         }
         ("md", "set", "remove-companion-device") => remove_companion(asker, iq),
+        ("w:m", "set", "media_conn") => Ok(vec![asker.shared.media.conn_node()]),
         _ => Err(IqError::NotImplemented),
     };
     Some(reply(asker.shared, iq, answer))

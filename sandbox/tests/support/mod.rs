@@ -179,6 +179,44 @@ impl wacore::net::HttpClient for NoInternet {
     }
 }
 
+/// An HTTP client for the sandbox's media host: it trusts the sandbox's own
+/// certificate and no other, so nothing leaves the machine.
+pub struct MediaHttp(reqwest::Client);
+
+impl MediaHttp {
+    pub fn trusting(certificate_pem: &str) -> Self {
+        let certificate =
+            reqwest::Certificate::from_pem(certificate_pem.as_bytes()).expect("a PEM certificate");
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(certificate)
+            .build()
+            .expect("an HTTP client");
+        Self(client)
+    }
+}
+
+#[async_trait::async_trait]
+impl wacore::net::HttpClient for MediaHttp {
+    async fn execute(
+        &self,
+        request: wacore::net::HttpRequest,
+    ) -> anyhow::Result<wacore::net::HttpResponse> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
+        let mut call = self.0.request(method, &request.url);
+        for (name, value) in &request.headers {
+            call = call.header(name, value);
+        }
+        if let Some(body) = request.body {
+            call = call.body(body);
+        }
+        let response = call.send().await?;
+        let status_code = response.status().as_u16();
+        let body = response.bytes().await?.to_vec();
+        Ok(wacore::net::HttpResponse { status_code, body })
+    }
+}
+
 /// Forwards the client's events to the test.
 struct Forward(mpsc::UnboundedSender<Arc<Event>>);
 
@@ -285,11 +323,27 @@ impl Companion {
         Self::start_as(ws_url, store, None, push_name).await
     }
 
+    /// A fresh client that reaches the sandbox's media host through `http`.
+    pub async fn with_media(ws_url: &str, http: MediaHttp) -> Self {
+        let store = Arc::new(InMemoryBackend::new());
+        Self::build(ws_url, store, None, "sandbox test", http).await
+    }
+
     async fn start_as(
         ws_url: &str,
         store: Arc<dyn Backend>,
         commits: Option<bool>,
         push_name: &str,
+    ) -> Self {
+        Self::build(ws_url, store, commits, push_name, NoInternet).await
+    }
+
+    async fn build(
+        ws_url: &str,
+        store: Arc<dyn Backend>,
+        commits: Option<bool>,
+        push_name: &str,
+        http: impl wacore::net::HttpClient + 'static,
     ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let mut builder = Bot::builder();
@@ -299,7 +353,7 @@ impl Companion {
         let bot = builder
             .with_backend_arc(store.clone())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
-            .with_http_client(NoInternet)
+            .with_http_client(http)
             .with_runtime(whatsapp_rust::TokioRuntime)
             .with_version((2, 3000, 1_023_000_000))
             .with_push_name(push_name)
@@ -375,6 +429,21 @@ impl Companion {
         .await
     }
 
+    /// Waits until the client's prekeys are on the server. The client
+    /// uploads them from a task of its own after `Connected`, which nothing
+    /// signals; a test that counts prekeys or fetches bundles waits for it.
+    pub async fn prekeys_uploaded(&self) {
+        let deadline = Instant::now() + STEP;
+        let store = self.client().persistence_manager();
+        while !store.get_device_snapshot().server_has_prekeys {
+            assert!(
+                Instant::now() < deadline,
+                "the client never uploaded its prekeys"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn logged_out(&mut self) {
         self.wait_for("LoggedOut", STEP, |e| {
             matches!(e, Event::LoggedOut(_)).then_some(())
@@ -435,12 +504,23 @@ pub async fn pair(sandbox: &Control, phone: &str) -> (Companion, u16) {
 
 /// [`pair`], for a client on `store` (which must hold no device yet).
 pub async fn pair_on(sandbox: &Control, phone: &str, store: Arc<dyn Backend>) -> (Companion, u16) {
-    let mut companion = Companion::start(&sandbox.ws_url(), store).await;
+    let companion = Companion::start(&sandbox.ws_url(), store).await;
+    link_companion(sandbox, phone, companion).await
+}
+
+/// Links a fresh `companion` to `phone` through the control API and waits
+/// for it to be `Connected`. Returns it and its device id.
+pub async fn link_companion(
+    sandbox: &Control,
+    phone: &str,
+    mut companion: Companion,
+) -> (Companion, u16) {
     let qr = companion.next_qr().await;
     let (status, linked) = sandbox.link(phone, &qr).await;
     assert_eq!(status, 200, "link: {linked}");
     let device = linked["device"].as_u64().expect("a device id") as u16;
     companion.connected().await;
+    companion.prekeys_uploaded().await;
     (companion, device)
 }
 

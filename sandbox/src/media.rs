@@ -1,0 +1,204 @@
+//! The media host: what `media_conn` announces, where clients upload the
+//! encrypted blobs of images, documents, audio, video and stickers, and
+//! where they download them again.
+//!
+//! Clients encrypt media themselves (AES-256-CBC and a 10-byte HMAC, under
+//! keys derived from a random media key that only the message carries), so
+//! the host holds ciphertext it cannot read. What it can check, it checks:
+//! an upload must carry the host's `auth`, and its body must hash to the
+//! SHA-256 its path names (the client's `file_enc_sha256`). A download
+//! answers the exact bytes uploaded, by the path the upload answered; it
+//! needs no `auth`, as a client that lost its connection still downloads.
+//!
+//! Blobs are kept in memory, the oldest dropped first past
+//! [`SandboxConfig::media_capacity`](crate::SandboxConfig::media_capacity)
+//! bytes, and not in the state file.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngExt as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use wacore::iq::mediaconn::{HostType, MediaConnHostExtended, MediaConnResponseExtended};
+use wacore::protocol::ProtocolNode as _;
+use wacore_binary::Node;
+
+use super::server::Shared;
+
+/// The largest upload the host takes: WhatsApp's own limit for documents.
+pub const MAX_UPLOAD: usize = 100 * 1024 * 1024;
+
+/// How long a client may keep a `media_conn` answer (seconds).
+const CONN_TTL: u64 = 3600;
+
+/// The prefix of every download path.
+const BLOB_PREFIX: &str = "/v/sandbox";
+
+/// The encrypted blobs, oldest first, within a byte budget.
+pub(crate) struct MediaStore {
+    /// What uploads must carry as `auth`; URL-safe, so it needs no escaping.
+    auth: String,
+    /// `host:port` as announced to clients.
+    host: String,
+    capacity: usize,
+    blobs: Mutex<Blobs>,
+}
+
+#[derive(Default)]
+struct Blobs {
+    by_name: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl MediaStore {
+    /// A host for a sandbox listening on `addr` (an unspecified address is
+    /// announced as loopback, which every client here can reach).
+    pub fn new(addr: SocketAddr, capacity: usize) -> Self {
+        let mut announced = addr;
+        if announced.ip().is_unspecified() {
+            announced.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let auth: [u8; 24] = rand::rng().random();
+        Self {
+            auth: URL_SAFE_NO_PAD.encode(auth),
+            host: announced.to_string(),
+            capacity,
+            blobs: Mutex::default(),
+        }
+    }
+
+    /// What uploads must carry as `auth`.
+    pub fn auth(&self) -> &str {
+        &self.auth
+    }
+
+    /// The `<media_conn>` answer: the auth and this host.
+    pub fn conn_node(&self) -> Node {
+        let host = MediaConnHostExtended::simple(self.host.clone(), HostType::Primary);
+        MediaConnResponseExtended::mock(self.auth.clone(), CONN_TTL, vec![host]).into_node()
+    }
+
+    /// Keeps a blob under `name`; drops the oldest ones past the budget.
+    fn put(&self, name: String, blob: Bytes) {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = blobs.by_name.insert(name.clone(), blob.clone()) {
+            // The same content again: same name, same bytes.
+            blobs.bytes -= old.len();
+        } else {
+            blobs.order.push_back(name);
+        }
+        blobs.bytes += blob.len();
+        while blobs.bytes > self.capacity {
+            let Some(oldest) = blobs.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = blobs.by_name.remove(&oldest) {
+                blobs.bytes -= gone.len();
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Bytes> {
+        let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        blobs.by_name.get(name).cloned()
+    }
+
+    /// Blobs held now, and their bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        (blobs.by_name.len(), blobs.bytes)
+    }
+}
+
+/// The host's routes: uploads by media kind, downloads by path.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/mms/{kind}/{token}",
+            post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+        .route(&format!("{BLOB_PREFIX}/{{name}}"), get(download))
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    auth: Option<String>,
+    token: Option<String>,
+}
+
+/// What an upload answers, as WhatsApp's media host does.
+#[derive(serde::Serialize)]
+struct Uploaded {
+    url: String,
+    direct_path: String,
+}
+
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    Path((kind, token)): Path<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Response {
+    let media = &shared.media;
+    if query.auth.as_deref() != Some(media.auth.as_str()) {
+        return refuse(StatusCode::UNAUTHORIZED, "missing or stale media auth");
+    }
+    if query.token.as_deref() != Some(token.as_str()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the token query differs from the path",
+        );
+    }
+    let Ok(claimed) = URL_SAFE_NO_PAD.decode(&token) else {
+        return refuse(StatusCode::BAD_REQUEST, "the token is not base64url");
+    };
+    if Sha256::digest(&body).as_slice() != claimed.as_slice() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the body's SHA-256 is not the one the token names",
+        );
+    }
+    if !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return refuse(StatusCode::NOT_FOUND, "no such media kind");
+    }
+    // The content names the blob: the same upload twice is one blob.
+    let name = format!("{kind}-{token}");
+    let direct_path = format!("{BLOB_PREFIX}/{name}");
+    let size = body.len();
+    media.put(name, body);
+    tracing::debug!(%kind, size, "media uploaded");
+    let url = format!("https://{}{direct_path}", media.host);
+    axum::Json(Uploaded { url, direct_path }).into_response()
+}
+
+async fn download(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.media.get(&name) {
+        Some(blob) => ([(header::CONTENT_TYPE, "application/octet-stream")], blob).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "no such media (never uploaded, or dropped)",
+        ),
+    }
+}
+
+/// A refusal's body.
+#[derive(serde::Serialize)]
+struct Refused {
+    error: &'static str,
+}
+
+fn refuse(status: StatusCode, error: &'static str) -> Response {
+    tracing::debug!(%status, error, "media request refused");
+    (status, axum::Json(Refused { error })).into_response()
+}
