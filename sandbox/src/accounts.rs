@@ -301,6 +301,37 @@ pub(crate) struct Received {
     pub at: u64,
     #[serde(default)]
     pub read: bool,
+    /// What a media message carried, as the phone found it (the text is
+    /// then its caption, or empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<ReceivedMedia>,
+}
+
+/// A media file a simulated phone received: fetched from the media host,
+/// decrypted, and checked against the hashes its message names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = InboxMedia)]
+pub struct ReceivedMedia {
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    pub kind: String,
+    /// The MIME type the message names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
+    /// A document's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// The decrypted file's size in bytes (0 when it could not be read).
+    pub size: u64,
+    /// The decrypted file's SHA-256, hex: what the sender sent, once
+    /// `verified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The blob was found, its MAC held, and the plaintext hashes to the
+    /// message's `file_sha256`.
+    pub verified: bool,
+    /// Why not, when not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Texts kept per phone; older ones are dropped.

@@ -23,7 +23,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::accounts::{AccountView, DirectoryError, Phone, Received};
+use super::accounts::{AccountView, DirectoryError, Phone, Received, ReceivedMedia};
 use super::messages::{self, SendError};
 use super::online::Login;
 use super::pairing::{self, LinkError, Linked};
@@ -159,6 +159,10 @@ pub struct InboxItem {
     /// When the sandbox received it, RFC 3339 (UTC).
     #[schema(format = DateTime)]
     pub timestamp: String,
+    /// A media message's file, as the phone fetched, decrypted and checked
+    /// it (`text` is then its caption, or empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<ReceivedMedia>,
 }
 
 impl From<&Received> for InboxItem {
@@ -173,6 +177,7 @@ impl From<&Received> for InboxItem {
             from: text.from.to_string(),
             text: text.text.clone(),
             timestamp,
+            media: text.media.clone(),
         }
     }
 }

@@ -98,7 +98,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use accounts::{AccountView, Phone, PhoneError};
+pub use accounts::{AccountView, Phone, PhoneError, ReceivedMedia};
 pub use background::{BackgroundSandbox, shared};
 pub use control::ApiError;
 pub use control::InboxItem;

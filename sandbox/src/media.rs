@@ -29,10 +29,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use wacore::download::{DownloadUtils, Downloadable};
 use wacore::iq::mediaconn::{HostType, MediaConnHostExtended, MediaConnResponseExtended};
 use wacore::protocol::ProtocolNode as _;
 use wacore_binary::Node;
 
+use super::accounts::ReceivedMedia;
 use super::server::Shared;
 
 /// The largest upload the host takes: WhatsApp's own limit for documents.
@@ -119,6 +121,50 @@ impl MediaStore {
         let blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         (blobs.by_name.len(), blobs.bytes)
     }
+}
+
+/// What a phone makes of a media file a message names: the blob fetched
+/// from this host, decrypted with the message's key, and its plaintext
+/// checked against the message's `file_sha256`. Kind, MIME type and file
+/// name are the caller's to fill in.
+pub(crate) fn receive(shared: &Shared, file: &dyn Downloadable) -> ReceivedMedia {
+    let mut received = ReceivedMedia {
+        kind: String::new(),
+        mimetype: None,
+        file_name: None,
+        size: 0,
+        sha256: None,
+        verified: false,
+        error: None,
+    };
+    let outcome = (|| {
+        let path = file
+            .direct_path()
+            .ok_or("the message names no direct path")?;
+        let name = path
+            .strip_prefix(BLOB_PREFIX)
+            .and_then(|n| n.strip_prefix('/'))
+            .ok_or("the direct path is not this host's")?;
+        let blob = shared
+            .media
+            .get(name)
+            .ok_or("the media host does not hold it")?;
+        let key = file.media_key().ok_or("the message carries no media key")?;
+        let plain = DownloadUtils::verify_and_decrypt(&blob, key, file.app_info())
+            .map_err(|_| "the blob does not decrypt under the message's key (MAC or padding)")?;
+        let sha256 = Sha256::digest(&plain);
+        received.size = plain.len() as u64;
+        received.sha256 = Some(hex::encode(sha256));
+        if file.file_sha256() != Some(sha256.as_slice()) {
+            return Err("the file's SHA-256 is not the one the message names");
+        }
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => received.verified = true,
+        Err(why) => received.error = Some(why.to_owned()),
+    }
+    received
 }
 
 /// The host's routes: uploads by media kind, downloads by path.

@@ -15,15 +15,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use buffa::Message as _;
+use wacore::download::Downloadable;
 use wacore::messages::MessageUtils;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
-use super::accounts::{Account, Kind, Phone, Received, Resend};
+use super::accounts::{Account, Kind, Phone, Received, ReceivedMedia, Resend};
 use super::conn::{attr, bytes};
 use super::deliver::{self, message_id};
 use super::jid::{DeviceAddr, UserRef, lid_jid, pn_jid};
+use super::media;
 use super::phone::{CompanionBundle, PhoneError};
 use super::server::Shared;
 
@@ -216,8 +218,8 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
         false => &shared.counters.phone_received_msg,
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let text = message.as_ref().and_then(text_of);
-    if let Some(text) = text {
+    let content = message.as_ref().and_then(|m| content_of(shared, m));
+    if let Some((text, media)) = content {
         let received = Received {
             id: copy.id.to_owned(),
             from: copy.from.phone,
@@ -226,6 +228,7 @@ async fn to_phone(shared: &Shared, copy: &Outgoing<'_>, phone: &Account, encs: &
             text,
             at: shared.now(),
             read: false,
+            media,
         };
         if phone.lock().receive(received) {
             shared.text_received();
@@ -282,6 +285,34 @@ fn phone_jid(phone: &Account, by_lid: bool) -> Jid {
 }
 
 /// The text of a message: a plain conversation or an extended text.
+/// What the phone keeps of a message: its text, or a media file's caption
+/// and the file as [`media::receive`] found it.
+fn content_of(shared: &Shared, message: &wa::Message) -> Option<(String, Option<ReceivedMedia>)> {
+    if let Some(text) = text_of(message) {
+        return Some((text, None));
+    }
+    let (kind, file, caption, mimetype, file_name): (_, &dyn Downloadable, _, _, _) =
+        if let Some(m) = message.image_message.as_option() {
+            ("image", m, m.caption.clone(), m.mimetype.clone(), None)
+        } else if let Some(m) = message.video_message.as_option() {
+            ("video", m, m.caption.clone(), m.mimetype.clone(), None)
+        } else if let Some(m) = message.audio_message.as_option() {
+            ("audio", m, None, m.mimetype.clone(), None)
+        } else if let Some(m) = message.document_message.as_option() {
+            let name = m.file_name.clone();
+            ("document", m, m.caption.clone(), m.mimetype.clone(), name)
+        } else if let Some(m) = message.sticker_message.as_option() {
+            ("sticker", m, None, m.mimetype.clone(), None)
+        } else {
+            return None;
+        };
+    let mut received = media::receive(shared, file);
+    received.kind = kind.to_owned();
+    received.mimetype = mimetype;
+    received.file_name = file_name;
+    Some((caption.unwrap_or_default(), Some(received)))
+}
+
 fn text_of(message: &wa::Message) -> Option<String> {
     if let Some(text) = &message.conversation {
         return Some(text.clone());
@@ -361,6 +392,7 @@ pub(crate) async fn send_text(
         text: text.to_owned(),
         at: shared.now(),
         read: false,
+        media: None,
     };
     if recipient.lock().receive(received) {
         shared.text_received();

@@ -1,7 +1,7 @@
 //! The media host: a real client uploads encrypted media over HTTPS,
 //! trusting the sandbox's own certificate and no other, sends it to another
-//! account's companion, and that one downloads the same bytes and decrypts
-//! them; the host refuses uploads without its auth or whose body is not
+//! account, whose companion downloads the same bytes and decrypts them and
+//! whose phone keeps the file checked against its hash; the host refuses uploads without its auth or whose body is not
 //! what their token names.
 
 mod support;
@@ -62,15 +62,7 @@ async fn a_document_goes_up_over_tls_and_down_to_another_companion() {
         file_name: Some("invoice.pdf".into()),
         ..Default::default()
     };
-    let message = wa::Message {
-        document_message: buffa::MessageField::some(document),
-        ..Default::default()
-    };
-    alice
-        .client()
-        .send_message(whatsapp_rust::Jid::pn(BOB), message)
-        .await
-        .expect("the message goes");
+    send_document(&alice, BOB, document).await;
 
     let got = bob
         .wait_for("the document", support::STEP, |event| {
@@ -91,8 +83,56 @@ async fn a_document_goes_up_over_tls_and_down_to_another_companion() {
         .expect("the download decrypts and verifies");
     assert_eq!(downloaded, original);
 
+    // Bob's phone got its copy too: it fetched the blob, decrypted it and
+    // checked it against the message's hash.
+    let on_phone = sandbox
+        .inner
+        .wait_for_text(BOB, support::STEP, |t| t.media.is_some())
+        .await
+        .expect("the phone keeps the document");
+    let media = on_phone.media.expect("media");
+    assert!(media.verified, "{media:?}");
+    assert_eq!(media.kind, "document");
+    assert_eq!(media.file_name.as_deref(), Some("invoice.pdf"));
+    assert_eq!(media.mimetype.as_deref(), Some("application/pdf"));
+    assert_eq!(media.size, original.len() as u64);
+    assert_eq!(media.sha256, Some(hex::encode(Sha256::digest(&original))));
+
+    // A message whose key does not open the blob is kept, marked so.
+    let mut forged = got.clone();
+    forged.media_key = Some(vec![7; 32]);
+    forged.file_name = Some("forged.pdf".into());
+    send_document(&alice, BOB, forged).await;
+    let forged = sandbox
+        .inner
+        .wait_for_text(BOB, support::STEP, |t| {
+            t.media
+                .as_ref()
+                .is_some_and(|m| m.file_name.as_deref() == Some("forged.pdf"))
+        })
+        .await
+        .expect("the phone keeps the forged document")
+        .media
+        .expect("media");
+    assert!(!forged.verified);
+    assert_eq!(
+        forged.error.as_deref(),
+        Some("the blob does not decrypt under the message's key (MAC or padding)")
+    );
+
     alice.stop().await;
     bob.stop().await;
+}
+
+async fn send_document(from: &Companion, to: &str, document: wa::message::DocumentMessage) {
+    let message = wa::Message {
+        document_message: buffa::MessageField::some(document),
+        ..Default::default()
+    };
+    from.client()
+        .send_message(whatsapp_rust::Jid::pn(to), message)
+        .await
+        .expect("the message goes");
 }
 
 #[tokio::test]
