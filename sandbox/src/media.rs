@@ -125,46 +125,64 @@ impl MediaStore {
 
 /// What a phone makes of a media file a message names: the blob fetched
 /// from this host, decrypted with the message's key, and its plaintext
-/// checked against the message's `file_sha256`. Kind, MIME type and file
-/// name are the caller's to fill in.
-pub(crate) fn receive(shared: &Shared, file: &dyn Downloadable) -> ReceivedMedia {
-    let mut received = ReceivedMedia {
-        kind: String::new(),
-        mimetype: None,
-        file_name: None,
-        size: 0,
-        sha256: None,
-        verified: false,
-        error: None,
-    };
-    let outcome = (|| {
-        let path = file
-            .direct_path()
-            .ok_or("the message names no direct path")?;
-        let name = path
-            .strip_prefix(BLOB_PREFIX)
-            .and_then(|n| n.strip_prefix('/'))
-            .ok_or("the direct path is not this host's")?;
-        let blob = shared
-            .media
-            .get(name)
-            .ok_or("the media host does not hold it")?;
-        let key = file.media_key().ok_or("the message carries no media key")?;
-        let plain = DownloadUtils::verify_and_decrypt(&blob, key, file.app_info())
-            .map_err(|_| "the blob does not decrypt under the message's key (MAC or padding)")?;
-        let sha256 = Sha256::digest(&plain);
-        received.size = plain.len() as u64;
-        received.sha256 = Some(hex::encode(sha256));
-        if file.file_sha256() != Some(sha256.as_slice()) {
-            return Err("the file's SHA-256 is not the one the message names");
+/// checked against the message's `file_sha256`.
+pub(crate) fn receive(
+    shared: &Shared,
+    kind: &str,
+    file: &dyn Downloadable,
+    mimetype: Option<String>,
+    file_name: Option<String>,
+) -> ReceivedMedia {
+    let opened = open(shared, file);
+    let (size, sha256) = match &opened {
+        Ok(plain) | Err((Some(plain), _)) => {
+            (plain.len() as u64, Some(hex::encode(Sha256::digest(plain))))
         }
-        Ok(())
-    })();
-    match outcome {
-        Ok(()) => received.verified = true,
-        Err(why) => received.error = Some(why.to_owned()),
+        Err((None, _)) => (0, None),
+    };
+    ReceivedMedia {
+        kind: kind.to_owned(),
+        mimetype,
+        file_name,
+        size,
+        sha256,
+        verified: opened.is_ok(),
+        error: opened.err().map(|(_, why)| why.to_owned()),
     }
-    received
+}
+
+/// The decrypted file, or why not (with the plaintext when only its hash
+/// is wrong).
+fn open(
+    shared: &Shared,
+    file: &dyn Downloadable,
+) -> Result<Vec<u8>, (Option<Vec<u8>>, &'static str)> {
+    let name = file
+        .direct_path()
+        .ok_or((None, "the message names no direct path"))?
+        .strip_prefix(BLOB_PREFIX)
+        .and_then(|n| n.strip_prefix('/'))
+        .ok_or((None, "the direct path is not this host's"))?;
+    let blob = shared
+        .media
+        .get(name)
+        .ok_or((None, "the media host does not hold it"))?;
+    let key = file
+        .media_key()
+        .ok_or((None, "the message carries no media key"))?;
+    let plain = DownloadUtils::verify_and_decrypt(&blob, key, file.app_info()).map_err(|_| {
+        (
+            None,
+            "the blob does not decrypt under the message's key (MAC or padding)",
+        )
+    })?;
+    if file.file_sha256() != Some(Sha256::digest(&plain).as_slice()) {
+        return Err((
+            Some(plain),
+            "the file's SHA-256 is not the one the message names",
+        ));
+    }
+    Ok(plain)
 }
 
 /// The host's routes: uploads by media kind, downloads by path.
@@ -247,4 +265,24 @@ struct Refused {
 fn refuse(status: StatusCode, error: &'static str) -> Response {
     tracing::debug!(%status, error, "media request refused");
     (status, axum::Json(Refused { error })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_blobs_go_first_past_the_capacity() {
+        let store = MediaStore::new("127.0.0.1:7000".parse().unwrap(), 10);
+        store.put("a".into(), Bytes::from_static(b"1234"));
+        store.put("b".into(), Bytes::from_static(b"5678"));
+        // The same content again is one blob, not two.
+        store.put("b".into(), Bytes::from_static(b"5678"));
+        assert_eq!(store.usage(), (2, 8));
+        store.put("c".into(), Bytes::from_static(b"9012"));
+        assert_eq!(store.usage(), (2, 8));
+        assert!(store.get("a").is_none(), "the oldest went");
+        assert_eq!(store.get("b").as_deref(), Some(&b"5678"[..]));
+        assert_eq!(store.get("c").as_deref(), Some(&b"9012"[..]));
+    }
 }

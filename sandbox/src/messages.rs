@@ -306,10 +306,7 @@ fn content_of(shared: &Shared, message: &wa::Message) -> Option<(String, Option<
         } else {
             return None;
         };
-    let mut received = media::receive(shared, file);
-    received.kind = kind.to_owned();
-    received.mimetype = mimetype;
-    received.file_name = file_name;
+    let received = media::receive(shared, kind, file, mimetype, file_name);
     Some((caption.unwrap_or_default(), Some(received)))
 }
 
