@@ -6,6 +6,7 @@
 //! [`App::run`] then serves until its cancellation token fires.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -110,10 +111,14 @@ impl App {
             .local_addr()
             .map_or_else(|_| "unknown".to_owned(), |a| format!("http://{a}"));
         claim_node(&store, &node, &address, config.session_lease_ttl).await?;
+        let media = crate::sessions::MediaWork::new(
+            Arc::new(crate::media::DiskStorage::new(&config.media.dir)),
+            config.media.jobs,
+        );
         let sessions = Supervisor::new(
             store.clone(),
             node,
-            session_settings(config),
+            session_settings(config, media.clone()).await?,
             sessions_stop.clone(),
         );
         if keys_replaced {
@@ -138,6 +143,9 @@ impl App {
             api_rate: config.api_rate,
             login_limiter: crate::http::admin_ui::login_limiter(),
             keys: Default::default(),
+            media,
+            media_fetch: crate::media::fetch_client(config.webhooks.allow_private)
+                .map_err(|e| StartupError::Http(e.to_string()))?,
         };
         let listen_url = match &config.dsn {
             Dsn::Postgres(url) => Some(url.clone()),
@@ -250,12 +258,20 @@ impl App {
 #[cfg(feature = "sandbox")]
 const SANDBOX_WA_VERSION: (u32, u32, u32) = (2, 3000, 1_023_000_000);
 
-fn session_settings(config: &Config) -> SessionSettings {
+async fn session_settings(
+    config: &Config,
+    media: crate::sessions::MediaWork,
+) -> Result<SessionSettings, StartupError> {
     let endpoint = match &config.wa_server_url {
         Some(url) => Endpoint::Url(url.to_string()),
         None => Endpoint::WhatsApp,
     };
     let mut settings = SessionSettings::new(endpoint);
+    settings.media = media;
+    #[cfg(feature = "sandbox")]
+    if let Some(url) = &config.wa_server_url {
+        settings.http = sandbox_media_client(url).await?;
+    }
     settings.version = config.wa_version;
     #[cfg(feature = "sandbox")]
     if settings.version.is_none() {
@@ -264,7 +280,43 @@ fn session_settings(config: &Config) -> SessionSettings {
     settings.pace = config.send_pace;
     settings.lease_ttl = config.session_lease_ttl;
     settings.queue_sweep = config.send_queue_sweep;
-    settings
+    Ok(settings)
+}
+
+/// Sessions' HTTP client in a sandbox build: it trusts the certificate
+/// of the sandbox's media host (which the sandbox makes at start and
+/// serves on its control API), so media goes over real TLS to it. Only
+/// the sessions' client does; a sandbox that does not answer leaves media
+/// failing with TLS errors, and nothing else.
+#[cfg(feature = "sandbox")]
+async fn sandbox_media_client(ws: &url::Url) -> Result<reqwest::Client, StartupError> {
+    let http = |e: reqwest::Error| StartupError::Http(e.to_string());
+    let mut control = ws.clone();
+    let _ = control.set_scheme(if ws.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    });
+    control.set_path("/sandbox/media-certificate");
+    control.set_query(None);
+    let fetched = reqwest::Client::new()
+        .get(control.clone())
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status);
+    let pem = match fetched {
+        Ok(answer) => answer.bytes().await.map_err(http)?,
+        Err(e) => {
+            tracing::warn!(url = %control, error = %e, "the sandbox's media certificate is unavailable; media sends will fail");
+            return Ok(reqwest::Client::new());
+        }
+    };
+    let certificate = reqwest::Certificate::from_pem(&pem).map_err(http)?;
+    reqwest::Client::builder()
+        .add_root_certificate(certificate)
+        .build()
+        .map_err(http)
 }
 
 /// Claims the node's row for this process. A previous process under the

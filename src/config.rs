@@ -81,6 +81,26 @@ pub struct Config {
     /// (`METRICS_LISTEN`, e.g. `127.0.0.1:9090`); unset, only the API's
     /// `/metrics` answers, with the admin token.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where media files are kept and how many media jobs run at once.
+    pub media: MediaSettings,
+}
+
+/// Media storage and work (`MEDIA_DIR`, `MEDIA_JOBS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// The directory files are kept in on the local disk.
+    pub dir: PathBuf,
+    /// Media sends (encryption and upload) one node runs at once.
+    pub jobs: u32,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            dir: PathBuf::from("wago-media"),
+            jobs: 4,
+        }
+    }
 }
 
 /// The tenant API's rate limit per key.
@@ -199,6 +219,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "this node's name in session leases",
     ),
     ("BODY_LIMIT", "65536", "largest request body, in bytes"),
+    (
+        "MEDIA_DIR",
+        "wago-media",
+        "directory media files are kept in until sent",
+    ),
+    ("MEDIA_JOBS", "4", "media uploads one node runs at once"),
     (
         "METRICS_LISTEN",
         "",
@@ -355,6 +381,15 @@ impl Config {
             per_minute: count("SEND_RATE_PER_MINUTE", pace.per_minute, &mut errors),
             burst: count("SEND_BURST", pace.burst, &mut errors),
         };
+        let media_defaults = MediaSettings::default();
+        let media_jobs = count("MEDIA_JOBS", media_defaults.jobs, &mut errors);
+        if media_jobs == 0 {
+            errors.0.push("MEDIA_JOBS: must be at least 1".into());
+        }
+        let media = MediaSettings {
+            dir: get("MEDIA_DIR").map_or(media_defaults.dir, |v| PathBuf::from(v.trim())),
+            jobs: media_jobs,
+        };
         let rate = ApiRate::default();
         let api_rate = ApiRate {
             per_second: count("API_RATE_LIMIT", rate.per_second, &mut errors),
@@ -402,6 +437,7 @@ impl Config {
                 session_lease_ttl,
                 send_queue_sweep,
                 metrics_listen,
+                media,
             }),
             _ => Err(ConfigError(errors.0)),
         }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod migrate_db;
 pub mod sessions;

@@ -33,6 +33,11 @@ fn base_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/send-otp") => {
             json!({ "to": "62812000002", "code": "1234", "template": "code %s", "queue": true })
         }
+        // Media routes: their JSON form (a URL); the form is read part by part.
+        (
+            "post",
+            "/send-image" | "/send-document" | "/send-audio" | "/send-video" | "/send-sticker",
+        ) => json!({ "to": "62812000002", "url": "https://example.org/f", "queue": true }),
         ("put", "/webhook") | ("put", "/admin/tenants/{id}/webhook") => {
             json!({ "url": "https://example.org/hook", "secret": "s", "events": ["message.status"] })
         }

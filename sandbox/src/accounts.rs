@@ -332,6 +332,9 @@ pub struct ReceivedMedia {
     /// Why not, when not verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An audio sent as a voice note (`ptt`) rather than as a file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voice: bool,
 }
 
 /// Texts kept per phone; older ones are dropped.

@@ -148,6 +148,7 @@ pub(crate) fn receive(
         sha256,
         verified: opened.is_ok(),
         error: opened.err().map(|(_, why)| why.to_owned()),
+        voice: false,
     }
 }
 

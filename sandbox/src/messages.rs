@@ -306,7 +306,11 @@ fn content_of(shared: &Shared, message: &wa::Message) -> Option<(String, Option<
         } else {
             return None;
         };
-    let received = media::receive(shared, kind, file, mimetype, file_name);
+    let mut received = media::receive(shared, kind, file, mimetype, file_name);
+    received.voice = message
+        .audio_message
+        .as_option()
+        .is_some_and(|m| m.ptt == Some(true));
     Some((caption.unwrap_or_default(), Some(received)))
 }
 

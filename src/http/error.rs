@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A media file over its kind's limit.
+    #[error("the {kind} is larger than {limit} bytes, WhatsApp's limit for its kind")]
+    FileTooLarge { kind: &'static str, limit: u64 },
     /// A field that parsed as JSON but holds a value we cannot take.
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
@@ -64,7 +67,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
-            ApiError::PayloadTooLarge { .. } => {
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
             ApiError::InvalidField { .. } => {
@@ -132,7 +135,8 @@ crate::text_enum! {
         /// The request contradicts the current state (a name taken, a
         /// session already paired).
         Conflict = "conflict",
-        /// The body is larger than `BODY_LIMIT`.
+        /// The body is larger than `BODY_LIMIT`, or a media file larger
+        /// than its kind's limit.
         PayloadTooLarge = "payload_too_large",
         /// A field parsed but its value is not acceptable; the message
         /// starts with the field's name.

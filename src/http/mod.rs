@@ -11,6 +11,7 @@ pub mod admin_ui;
 pub mod error;
 pub mod extract;
 pub mod key_cache;
+mod media;
 mod messages;
 pub mod openapi;
 mod rate_limit;
@@ -55,6 +56,10 @@ pub struct AppState {
     pub login_limiter: std::sync::Arc<governor::DefaultDirectRateLimiter>,
     /// Tenant API keys, remembered (`key_cache.rs`).
     pub keys: std::sync::Arc<key_cache::KeyCache>,
+    /// Where media files are kept (shared with the sessions).
+    pub media: crate::sessions::MediaWork,
+    /// Fetches files that sends name by URL (`media::fetch_client`).
+    pub media_fetch: reqwest::Client,
 }
 
 impl AppState {
@@ -77,6 +82,7 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
     let (tenant_api, tenant_doc) = OpenApiRouter::new()
         .merge(messages::routes())
         .merge(send::routes())
+        .merge(media::routes())
         .merge(session::tenant_routes())
         .merge(webhooks::routes())
         .split_for_parts();

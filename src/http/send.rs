@@ -34,7 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The longest text WhatsApp takes in one message.
-const MAX_TEXT_CHARS: usize = 65_536;
+pub(super) const MAX_TEXT_CHARS: usize = 65_536;
 /// How long a request waits for its send before answering `queued`.
 const SEND_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_OTP_TEMPLATE: &str = "Your verification code is %s. Do not share it with anyone.";
@@ -159,7 +159,7 @@ async fn send_otp(
     timed(deliver(&state, &auth.tenant_id, send)).await
 }
 
-fn check_text(field: &str, text: String) -> ApiResult<String> {
+pub(super) fn check_text(field: &str, text: String) -> ApiResult<String> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid(field, "must not be empty"));
     }
@@ -181,7 +181,7 @@ crate::text_enum! {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -195,7 +195,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// Records how long a send took to answer, by the status answered.
-async fn timed(
+pub(super) async fn timed(
     deliver: impl Future<Output = ApiResult<(StatusCode, Json<SendAnswer>)>>,
 ) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     let started = std::time::Instant::now();
@@ -216,15 +216,7 @@ async fn deliver(
     {
         return Ok(answer(&first));
     }
-    // From the session's task when it runs here, else from its status row.
-    let (session, jid) = state.sessions.state_for_send(tenant).await?;
-    let connected = session == SessionState::Connected;
-    if !connected && !send.queue {
-        return Err(ApiError::SessionNotConnected(format!(
-            "the session is {session}; pair or reconnect it, or send with \"queue\": true"
-        )));
-    }
-    let sender = jid.as_deref().map(bare_jid).unwrap_or_default();
+    let (connected, sender) = ready_to_send(state, tenant, send.queue).await?;
     let message_id = new_message_id();
     let chat_id = send.to.jid();
     let row = NewOutbound {
@@ -238,6 +230,35 @@ async fn deliver(
         Accepted::Repeat(first) => return Ok(answer(&first)),
         Accepted::New(row) => row,
     };
+    dispatch(state, tenant, row, connected).await
+}
+
+/// Whether the session is connected, and the account's bare JID (the
+/// sender of what it sends). A session that is not connected refuses the
+/// send unless `queue` asks to keep it until it is.
+pub(super) async fn ready_to_send(
+    state: &AppState,
+    tenant: &TenantId,
+    queue: bool,
+) -> ApiResult<(bool, String)> {
+    // From the session's task when it runs here, else from its status row.
+    let (session, jid) = state.sessions.state_for_send(tenant).await?;
+    let connected = session == SessionState::Connected;
+    if !connected && !queue {
+        return Err(ApiError::SessionNotConnected(format!(
+            "the session is {session}; pair or reconnect it, or send with \"queue\": true"
+        )));
+    }
+    Ok((connected, jid.as_deref().map(bare_jid).unwrap_or_default()))
+}
+
+/// Hands a written send to its session and answers with how it went.
+pub(super) async fn dispatch(
+    state: &AppState,
+    tenant: &TenantId,
+    row: OutboundMessage,
+    connected: bool,
+) -> ApiResult<(StatusCode, Json<SendAnswer>)> {
     tracing::info!(tenant_id = %tenant, message_id = %row.message_id, "send accepted");
     if !connected {
         // Sent when the session connects, on whichever node runs it.
@@ -300,7 +321,7 @@ pub struct SendAnswer {
 /// 202 while a send waits in the queue, 200 once it went out. The answer
 /// reports the send itself (a repeat gets the first answer): receipts that
 /// moved it further are for `GET /messages/{id}` and the webhook to tell.
-fn answer(row: &OutboundMessage) -> (StatusCode, Json<SendAnswer>) {
+pub(super) fn answer(row: &OutboundMessage) -> (StatusCode, Json<SendAnswer>) {
     let (code, status) = match row.status {
         MessageStatus::Queued => (StatusCode::ACCEPTED, MessageStatus::Queued),
         MessageStatus::Failed => (StatusCode::OK, MessageStatus::Failed),

@@ -5,6 +5,7 @@
 //! any server that is not on a loopback address: such a build can only ever
 //! talk to a sandbox.
 
+use std::io::Read as _;
 use std::sync::Arc;
 
 use wacore::types::events::{Event, EventHandler};
@@ -186,24 +187,81 @@ impl StateEvents {
 /// The client's HTTP needs (version lookup, media) on WAGO's reqwest client.
 struct HttpClient(reqwest::Client);
 
+/// Chunks of an upload read ahead of the socket, at most.
+const UPLOAD_CHUNKS_AHEAD: usize = 4;
+/// The size of one chunk read from an upload's file.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+impl HttpClient {
+    fn call(&self, request: &wacore::net::HttpRequest) -> anyhow::Result<reqwest::RequestBuilder> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
+        let mut call = self.0.request(method, &request.url);
+        for (name, value) in &request.headers {
+            call = call.header(name, value);
+        }
+        Ok(call)
+    }
+}
+
+async fn answer(call: reqwest::RequestBuilder) -> anyhow::Result<wacore::net::HttpResponse> {
+    let response = call.send().await?;
+    let status_code = response.status().as_u16();
+    let body = response.bytes().await?.to_vec();
+    Ok(wacore::net::HttpResponse { status_code, body })
+}
+
 #[async_trait::async_trait]
 impl wacore::net::HttpClient for HttpClient {
     async fn execute(
         &self,
         request: wacore::net::HttpRequest,
     ) -> anyhow::Result<wacore::net::HttpResponse> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
-        let mut call = self.0.request(method, &request.url);
-        for (name, value) in &request.headers {
-            call = call.header(name, value);
-        }
+        let mut call = self.call(&request)?;
         if let Some(body) = request.body {
             call = call.body(body);
         }
-        let response = call.send().await?;
-        let status_code = response.status().as_u16();
-        let body = response.bytes().await?.to_vec();
-        Ok(wacore::net::HttpResponse { status_code, body })
+        answer(call).await
+    }
+
+    fn supports_upload_streaming(&self) -> bool {
+        true
+    }
+
+    /// Streams an upload from its reader (a file of ciphertext) in
+    /// bounded chunks: the client calls this on a blocking thread, which
+    /// reads, while the runtime sends.
+    fn execute_upload(
+        &self,
+        request: wacore::net::HttpRequest,
+        mut body: wacore::net::UploadBody,
+        content_length: u64,
+    ) -> anyhow::Result<wacore::net::HttpResponse> {
+        let runtime = tokio::runtime::Handle::try_current()?;
+        let (chunks, mut read) =
+            tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(UPLOAD_CHUNKS_AHEAD);
+        let stream = futures_util::stream::poll_fn(move |cx| read.poll_recv(cx));
+        let call = self
+            .call(&request)?
+            .header(reqwest::header::CONTENT_LENGTH, content_length)
+            .body(reqwest::Body::wrap_stream(stream));
+        let sent = runtime.spawn(answer(call));
+        let mut buffer = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let chunk = match body.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buffer[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            // The request ended early (refused, a dropped connection): its
+            // answer says why.
+            if chunks.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+        }
+        drop(chunks);
+        runtime.block_on(sent)?
     }
 }
 

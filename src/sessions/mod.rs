@@ -24,6 +24,7 @@
 pub mod bus;
 mod client;
 mod inbound;
+mod media;
 mod node;
 mod pace;
 mod phone;
@@ -42,6 +43,7 @@ use tokio::sync::oneshot;
 pub use crate::types::{SendPace, SessionState};
 pub use bus::{Bus, Signal};
 pub use client::Endpoint;
+pub use media::MediaWork;
 pub use phone::{Phone, new_message_id};
 pub use supervisor::Supervisor;
 pub use view::{Qr, SessionStatus, SessionView};
@@ -136,6 +138,8 @@ pub struct SessionSettings {
     /// How long a call waits for another node's answer.
     pub remote_wait: Duration,
     pub http: reqwest::Client,
+    /// Where media files are kept, and how many media sends run at once.
+    pub media: MediaWork,
 }
 
 impl SessionSettings {
@@ -150,6 +154,10 @@ impl SessionSettings {
             max_backoff: Duration::from_secs(60),
             remote_wait: Duration::from_secs(15),
             http: reqwest::Client::new(),
+            media: MediaWork::new(
+                std::sync::Arc::new(crate::media::DiskStorage::new("wago-media")),
+                4,
+            ),
         }
     }
 }

@@ -22,8 +22,10 @@ use whatsapp_rust::send::SendOptions;
 
 use super::SendPace;
 use super::bus::{Bus, Signal};
+use super::media::MediaSendError;
 use super::pace::Bucket;
 use super::{SendOutcome, SessionError, SessionState, SessionStatus};
+use crate::media::MediaKind;
 use crate::store::messages::{OutboundMessage, StatusChange};
 use crate::store::{Store, now_ms};
 use crate::tenants::TenantId;
@@ -55,6 +57,7 @@ pub(super) struct SendQueue {
     pub status: watch::Receiver<SessionStatus>,
     pub signals: mpsc::Receiver<QueueSignal>,
     pub pace: SendPace,
+    pub media: super::MediaWork,
     pub stop: CancellationToken,
 }
 
@@ -78,6 +81,9 @@ struct Pending {
     /// over after the queue already read, sent and settled it does not go
     /// twice.
     settled: Settled,
+    /// Media sends written to the server whose file is kept until their
+    /// ack: the ack releases it.
+    media_sent: HashSet<String>,
 }
 
 /// The last [`SETTLED`] sends settled, by WhatsApp id.
@@ -106,6 +112,10 @@ const ACKS_AT_ONCE: usize = 256;
 
 /// Sends watched at once; beyond that a waiter reads the row instead.
 const WATCHED: usize = 4096;
+
+/// Media sends awaiting their ack to release their file, at most; a file
+/// beyond that is kept until retention deletes it.
+const MEDIA_SENT: usize = 4096;
 
 impl SendQueue {
     pub async fn run(mut self) {
@@ -211,6 +221,11 @@ impl SendQueue {
                         pending
                             .in_flight
                             .insert(row.message_id.clone(), Instant::now());
+                        if MediaKind::of_message_kind(&row.kind).is_some()
+                            && pending.media_sent.len() < MEDIA_SENT
+                        {
+                            pending.media_sent.insert(row.message_id.clone());
+                        }
                     }
                     Err(e) => {
                         if let Some(reply) = pending.waiters.remove(&row.message_id) {
@@ -394,6 +409,10 @@ impl SendQueue {
             })
             .collect();
         let recorded = self.store.advance_outbound_many(changes).await;
+        let recorded_ids: Vec<String> = match &recorded {
+            Ok(_) => acks.iter().map(|(id, _)| id.clone()).collect(),
+            Err(_) => Vec::new(),
+        };
         if let Err(e) = &recorded {
             tracing::warn!(error = %e, acks = acks.len(), "cannot record acks");
         }
@@ -423,6 +442,50 @@ impl SendQueue {
                 let _ = reply.send(outcome);
             }
         }
+        self.release_media(pending, &recorded_ids).await;
+    }
+
+    /// Lets go of the files of media sends WhatsApp answered (taken or
+    /// refused: either way they never go again): the rows forget them
+    /// first, then the storage deletes them.
+    async fn release_media(&self, pending: &mut Pending, acked: &[String]) {
+        let sent: Vec<&str> = acked
+            .iter()
+            .filter(|id| pending.media_sent.remove(*id))
+            .map(String::as_str)
+            .collect();
+        if sent.is_empty() {
+            return;
+        }
+        let keys = match self.store.release_sent_media(&self.tenant, &sent).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release sent media; the files stay until retention");
+                return;
+            }
+        };
+        for key in keys {
+            if let Err(e) = self.media.storage.delete(&key).await {
+                tracing::warn!(error = %e, key, "cannot delete a sent file");
+            }
+        }
+    }
+
+    /// Fails a row that can never go, and says why.
+    async fn fail(&self, row: &OutboundMessage, error: String) -> SessionError {
+        let failed = self
+            .store
+            .advance_outbound(
+                &self.tenant,
+                &row.message_id,
+                MessageStatus::Failed,
+                Some(&error),
+            )
+            .await;
+        match failed {
+            Ok(_) => SessionError::Client(error),
+            Err(e) => e.into(),
+        }
     }
 
     /// Writes one row to the server. A recipient that cannot be a JID fails
@@ -432,20 +495,36 @@ impl SendQueue {
             Ok(jid) => jid,
             Err(e) => {
                 let error = format!("bad recipient {}: {e}", row.chat_id);
-                self.store
-                    .advance_outbound(
-                        &self.tenant,
-                        &row.message_id,
-                        MessageStatus::Failed,
-                        Some(&error),
-                    )
-                    .await?;
-                return Err(SessionError::Client(error));
+                return Err(self.fail(row, error).await);
             }
         };
-        let message = wa::Message {
-            conversation: row.text.clone(),
-            ..Default::default()
+        let message = match MediaKind::of_message_kind(&row.kind) {
+            None => wa::Message {
+                conversation: row.text.clone(),
+                ..Default::default()
+            },
+            Some(kind) => {
+                match super::media::outbound_message(
+                    &self.media,
+                    &self.store,
+                    &self.client,
+                    row,
+                    kind,
+                )
+                .await
+                {
+                    Ok(message) => message,
+                    Err(MediaSendError::Lost(why)) => {
+                        self.store.media_lost(row.id, &why).await?;
+                        let error = format!("the file cannot be sent: {why}");
+                        return Err(self.fail(row, error).await);
+                    }
+                    Err(MediaSendError::Retry(why)) => {
+                        tracing::warn!(message_id = %row.message_id, error = %why, "media send failed; will retry");
+                        return Err(SessionError::Client(why));
+                    }
+                }
+            }
         };
         let options = SendOptions::default().with_message_id(row.message_id.clone());
         match self

@@ -276,6 +276,7 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
             status: ctx.status.subscribe(),
             signals: signals_rx,
             pace: ctx.settings.pace,
+            media: ctx.settings.media.clone(),
             stop: queue_stop.clone(),
         }
         .run()

@@ -230,7 +230,6 @@ impl Store {
         sender_id: &str,
         send: &NewOutbound<'_>,
     ) -> Result<Accepted> {
-        let now = now_ms();
         let Some(key) = send.idempotency_key else {
             // One statement, atomic by itself, shared with the sends that
             // arrive meanwhile (`accepts.rs`).
@@ -243,36 +242,54 @@ impl Store {
                         chat_id: send.chat_id.to_owned(),
                         kind: send.kind.to_owned(),
                         text: send.text.to_owned(),
-                        now,
+                        now: now_ms(),
                     };
                     writer.accept(send).await?
                 }
-                None => insert_outbound(self.writer(), tenant, sender_id, send, now).await?,
+                None => insert_outbound(self.writer(), tenant, sender_id, send, now_ms()).await?,
             };
             return Ok(Accepted::New(row));
         };
+        self.accept_in_transaction(tenant, sender_id, send, Some(key), None)
+            .await
+    }
+
+    /// Writes a send in a transaction of its own: its idempotency key
+    /// checked and taken, and its media row beside it.
+    pub(super) async fn accept_in_transaction(
+        &self,
+        tenant: &TenantId,
+        sender_id: &str,
+        send: &NewOutbound<'_>,
+        key: Option<&str>,
+        media: Option<&super::media::NewMedia<'_>>,
+    ) -> Result<Accepted> {
+        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
-            return Ok(Accepted::Repeat(first));
+        if let Some(key) = key {
+            if let Some(first) = idempotent_send(&mut tx, tenant, key).await? {
+                return Ok(Accepted::Repeat(first));
+            }
+            // An expired use of the key gives it up; only an expired one: a
+            // request with the same key that committed meanwhile keeps it,
+            // and this insert then fails on the unique index (below).
+            sqlx::query(
+                "UPDATE messages SET idempotency_key = NULL
+                 WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at <= $3",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(now - IDEMPOTENCY_WINDOW_MS)
+            .execute(&mut *tx)
+            .await?;
         }
-        // An expired use of the key gives it up; only an expired one: a
-        // request with the same key that committed meanwhile keeps it, and
-        // this insert then fails on the unique index (below).
-        sqlx::query(
-            "UPDATE messages SET idempotency_key = NULL
-             WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at <= $3",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(now - IDEMPOTENCY_WINDOW_MS)
-        .execute(&mut *tx)
-        .await?;
         let row = match insert_outbound(&mut *tx, tenant, sender_id, send, now).await {
             Ok(row) => row,
             // A request with the same key committed first (Postgres lets two
             // transactions look for the key at once): answer as it did.
-            Err(e) if e.is_unique_violation() => {
+            Err(e) if e.is_unique_violation() && key.is_some() => {
                 drop(tx);
+                let key = key.unwrap_or_default();
                 return match self.find_idempotent_send(tenant, key).await? {
                     Some(first) => Ok(Accepted::Repeat(first)),
                     None => Err(e),
@@ -280,6 +297,9 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        if let Some(media) = media {
+            super::media::insert_media(&mut tx, tenant, row.id, media, now).await?;
+        }
         tx.commit().await?;
         Ok(Accepted::New(row))
     }
@@ -569,7 +589,8 @@ async fn insert_outbound<'c>(
     .bind(send.chat_id)
     .bind(sender_id)
     .bind(send.kind)
-    .bind(send.text)
+    // A media send without a caption has no text.
+    .bind(Some(send.text).filter(|t| !t.is_empty()))
     .bind(send.idempotency_key)
     .bind(now)
     .fetch_one(executor)

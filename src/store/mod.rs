@@ -20,6 +20,7 @@ pub mod fence;
 mod lease;
 mod link;
 mod lock;
+pub mod media;
 pub mod messages;
 pub mod plans;
 pub mod protocol;

@@ -24,8 +24,15 @@ fn postgres_admin_url() -> String {
 
 /// A database that exists for one test and is removed after it.
 pub enum TestDb {
-    Sqlite { dir: tempfile::TempDir },
-    Postgres { name: String, admin_url: String },
+    Sqlite {
+        dir: tempfile::TempDir,
+    },
+    Postgres {
+        name: String,
+        admin_url: String,
+        /// Where the server keeps media files (`MEDIA_DIR`).
+        media: tempfile::TempDir,
+    },
 }
 
 impl TestDb {
@@ -55,13 +62,27 @@ impl TestDb {
             .execute(&mut conn)
             .await
             .expect("create test database");
-        TestDb::Postgres { name, admin_url }
+        TestDb::Postgres {
+            name,
+            admin_url,
+            media: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The server's `MEDIA_DIR`, removed with the database.
+    pub fn media_dir(&self) -> std::path::PathBuf {
+        match self {
+            TestDb::Sqlite { dir } => dir.path().join("media"),
+            TestDb::Postgres { media, .. } => media.path().to_owned(),
+        }
     }
 
     pub fn dsn(&self) -> String {
         match self {
             TestDb::Sqlite { dir } => format!("sqlite://{}", dir.path().join("wago.db").display()),
-            TestDb::Postgres { name, admin_url } => {
+            TestDb::Postgres {
+                name, admin_url, ..
+            } => {
                 let mut url = url::Url::parse(admin_url).expect("admin url");
                 url.set_path(name);
                 url.to_string()
@@ -84,7 +105,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let TestDb::Postgres { name, admin_url } = self else {
+        let TestDb::Postgres {
+            name, admin_url, ..
+        } = self
+        else {
             return;
         };
         let (name, admin_url) = (name.clone(), admin_url.clone());
@@ -129,8 +153,10 @@ async fn sweep_leftovers(conn: &mut sqlx::PgConnection) {
 
 /// The configuration a test server starts with, plus the test's own vars.
 pub fn test_config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
+    let media = db.media_dir().display().to_string();
     let mut vars: HashMap<String, String> = [
         ("DSN", db.dsn().as_str()),
+        ("MEDIA_DIR", media.as_str()),
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),

@@ -1,0 +1,165 @@
+//! The files of media messages: one `media` row beside each such message.
+
+use serde::Serialize;
+
+use super::messages::{Accepted, NewOutbound};
+use super::{Result, Store};
+use crate::media::MediaKind;
+use crate::tenants::TenantId;
+
+crate::text_enum! {
+    /// Where a message's file is.
+    pub enum MediaState {
+        /// Kept in the media storage (`storage_key`).
+        Stored = "stored",
+        /// Sent and acknowledged, then let go.
+        Released = "released",
+        /// Deleted by retention.
+        Expired = "expired",
+        /// Known from the message, not downloaded (yet).
+        Remote = "remote",
+        /// Its download failed (`error` says why).
+        Failed = "failed",
+    }
+}
+
+/// A file to record beside its message.
+#[derive(Debug, Clone)]
+pub struct NewMedia<'a> {
+    pub kind: MediaKind,
+    pub mimetype: &'a str,
+    pub file_name: Option<&'a str>,
+    pub size: u64,
+    pub sha256: &'a str,
+    pub voice: bool,
+    pub state: MediaState,
+    pub storage_key: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// What downloading it again takes (inbound).
+    pub remote: Option<&'a str>,
+}
+
+/// A message's file as its row holds it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MediaRow {
+    pub message_row: i64,
+    pub kind: MediaKind,
+    pub mimetype: String,
+    pub file_name: Option<String>,
+    pub size: i64,
+    pub sha256: String,
+    pub voice: i64,
+    pub state: MediaState,
+    pub storage_key: Option<String>,
+    pub error: Option<String>,
+    pub remote: Option<String>,
+}
+
+const MEDIA_COLUMNS: &str = "message_row, kind, mimetype, file_name, size, sha256, voice, state, \
+     storage_key, error, remote";
+
+pub(super) async fn insert_media(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &TenantId,
+    message_row: i64,
+    media: &NewMedia<'_>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO media (message_row, tenant_id, kind, mimetype, file_name, size, sha256,
+                            voice, state, storage_key, error, remote, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(message_row)
+    .bind(tenant.as_str())
+    .bind(media.kind)
+    .bind(media.mimetype)
+    .bind(media.file_name)
+    .bind(media.size as i64)
+    .bind(media.sha256)
+    .bind(i64::from(media.voice))
+    .bind(media.state)
+    .bind(media.storage_key)
+    .bind(media.error)
+    .bind(media.remote)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Writes a media send (a `queued` message and its file's row) in one
+    /// transaction, unless its idempotency key was used within the window:
+    /// then the first send is returned and nothing is written.
+    pub async fn accept_media_send(
+        &self,
+        tenant: &TenantId,
+        sender_id: &str,
+        send: &NewOutbound<'_>,
+        media: &NewMedia<'_>,
+    ) -> Result<Accepted> {
+        self.accept_in_transaction(tenant, sender_id, send, send.idempotency_key, Some(media))
+            .await
+    }
+
+    /// The file of the message in row `message_row`.
+    pub async fn media_of_row(&self, message_row: i64) -> Result<Option<MediaRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {MEDIA_COLUMNS} FROM media WHERE message_row = $1"
+        ))
+        .bind(message_row)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks the files of `tenant`'s outbound messages `message_ids` that
+    /// WhatsApp acknowledged as released, and returns the storage keys they
+    /// were kept under, for the caller to delete. A file is forgotten
+    /// before it is deleted: a crash in between leaves a file no row names,
+    /// never a row that names a missing file.
+    pub async fn release_sent_media(
+        &self,
+        tenant: &TenantId,
+        message_ids: &[&str],
+    ) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut tx = self.begin_write().await?;
+        for message_id in message_ids {
+            let kept: Option<(i64, String)> = sqlx::query_as(
+                "SELECT md.message_row, md.storage_key
+                   FROM messages m JOIN media md ON md.message_row = m.id
+                  WHERE m.tenant_id = $1 AND m.direction = 'out' AND m.message_id = $2
+                    AND m.status <> 'queued' AND md.storage_key IS NOT NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(*message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((row, key)) = kept else { continue };
+            sqlx::query(
+                "UPDATE media SET state = 'released', storage_key = NULL WHERE message_row = $1",
+            )
+            .bind(row)
+            .execute(&mut *tx)
+            .await?;
+            keys.push(key);
+        }
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    /// Records that a file is gone for good (`failed`, with why), so that
+    /// its send fails instead of going on trying.
+    pub async fn media_lost(&self, message_row: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE media SET state = 'failed', storage_key = NULL, error = $2
+              WHERE message_row = $1",
+        )
+        .bind(message_row)
+        .bind(error)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+}
