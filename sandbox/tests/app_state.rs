@@ -2,11 +2,9 @@
 //! (its push name) is kept by the server and reaches the account's other
 //! companion, which applies it.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Sandbox, pair};
+use crate::support::{Sandbox, pair};
 use wacore::types::events::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

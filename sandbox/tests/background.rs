@@ -2,9 +2,7 @@
 //! of the test that started it, as a suite whose every test makes its own
 //! runtime needs.
 
-mod support;
-
-use support::{Control, pair};
+use crate::support::{Control, pair};
 
 #[test]
 fn the_shared_sandbox_outlives_the_runtime_that_started_it() {

@@ -2,11 +2,10 @@
 //! where it listens, serves the control API, and on Ctrl-C writes its state
 //! file and exits cleanly.
 
-mod support;
-
 use std::process::Command;
 
 #[tokio::test]
 async fn wago_sandbox_serves_and_keeps_its_state() {
-    support::serves_and_keeps_its_state(Command::new(env!("CARGO_BIN_EXE_wago-sandbox"))).await;
+    crate::support::serves_and_keeps_its_state(Command::new(env!("CARGO_BIN_EXE_wago-sandbox")))
+        .await;
 }

@@ -1,11 +1,9 @@
 //! The control API's contract (API.md, "Sandbox control API"): shapes,
 //! status codes and `{"error","message"}` bodies.
 
-mod support;
-
+use crate::support::{Companion, Sandbox};
 use base64::Engine as _;
 use serde_json::json;
-use support::{Companion, Sandbox};
 
 #[tokio::test]
 async fn health_and_accounts() {

@@ -3,13 +3,11 @@
 //! signed key-index list), prekey bundles for any device, each handing out
 //! its own one-time prekey, and nothing for numbers that have no account.
 
-mod support;
-
 use wacore::iq::prekeys::PreKeyFetchSpec;
 use wacore::iq::usync::DeviceListSpec;
 use whatsapp_rust::Jid;
 
-use support::{Sandbox, pair};
+use crate::support::{Sandbox, pair};
 
 const A: &str = "62811000301";
 const C: &str = "62811000303";

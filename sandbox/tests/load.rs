@@ -1,10 +1,8 @@
 //! Two hundred real clients pair and reach `Connected` at the same time.
 
-mod support;
-
 use std::sync::Arc;
 
-use support::{Sandbox, pair};
+use crate::support::{Sandbox, pair};
 
 const CLIENTS: usize = 200;
 

@@ -4,12 +4,10 @@
 //! whose phone keeps the file checked against its hash; the host refuses uploads without its auth or whose body is not
 //! what their token names.
 
-mod support;
-
+use crate::support::{Companion, MediaHttp, Sandbox, link_companion};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
-use support::{Companion, MediaHttp, Sandbox, link_companion};
 use wacore::download::{Downloadable, MediaType};
 use waproto::whatsapp as wa;
 use whatsapp_rust::UploadOptions;
@@ -65,7 +63,7 @@ async fn a_document_goes_up_over_tls_and_down_to_another_companion() {
     send_document(&alice, BOB, document).await;
 
     let got = bob
-        .wait_for("the document", support::STEP, |event| {
+        .wait_for("the document", crate::support::STEP, |event| {
             let wacore::types::events::Event::Messages(batch) = event else {
                 return None;
             };
@@ -87,7 +85,7 @@ async fn a_document_goes_up_over_tls_and_down_to_another_companion() {
     // checked it against the message's hash.
     let on_phone = sandbox
         .inner
-        .wait_for_text(BOB, support::STEP, |t| t.media.is_some())
+        .wait_for_text(BOB, crate::support::STEP, |t| t.media.is_some())
         .await
         .expect("the phone keeps the document");
     let media = on_phone.media.expect("media");
@@ -105,7 +103,7 @@ async fn a_document_goes_up_over_tls_and_down_to_another_companion() {
     send_document(&alice, BOB, forged).await;
     let forged = sandbox
         .inner
-        .wait_for_text(BOB, support::STEP, |t| {
+        .wait_for_text(BOB, crate::support::STEP, |t| {
             t.media
                 .as_ref()
                 .is_some_and(|m| m.file_name.as_deref() == Some("forged.pdf"))

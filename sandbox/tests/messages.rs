@@ -3,12 +3,10 @@
 //! the offline queue, retry receipts, companions of two accounts, and
 //! unknown numbers.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Companion, STEP, Sandbox, TempState, config, pair};
 use serde_json::json;
-use support::{Companion, STEP, Sandbox, TempState, config, pair};
 use wacore::types::events::Event;
 use wacore::types::presence::ReceiptType;
 use wago_sandbox::{InboxItem, RunningSandbox};

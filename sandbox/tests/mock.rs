@@ -3,9 +3,7 @@
 //! push name stands for (one number per push name, the next device id for
 //! each further companion), and push-name flags select server behaviours.
 
-mod support;
-
-use support::{Companion, Sandbox};
+use crate::support::{Companion, Sandbox};
 
 /// Pairs a fresh client presenting `push_name` by the raw-body scan;
 /// returns it, connected, with its phone number and device id.

@@ -3,10 +3,8 @@
 //! the companion joins the account as with a QR scan. A wrong code links
 //! nothing.
 
-mod support;
-
+use crate::support::{Companion, Sandbox};
 use serde_json::json;
-use support::{Companion, Sandbox};
 use whatsapp_rust::pair_code::PairCodeOptions;
 
 async fn show_code(companion: &mut Companion, phone: &str) -> String {

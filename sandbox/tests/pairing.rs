@@ -1,11 +1,9 @@
 //! The real `whatsapp-rust` client pairs with the sandbox by QR, logs in
 //! again on the same store, and survives a sandbox restart with `--state`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{Companion, Sandbox, pair};
+use crate::support::{Companion, Sandbox, pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_companion_pairs_by_qr_and_connects() {

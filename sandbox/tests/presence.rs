@@ -2,11 +2,9 @@
 //! the other is available; a typing state reaches the recipient while it
 //! is connected, and at its next login only while it is still fresh.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Companion, Sandbox, config, pair};
+use crate::support::{Companion, Sandbox, config, pair};
 use wacore::types::events::Event;
 
 async fn two_accounts(sandbox: &Sandbox) -> (Companion, Companion) {

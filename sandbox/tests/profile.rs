@@ -2,11 +2,9 @@
 //! its profile picture can be set, read by anyone, and removed, each
 //! change announced as a notification.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Sandbox, pair};
+use crate::support::{Sandbox, pair};
 use wacore::types::events::Event;
 use whatsapp_rust::Jid;
 

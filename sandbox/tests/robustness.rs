@@ -3,8 +3,6 @@
 //! get an error answer; malformed messages a nack or a retry receipt, and
 //! the connection stays. The sandbox keeps serving real clients throughout.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use buffa::Message as _;
@@ -16,7 +14,7 @@ use wacore_binary::consts::WA_CONN_HEADER;
 use waproto::whatsapp as wa;
 use whatsapp_rust::{Jid, Server};
 
-use support::{Sandbox, config, pair};
+use crate::support::{Sandbox, config, pair};
 
 /// Waits until the sandbox has no connection task alive.
 async fn all_closed(sandbox: &Sandbox) {
@@ -230,7 +228,7 @@ async fn malformed_messages_are_refused_and_the_connection_stays() {
         .build();
     client.send_node(garbage).await.expect("sent");
     let error = companion
-        .wait_for("the ack", support::STEP, |e| match e {
+        .wait_for("the ack", crate::support::STEP, |e| match e {
             wacore::types::events::Event::ServerAck(ack) if ack.id == "BAD00001" => {
                 Some(ack.error.clone())
             }
@@ -244,7 +242,7 @@ async fn malformed_messages_are_refused_and_the_connection_stays() {
     companion.send_text("62811000405", "masih hidup").await;
     let start = Instant::now();
     while sandbox.inner.inbox("62811000405").await.unwrap().is_empty() {
-        assert!(start.elapsed() < support::STEP, "no text arrived");
+        assert!(start.elapsed() < crate::support::STEP, "no text arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sandbox.inner.stats().logins, logins);

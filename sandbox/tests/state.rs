@@ -2,9 +2,7 @@
 //! a restart, so a running client logs in again by itself (by IK), and a
 //! client holding a stale server key gets the XX-fallback.
 
-mod support;
-
-use support::{Sandbox, TempState, config, pair};
+use crate::support::{Sandbox, TempState, config, pair};
 
 const PHONE: &str = "62811000101";
 
@@ -65,7 +63,7 @@ async fn a_stale_server_key_gets_the_xx_fallback() {
     let mut second_config = config().with_state_file(&state.0);
     second_config.listen = addr;
     let second = Sandbox::start_with(second_config).await;
-    let mut again = support::Companion::start(&second.ws_url(), store).await;
+    let mut again = crate::support::Companion::start(&second.ws_url(), store).await;
     again.logged_in().await;
     let stats = second.inner.stats();
     assert_eq!(stats.fallback_handshakes, 1, "{stats:?}");

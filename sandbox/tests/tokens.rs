@@ -7,12 +7,10 @@
 //! instead; and a restricted account's presence and picture are shown only
 //! to holders of its token.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Companion, Sandbox};
+use crate::support::{Companion, Sandbox};
 use wacore::types::events::Event;
 use whatsapp_rust::NodeFilter;
 

@@ -2,12 +2,10 @@
 //! WhatsApp does it and refused at their next login; a companion that logs
 //! itself out leaves the account.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Companion, Sandbox, pair};
 use serde_json::json;
-use support::{Companion, Sandbox, pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlinked_companions_are_logged_out_and_refused_later() {
@@ -36,7 +34,7 @@ async fn unlinked_companions_are_logged_out_and_refused_later() {
     let logins = sandbox.inner.stats().logins;
     let mut again = Companion::start(&sandbox.ws_url(), store).await;
     again
-        .wait_for("LoggedOut", support::STEP, |e| match e {
+        .wait_for("LoggedOut", crate::support::STEP, |e| match e {
             wacore::types::events::Event::Connected(_) => panic!("an unlinked device connected"),
             wacore::types::events::Event::LoggedOut(_) => Some(()),
             _ => None,
