@@ -516,7 +516,187 @@ async fn a_media_send_accepted_before_a_crash_goes_once_after_it(db: TestDb) {
     app.stop().await;
 }
 
+/// Polls `GET /messages/{id}` until the message is there.
+async fn message_until(app: &TestApp, tenant: &Tenant, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, body) = tenant.get(app, &format!("/messages/{id}")).await;
+        if status == 200 {
+            return body;
+        }
+        assert!(start.elapsed() < STEP, "{id} never stored: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_media(app: &TestApp, tenant: &Tenant, id: &str) -> reqwest::Response {
+    app.http
+        .get(app.url(&format!("/messages/{id}/media")))
+        .header("X-API-Key", &tenant.key)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+async fn what_the_phone_sends_is_fetched_stored_and_served(db: TestDb) {
+    use wago_sandbox::{MediaKind, NewMedia};
+    let sandbox = Sandbox::start().await;
+    let (app, acme) = paired(&db, &sandbox, &[]).await;
+    let hook = common::receiver::Receiver::start().await;
+    acme.webhook(&app, &hook.url(), &["message.received"]).await;
+
+    let media = |kind, mimetype: &str, file_name: Option<&str>, caption: Option<&str>| NewMedia {
+        to: ACME.into(),
+        kind,
+        mimetype: Some(mimetype.into()),
+        file_name: file_name.map(Into::into),
+        caption: caption.map(Into::into),
+        voice: false,
+        tamper: false,
+    };
+    let cases = [
+        (
+            media(MediaKind::Image, "image/png", None, Some("look")),
+            file(33_333, 1),
+        ),
+        (
+            media(
+                MediaKind::Document,
+                "application/pdf",
+                Some("contract v2.pdf"),
+                None,
+            ),
+            file(210_000, 2),
+        ),
+        (
+            NewMedia {
+                voice: true,
+                ..media(MediaKind::Audio, "audio/ogg; codecs=opus", None, None)
+            },
+            file(12_345, 3),
+        ),
+        (
+            media(MediaKind::Video, "video/mp4", None, None),
+            file(99_999, 4),
+        ),
+        (
+            media(MediaKind::Sticker, "image/webp", None, None),
+            file(7_777, 5),
+        ),
+    ];
+    let mut sent = Vec::new();
+    for (meta, bytes) in cases {
+        let expect = (
+            meta.kind,
+            meta.mimetype.clone(),
+            meta.file_name.clone(),
+            meta.voice,
+        );
+        let id = sandbox
+            .inner
+            .send_media(BOB, meta, bytes.clone())
+            .await
+            .expect("the phone sends");
+        sent.push((id, bytes, expect));
+    }
+    for (id, bytes, (kind, mimetype, file_name, voice)) in &sent {
+        let message = message_until(&app, &acme, id).await;
+        let kind_name = format!("{kind:?}").to_lowercase();
+        assert_eq!(message["kind"], format!("{kind_name}Message"), "{message}");
+        let media = &message["media"];
+        assert_eq!(media["state"], "stored", "{message}");
+        assert_eq!(media["kind"], kind_name);
+        assert_eq!(media["sha256"], sha256(bytes));
+        assert_eq!(media["size"], bytes.len());
+        assert_eq!(media["voice"], *voice);
+        assert_eq!(media["url"], format!("/messages/{id}/media"));
+        let served = get_media(&app, &acme, id).await;
+        assert_eq!(served.status(), 200);
+        let content_type = served.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(Some(content_type), mimetype.clone());
+        let disposition = served
+            .headers()
+            .get("content-disposition")
+            .map(|v| v.to_str().unwrap().to_owned());
+        match file_name {
+            Some(name) => assert!(
+                disposition
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&format!("\"{name}\""))),
+                "{disposition:?}"
+            ),
+            None => assert_eq!(disposition, None),
+        }
+        assert_eq!(
+            served.bytes().await.unwrap().to_vec(),
+            *bytes,
+            "{id}'s bytes"
+        );
+    }
+    // The inbox lists them with their files; the webhook told of each.
+    let (_, page) = acme.get(&app, "/messages").await;
+    let listed = page["messages"].as_array().unwrap();
+    assert_eq!(listed.len(), sent.len());
+    for m in listed {
+        assert_eq!(m["media"]["state"], "stored", "{m}");
+    }
+    let events = hook.wait_for(sent.len(), STEP).await;
+    for (event, (id, bytes, _)) in events.iter().zip(&sent) {
+        let body = event.json();
+        assert_eq!(body["message_id"], *id);
+        assert_eq!(body["data"]["media"]["sha256"], sha256(bytes), "{body}");
+        assert_eq!(
+            body["data"]["media"]["url"],
+            format!("/messages/{id}/media")
+        );
+    }
+
+    // A blob that does not decrypt: the message is stored, its file
+    // refused with why, after the attempts it is given.
+    let tampered = NewMedia {
+        tamper: true,
+        ..media(MediaKind::Image, "image/jpeg", None, Some("broken"))
+    };
+    let id = sandbox
+        .inner
+        .send_media(BOB, tampered, file(5_000, 6))
+        .await
+        .expect("sent");
+    let message = message_until(&app, &acme, &id).await;
+    assert_eq!(message["text"], "broken");
+    assert_eq!(message["media"]["state"], "failed", "{message}");
+    let error = message["media"]["error"].as_str().unwrap();
+    assert!(error.starts_with("the download failed"), "{error}");
+    let refused = get_media(&app, &acme, &id).await;
+    assert_eq!(refused.status(), 410);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "gone");
+    // No file of the refused one is kept, and none is left spooled.
+    assert_eq!(kept_files(&db).len(), sent.len());
+    assert_eq!(spooled_files(&db), Vec::<String>::new());
+
+    // A text is not a file; an unknown id is not a message.
+    let (status, _) = sandbox
+        .post(
+            &format!("/phones/{BOB}/messages"),
+            json!({ "to": ACME, "text": "plain" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, sent_text) = acme
+        .post(&app, "/send-text", json!({ "to": BOB, "text": "hi" }))
+        .await;
+    let text_id = sent_text["message_id"].as_str().unwrap();
+    assert_eq!(get_media(&app, &acme, text_id).await.status(), 404);
+    assert_eq!(get_media(&app, &acme, "3EB0NOSUCH").await.status(), 404);
+    app.stop().await;
+}
+
 db_tests!(
+    what_the_phone_sends_is_fetched_stored_and_served,
     every_kind_reaches_the_phone_and_is_then_released,
     a_repeated_idempotency_key_sends_one_file_once,
     a_file_named_by_url_is_fetched_and_sent,

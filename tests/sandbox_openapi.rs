@@ -63,6 +63,7 @@ async fn every_operation_is_served_and_nothing_else() {
         ("/phones/{phone}/messages", "get"),
         ("/phones/{phone}/messages", "post"),
         ("/phones/{phone}/read", "post"),
+        ("/phones/{phone}/media", "post"),
         ("/sandbox/health", "get"),
         ("/sandbox/media-certificate", "get"),
         ("/sandbox/connections", "get"),
@@ -356,6 +357,37 @@ async fn real_answers_match_the_document() {
         400,
     )
     .await;
+    // A file: the body, described by the query.
+    let media = |query: &str| {
+        http.post(url(&format!("/phones/{b}/media?{query}")))
+            .body(vec![1u8; 1000])
+    };
+    let file = c
+        .call(
+            media(&format!("to={a}&kind=document&file_name=a.pdf")),
+            "/phones/{phone}/media",
+            200,
+        )
+        .await;
+    assert!(file["id"].is_string(), "{file}");
+    c.call(
+        media(&format!("to={a}&kind=hologram")),
+        "/phones/{phone}/media",
+        400,
+    )
+    .await;
+    c.call(
+        media("to=62811000599&kind=image"),
+        "/phones/{phone}/media",
+        404,
+    )
+    .await;
+    c.call(
+        http.post(url(&format!("/phones/{b}/media?to={a}&kind=image"))),
+        "/phones/{phone}/media",
+        422,
+    )
+    .await;
     let inbox = c
         .call(
             get(&format!("/phones/{a}/messages")),
@@ -379,7 +411,8 @@ async fn real_answers_match_the_document() {
             200,
         )
         .await;
-    assert_eq!(count, json!({ "read": 1 }));
+    // The text and the file.
+    assert_eq!(count, json!({ "read": 2 }));
     c.call(
         post(&read, json!({ "from": "x" })),
         "/phones/{phone}/read",

@@ -140,8 +140,10 @@ impl From<SendError> for ApiError {
         let message = e.to_string();
         match e {
             SendError::UnknownPhone(_) => ApiError::NotFound(message),
-            SendError::BadPhone(_) | SendError::EmptyText => ApiError::InvalidField(message),
-            SendError::Encrypt(_) => ApiError::Internal(message),
+            SendError::BadPhone(_) | SendError::EmptyText | SendError::EmptyFile => {
+                ApiError::InvalidField(message)
+            }
+            SendError::Encrypt(_) | SendError::Media(_) => ApiError::Internal(message),
         }
     }
 }
@@ -237,6 +239,9 @@ fn api() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(post_link_code))
         .routes(routes!(post_unlink))
         .routes(routes!(post_message, get_messages))
+        .merge(OpenApiRouter::new().routes(routes!(post_media)).layer(
+            axum::extract::DefaultBodyLimit::max(super::media::MAX_UPLOAD),
+        ))
         .routes(routes!(post_read))
         .routes(routes!(health))
         .routes(routes!(media_certificate))
@@ -304,6 +309,31 @@ struct NewText {
     to: String,
     /// Not empty.
     text: String,
+}
+
+/// A file a phone sends: what the message says of it (the file itself is
+/// the request's body).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NewMedia {
+    /// The recipient's phone number (an account of this sandbox).
+    pub to: String,
+    /// `image`, `video`, `audio`, `document` or `sticker`.
+    #[param(value_type = String)]
+    pub kind: super::media::Kind,
+    /// The MIME type the message names (default: the kind's usual one).
+    pub mimetype: Option<String>,
+    /// A document's file name.
+    pub file_name: Option<String>,
+    /// An image's, a video's or a document's caption.
+    pub caption: Option<String>,
+    /// Audio: a voice note rather than a file.
+    #[serde(default)]
+    pub voice: bool,
+    /// Host a blob that does not decrypt (one byte flipped), as a corrupted
+    /// download would be: the recipient's client must refuse it.
+    #[serde(default)]
+    pub tamper: bool,
 }
 
 /// Whose texts to read.
@@ -564,6 +594,54 @@ pub(crate) async fn send_text(
     text: &str,
 ) -> Result<String, ApiError> {
     Ok(messages::send_text(shared, phone, to, text).await?)
+}
+
+/// The account's phone sends a file to another account.
+///
+/// The phone encrypts it as a client would, keeps the blob on the media
+/// host and sends the message that names it: the recipient's phone keeps
+/// what it makes of it, its companions download it over TLS.
+#[utoipa::path(
+    post,
+    path = "/phones/{phone}/media",
+    tag = "sandbox",
+    params(("phone" = String, Path, description = PHONE), NewMedia),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file, up to 100 MiB."),
+    responses(
+        (status = 200, description = "Sent.", body = Sent),
+        (status = 400, description = "A query parameter is missing or wrong (`bad_request`).", body = ErrorBody),
+        (status = 404, description = "No account for the sender or the recipient (`not_found`).", body = ErrorBody),
+        (status = 422, description = "The sender or recipient is not a phone number, or the file is empty (`invalid_field`).", body = ErrorBody),
+    ),
+)]
+async fn post_media(
+    State(shared): State<Arc<Shared>>,
+    Path(phone): Path<String>,
+    query: Result<axum::extract::Query<NewMedia>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Json<Sent>, ApiError> {
+    let axum::extract::Query(media) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let id = send_media(&shared, &phone, media, body.to_vec()).await?;
+    Ok(Json(Sent { id }))
+}
+
+/// `POST /phones/{phone}/media`: the new message's id.
+pub(crate) async fn send_media(
+    shared: &Shared,
+    phone: &str,
+    media: NewMedia,
+    bytes: Vec<u8>,
+) -> Result<String, ApiError> {
+    let file = messages::PhoneMedia {
+        kind: media.kind,
+        bytes,
+        mimetype: media.mimetype,
+        file_name: media.file_name,
+        caption: media.caption,
+        voice: media.voice,
+        tamper: media.tamper,
+    };
+    Ok(messages::send_media(shared, phone, &media.to, file).await?)
 }
 
 /// The texts the account's phone received, oldest first.

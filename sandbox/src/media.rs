@@ -123,6 +123,130 @@ impl MediaStore {
     }
 }
 
+/// The kinds of media a phone sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An image (`ImageMessage`).
+    Image,
+    /// A video (`VideoMessage`).
+    Video,
+    /// Audio, as a file or a voice note (`AudioMessage`).
+    Audio,
+    /// A document (`DocumentMessage`).
+    Document,
+    /// A sticker (`StickerMessage`).
+    Sticker,
+}
+
+impl Kind {
+    fn media_type(self) -> wacore::download::MediaType {
+        use wacore::download::MediaType;
+        match self {
+            Kind::Image => MediaType::Image,
+            Kind::Video => MediaType::Video,
+            Kind::Audio => MediaType::Audio,
+            Kind::Document => MediaType::Document,
+            Kind::Sticker => MediaType::Sticker,
+        }
+    }
+
+    /// The name the host's paths and blobs use.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+            Kind::Document => "document",
+            Kind::Sticker => "sticker",
+        }
+    }
+
+    fn default_mimetype(self) -> &'static str {
+        match self {
+            Kind::Image => "image/jpeg",
+            Kind::Video => "video/mp4",
+            Kind::Audio => "audio/ogg; codecs=opus",
+            Kind::Document => "application/octet-stream",
+            Kind::Sticker => "image/webp",
+        }
+    }
+}
+
+/// A phone encrypts `file` as a client would, keeps the blob on this host
+/// (as its own upload, without the round trip) and returns the message
+/// that names it.
+pub(crate) fn phone_upload(
+    store: &MediaStore,
+    file: super::messages::PhoneMedia,
+) -> Result<waproto::whatsapp::Message, super::messages::SendError> {
+    use waproto::whatsapp as wa;
+    let encrypted = wacore::upload::encrypt_media(&file.bytes, file.kind.media_type())
+        .map_err(|e| super::messages::SendError::Media(e.to_string()))?;
+    let token = URL_SAFE_NO_PAD.encode(encrypted.file_enc_sha256);
+    let name = format!("{}-{token}", file.kind.name());
+    let mut blob = encrypted.data_to_upload;
+    if file.tamper {
+        // The first byte of the ciphertext: the MAC no longer holds.
+        blob[0] ^= 0x01;
+    }
+    store.put(name.clone(), Bytes::from(blob));
+    let direct_path = format!("{BLOB_PREFIX}/{name}");
+    let url = Some(format!("https://{}{direct_path}", store.host));
+    let direct_path = Some(direct_path);
+    let media_key = Some(encrypted.media_key.to_vec());
+    let file_enc_sha256 = Some(encrypted.file_enc_sha256.to_vec());
+    let file_sha256 = Some(encrypted.file_sha256.to_vec());
+    let file_length = Some(file.bytes.len() as u64);
+    let mimetype = Some(
+        file.mimetype
+            .unwrap_or_else(|| file.kind.default_mimetype().to_owned()),
+    );
+    let mut message = wa::Message::default();
+    // The fields every kind of media message carries alike.
+    macro_rules! hosted {
+        ($kind:ident { $($field:ident: $value:expr),* $(,)? }) => {
+            buffa::MessageField::some(wa::message::$kind {
+                url,
+                direct_path,
+                media_key,
+                file_enc_sha256,
+                file_sha256,
+                file_length,
+                mimetype,
+                $($field: $value,)*
+                ..Default::default()
+            })
+        };
+    }
+    match file.kind {
+        Kind::Image => {
+            message.image_message = hosted!(ImageMessage {
+                caption: file.caption
+            })
+        }
+        Kind::Video => {
+            message.video_message = hosted!(VideoMessage {
+                caption: file.caption
+            })
+        }
+        Kind::Audio => {
+            message.audio_message = hosted!(AudioMessage {
+                ptt: Some(file.voice)
+            })
+        }
+        Kind::Document => {
+            message.document_message = hosted!(DocumentMessage {
+                title: file.file_name.clone(),
+                file_name: file.file_name,
+                caption: file.caption,
+            })
+        }
+        Kind::Sticker => message.sticker_message = hosted!(StickerMessage {}),
+    }
+    Ok(message)
+}
+
 /// What a phone makes of a media file a message names: the blob fetched
 /// from this host, decrypted with the message's key, and its plaintext
 /// checked against the message's `file_sha256`.

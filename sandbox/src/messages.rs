@@ -37,6 +37,10 @@ pub(crate) enum SendError {
     BadPhone(String),
     #[error("the text is empty")]
     EmptyText,
+    #[error("the file is empty")]
+    EmptyFile,
+    #[error("the phone could not encrypt the file: {0}")]
+    Media(String),
     #[error("the phone could not encrypt: {0}")]
     Encrypt(#[from] PhoneError),
 }
@@ -378,11 +382,58 @@ pub(crate) async fn send_text(
     to: &str,
     text: &str,
 ) -> Result<String, SendError> {
-    let sender = find(shared, from)?;
-    let recipient = find(shared, to)?;
     if text.is_empty() {
         return Err(SendError::EmptyText);
     }
+    let message = wa::Message {
+        conversation: Some(text.to_owned()),
+        ..Default::default()
+    };
+    send_message(shared, from, to, message).await
+}
+
+/// A file a phone sends (`POST /phones/{phone}/media`).
+#[derive(Debug, Clone)]
+pub(crate) struct PhoneMedia {
+    pub kind: media::Kind,
+    pub bytes: Vec<u8>,
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+    /// Audio as a voice note.
+    pub voice: bool,
+    /// Host a blob that does not decrypt (one byte flipped), as a corrupted
+    /// download would be.
+    pub tamper: bool,
+}
+
+/// `POST /phones/{phone}/media`: the phone of `from` encrypts a file,
+/// keeps the blob on the media host and sends the message that names it
+/// to `to`. Returns the message id.
+pub(crate) async fn send_media(
+    shared: &Shared,
+    from: &str,
+    to: &str,
+    file: PhoneMedia,
+) -> Result<String, SendError> {
+    if file.bytes.is_empty() {
+        return Err(SendError::EmptyFile);
+    }
+    let message = media::phone_upload(&shared.media, file)?;
+    send_message(shared, from, to, message).await
+}
+
+/// The phone of `from` sends `message` to `to`: the recipient's phone keeps
+/// what it makes of it, and every companion of both accounts gets it.
+async fn send_message(
+    shared: &Shared,
+    from: &str,
+    to: &str,
+    message: wa::Message,
+) -> Result<String, SendError> {
+    let sender = find(shared, from)?;
+    let recipient = find(shared, to)?;
+    let (text, media) = content_of(shared, &message).unwrap_or_default();
     let id = message_id();
     shared.routes.record(&id, DeviceAddr::new(sender.phone, 0));
     let received = Received {
@@ -390,18 +441,14 @@ pub(crate) async fn send_text(
         from: sender.phone,
         from_device: 0,
         by_lid: false,
-        text: text.to_owned(),
+        text,
         at: shared.now(),
         read: false,
-        media: None,
+        media,
     };
     if recipient.lock().receive(received) {
         shared.text_received();
     }
-    let message = wa::Message {
-        conversation: Some(text.to_owned()),
-        ..Default::default()
-    };
     let plaintext = MessageUtils::pad_message_v2(message.encode_to_vec());
     let resend = Arc::new(Resend {
         from: sender.phone,

@@ -367,6 +367,17 @@ impl RunningSandbox {
         control::send_text(&self.shared, from_phone, to, text).await
     }
 
+    /// The phone of `from_phone` sends a file (as `POST
+    /// /phones/{phone}/media`); returns the message id.
+    pub async fn send_media(
+        &self,
+        from_phone: &str,
+        media: control::NewMedia,
+        bytes: Vec<u8>,
+    ) -> Result<String, control::ApiError> {
+        control::send_media(&self.shared, from_phone, media, bytes).await
+    }
+
     /// The texts that phone received (as `GET /phones/{phone}/messages`).
     pub async fn inbox(&self, phone: &str) -> Result<Vec<InboxItem>, control::ApiError> {
         control::inbox(&self.shared, phone)

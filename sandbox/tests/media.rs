@@ -194,3 +194,99 @@ async fn uploads_need_the_auth_and_a_body_that_hashes_to_their_token() {
     assert_eq!(back.status(), 200);
     assert_eq!(back.bytes().await.expect("a body").to_vec(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_sends_files_that_companions_download_unless_tampered() {
+    let sandbox = Sandbox::start().await;
+    sandbox.create_phone(ALICE).await;
+    sandbox.create_phone(BOB).await;
+    let certificate = sandbox.inner.media_certificate_pem().to_owned();
+    let bob = Companion::with_media(&sandbox.ws_url(), MediaHttp::trusting(&certificate)).await;
+    let (mut bob, _) = link_companion(&sandbox, BOB, bob).await;
+
+    // Through the control API: the file is the body, the rest the query.
+    let original: Vec<u8> = (0..90_001u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sent = sandbox
+        .http
+        .post(sandbox.url(&format!(
+            "/phones/{ALICE}/media?to={BOB}&kind=document&mimetype=application/pdf&file_name=a.pdf&caption=hi"
+        )))
+        .body(original.clone())
+        .send()
+        .await
+        .expect("the control API answers");
+    assert_eq!(sent.status(), 200);
+    let sent: serde_json::Value = sent.json().await.expect("JSON");
+    let id = sent["id"].as_str().expect("an id").to_owned();
+    let got = message_to(&mut bob, &id, |m| m.document_message.as_option().cloned()).await;
+    assert_eq!(got.file_name.as_deref(), Some("a.pdf"));
+    assert_eq!(got.caption.as_deref(), Some("hi"));
+    let downloaded = bob
+        .client()
+        .download(&got as &dyn Downloadable)
+        .await
+        .expect("the companion downloads and decrypts it");
+    assert_eq!(downloaded, original);
+    // Bob's phone got the same file.
+    let on_phone = sandbox
+        .inner
+        .wait_for_text(BOB, crate::support::STEP, |t| t.id == id)
+        .await
+        .expect("the phone keeps it");
+    let media = on_phone.media.expect("media");
+    assert!(media.verified, "{media:?}");
+    assert_eq!(media.sha256, Some(hex::encode(Sha256::digest(&original))));
+
+    // A voice note, from the library API, with its blob tampered with.
+    let note = wago_sandbox::NewMedia {
+        to: BOB.into(),
+        kind: wago_sandbox::MediaKind::Audio,
+        mimetype: None,
+        file_name: None,
+        caption: None,
+        voice: true,
+        tamper: true,
+    };
+    let id = sandbox
+        .inner
+        .send_media(ALICE, note, vec![5; 4_000])
+        .await
+        .expect("sent");
+    let got = message_to(&mut bob, &id, |m| m.audio_message.as_option().cloned()).await;
+    assert_eq!(got.ptt, Some(true));
+    assert!(
+        bob.client()
+            .download(&got as &dyn Downloadable)
+            .await
+            .is_err(),
+        "a tampered blob does not decrypt"
+    );
+    let on_phone = sandbox
+        .inner
+        .wait_for_text(BOB, crate::support::STEP, |t| t.id == id)
+        .await
+        .expect("the phone keeps it");
+    let media = on_phone.media.expect("media");
+    assert!(!media.verified && media.voice, "{media:?}");
+    bob.stop().await;
+}
+
+/// Waits until `companion` got message `id`, and picks from it.
+async fn message_to<T>(
+    companion: &mut Companion,
+    id: &str,
+    pick: impl Fn(&wa::Message) -> Option<T>,
+) -> T {
+    companion
+        .wait_for(id, crate::support::STEP, |event| {
+            let wacore::types::events::Event::Messages(batch) = event else {
+                return None;
+            };
+            batch
+                .messages
+                .iter()
+                .find(|m| m.info.id == id)
+                .and_then(|m| pick(&m.message))
+        })
+        .await
+}

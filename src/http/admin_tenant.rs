@@ -198,7 +198,10 @@ async fn recent_messages(
     let tenant = find_tenant(&state, &id).await?.tenant_id();
     let messages = state.store.recent_messages(&tenant, limit).await?;
     Ok(Json(RecentMessages {
-        messages: messages.into_iter().map(super::messages::detail).collect(),
+        messages: messages
+            .into_iter()
+            .map(|m| super::messages::detail(m, None))
+            .collect(),
     }))
 }
 

@@ -23,6 +23,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// What was there is not any more (a sent file released).
+    #[error("{0}")]
+    Gone(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// A media file over its kind's limit.
@@ -67,6 +70,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::Gone(_) => (StatusCode::GONE, ErrorCode::Gone),
             ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
             }
@@ -135,6 +139,9 @@ crate::text_enum! {
         /// The request contradicts the current state (a name taken, a
         /// session already paired).
         Conflict = "conflict",
+        /// A media file no longer kept (released after it was sent, or
+        /// deleted by retention) or that could not be fetched.
+        Gone = "gone",
         /// The body is larger than `BODY_LIMIT`, or a media file larger
         /// than its kind's limit.
         PayloadTooLarge = "payload_too_large",

@@ -10,6 +10,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, TenantAuth};
 use super::{AppState, rfc3339};
+use crate::media::MediaKind;
+use crate::store::media::{MediaInfo, MediaState};
 use crate::store::messages::InboxQuery;
 use crate::types::MessageStatus;
 
@@ -17,6 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_messages))
         .routes(routes!(show_message))
+        .routes(routes!(message_media))
 }
 
 /// A page of the inbox, oldest first.
@@ -42,6 +45,9 @@ struct InboxMessage {
     kind: String,
     /// When WhatsApp says it was sent (RFC 3339).
     timestamp: String,
+    /// A media message's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaInfo>,
 }
 
 crate::text_enum! {
@@ -69,6 +75,9 @@ pub(super) struct MessageDetail {
     timestamp: String,
     /// When the status last changed (RFC 3339).
     updated_at: String,
+    /// A media message's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaInfo>,
 }
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -119,9 +128,20 @@ async fn list_messages(
         )
         .await?;
     let next_after = messages.last().map_or(after, |m| m.id);
+    let with_files: Vec<i64> = messages
+        .iter()
+        .filter(|m| MediaKind::of_message_kind(&m.kind).is_some())
+        .map(|m| m.id)
+        .collect();
+    let mut files = if with_files.is_empty() {
+        Default::default()
+    } else {
+        state.store.media_of_rows(&with_files).await?
+    };
     let messages = messages
         .into_iter()
         .map(|m| InboxMessage {
+            media: files.remove(&m.id).map(|f| f.info(&m.message_id)),
             id: m.id,
             message_id: m.message_id,
             chat_id: m.chat_id,
@@ -159,10 +179,106 @@ async fn show_message(
         .get_message(&auth.tenant_id, &message_id)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Json(detail(m)))
+    let media = match MediaKind::of_message_kind(&m.kind) {
+        Some(_) => state
+            .store
+            .media_of_row(m.id)
+            .await?
+            .map(|row| row.info(&m.message_id)),
+        None => None,
+    };
+    Ok(Json(detail(m, media)))
 }
 
-pub(super) fn detail(m: crate::store::messages::StoredMessage) -> MessageDetail {
+/// The file of a media message, as it was sent or received.
+#[utoipa::path(
+    get,
+    path = "/messages/{message_id}/media",
+    tag = "messages",
+    security(("tenant_key" = []), ("tenant_bearer" = [])),
+    params(("message_id" = String, Path, description = "The WhatsApp message id.")),
+    responses(
+        (status = 200, description = "The file, with its `Content-Type`, `Content-Length` and, for a document, its name in `Content-Disposition`.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such message, or not a media message (`not_found`).", body = ErrorBody),
+        (status = 410, description = "The file is no longer kept (released once sent, or expired) or could not be fetched from WhatsApp (`gone`, saying which).", body = ErrorBody),
+    ),
+)]
+async fn message_media(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    ApiPath(message_id): ApiPath<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header;
+    let m = state
+        .store
+        .get_message(&auth.tenant_id, &message_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    let media = state
+        .store
+        .media_of_row(m.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the message carries no file".into()))?;
+    let gone = |why: String| ApiError::Gone(why);
+    let Some(key) = &media.storage_key else {
+        return Err(gone(match media.state {
+            MediaState::Released => "the file was let go once WhatsApp took it".into(),
+            MediaState::Expired => "the file was deleted by retention".into(),
+            _ => format!(
+                "the file could not be fetched from WhatsApp: {}",
+                media.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        }));
+    };
+    let reader = state
+        .media
+        .storage
+        .open(key)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("opening the file: {e}")))?
+        .ok_or_else(|| gone("the file is missing from the media storage".into()))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let mut response = axum::response::Response::new(body);
+    let headers = response.headers_mut();
+    let value = |v: &str| axum::http::HeaderValue::from_str(v).ok();
+    if let Some(v) = value(&media.mimetype) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(header::CONTENT_LENGTH, media.size.into());
+    if let Some(v) = value(&format!("\"{}\"", media.sha256)) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Some(name) = &media.file_name
+        && let Some(v) = value(&content_disposition(name))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `attachment` with the name as a quoted ASCII fallback and as RFC 8187
+/// UTF-8.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+pub(super) fn detail(
+    m: crate::store::messages::StoredMessage,
+    media: Option<MediaInfo>,
+) -> MessageDetail {
     MessageDetail {
         id: m.id,
         message_id: m.message_id,
@@ -179,6 +295,7 @@ pub(super) fn detail(m: crate::store::messages::StoredMessage) -> MessageDetail 
         error: m.error,
         timestamp: rfc3339(m.timestamp),
         updated_at: rfc3339(m.updated_at),
+        media,
     }
 }
 

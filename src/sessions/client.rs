@@ -203,6 +203,31 @@ impl HttpClient {
     }
 }
 
+/// A response body read on a blocking thread, a chunk at a time.
+struct BlockingBody {
+    runtime: tokio::runtime::Handle,
+    chunks:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    /// What is left of the last chunk.
+    left: bytes::Bytes,
+}
+
+impl std::io::Read for BlockingBody {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt as _;
+        while self.left.is_empty() {
+            match self.runtime.block_on(self.chunks.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.left = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buffer.len().min(self.left.len());
+        buffer[..n].copy_from_slice(&self.left.split_to(n));
+        Ok(n)
+    }
+}
+
 async fn answer(call: reqwest::RequestBuilder) -> anyhow::Result<wacore::net::HttpResponse> {
     let response = call.send().await?;
     let status_code = response.status().as_u16();
@@ -221,6 +246,31 @@ impl wacore::net::HttpClient for HttpClient {
             call = call.body(body);
         }
         answer(call).await
+    }
+
+    fn supports_streaming(&self) -> bool {
+        true
+    }
+
+    /// A download read as it arrives: the client calls this on a blocking
+    /// thread and decrypts from the reader into a file.
+    fn execute_streaming(
+        &self,
+        request: wacore::net::HttpRequest,
+    ) -> anyhow::Result<wacore::net::StreamingHttpResponse> {
+        let runtime = tokio::runtime::Handle::try_current()?;
+        let call = self.call(&request)?;
+        let response = runtime.block_on(call.send())?;
+        let status_code = response.status().as_u16();
+        let body = BlockingBody {
+            runtime,
+            chunks: Box::pin(response.bytes_stream()),
+            left: bytes::Bytes::new(),
+        };
+        Ok(wacore::net::StreamingHttpResponse {
+            status_code,
+            body: Box::new(body),
+        })
     }
 
     fn supports_upload_streaming(&self) -> bool {

@@ -9,12 +9,15 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
+use wacore::download::Downloadable;
 use wacore::proto_helpers::MessageExt;
 use wacore::types::events::InboundMessage;
 use wacore_binary::jid::Jid;
 use waproto::whatsapp as wa;
 use whatsapp_rust::client::Client;
 
+use super::MediaWork;
+use crate::media::MediaKind;
 use crate::store::Store;
 use crate::store::messages::NewInbound;
 use crate::tenants::TenantId;
@@ -24,23 +27,90 @@ use crate::tenants::TenantId;
 pub(super) struct Inbound {
     pub store: Store,
     pub tenant: TenantId,
+    pub media: MediaWork,
 }
 
 #[async_trait::async_trait]
 impl whatsapp_rust::InboundDurabilityHook for Inbound {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> anyhow::Result<()> {
-        let rows: Vec<NewInbound> = batch.iter().filter_map(to_row).collect();
+        let mut rows = Vec::new();
+        for m in batch {
+            let Some(mut row) = to_row(m) else { continue };
+            // A media message's file is fetched before the message is
+            // stored, and so before WhatsApp hears that it arrived.
+            if let Some(file) = media_of(m.message.get_base_message()) {
+                let media =
+                    super::media::fetch_inbound(&self.media, &self.tenant, &client, file).await;
+                row.data.insert(
+                    "media".into(),
+                    serde_json::to_value(media.info(&row.message_id))?,
+                );
+                row.media = Some(media);
+            }
+            rows.push(row);
+        }
         if rows.is_empty() {
             return Ok(());
         }
-        let new = self.store.store_inbound(&self.tenant, &rows).await?;
+        let (new, unused) = self.store.store_inbound(&self.tenant, &rows).await?;
+        // Files of redelivered messages, already stored once.
+        for key in unused {
+            if let Err(e) = self.media.storage.delete(&key).await {
+                tracing::warn!(error = %e, key, "cannot delete a file fetched twice");
+            }
+        }
         crate::metrics::messages_received(new);
         tracing::debug!(tenant_id = %self.tenant, received = rows.len(), new, "stored inbound messages");
         Ok(())
+    }
+}
+
+/// A media message's file, as the message names it.
+pub(super) struct InboundFile<'a> {
+    pub kind: MediaKind,
+    pub downloadable: &'a dyn Downloadable,
+    pub mimetype: Option<&'a str>,
+    pub file_name: Option<&'a str>,
+    pub voice: bool,
+}
+
+/// The file a message carries, if it is a media message.
+pub(super) fn media_of(m: &wa::Message) -> Option<InboundFile<'_>> {
+    fn file<'a>(
+        kind: MediaKind,
+        downloadable: &'a dyn Downloadable,
+        mimetype: &'a Option<String>,
+    ) -> InboundFile<'a> {
+        InboundFile {
+            kind,
+            downloadable,
+            mimetype: mimetype.as_deref(),
+            file_name: None,
+            voice: false,
+        }
+    }
+    if let Some(image) = m.image_message.as_option() {
+        Some(file(MediaKind::Image, image, &image.mimetype))
+    } else if let Some(video) = m.video_message.as_option() {
+        Some(file(MediaKind::Video, video, &video.mimetype))
+    } else if let Some(audio) = m.audio_message.as_option() {
+        Some(InboundFile {
+            voice: audio.ptt == Some(true),
+            ..file(MediaKind::Audio, audio, &audio.mimetype)
+        })
+    } else if let Some(document) = m.document_message.as_option() {
+        Some(InboundFile {
+            file_name: document.file_name.as_deref(),
+            ..file(MediaKind::Document, document, &document.mimetype)
+        })
+    } else {
+        m.sticker_message
+            .as_option()
+            .map(|sticker| file(MediaKind::Sticker, sticker, &sticker.mimetype))
     }
 }
 
@@ -72,6 +142,7 @@ pub(super) fn to_row(m: &InboundMessage) -> Option<NewInbound> {
             .map(str::to_owned),
         timestamp: m.info.timestamp.timestamp_millis(),
         data,
+        media: None,
     })
 }
 

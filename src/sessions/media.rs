@@ -191,3 +191,135 @@ fn message(
     }
     message
 }
+
+/// Attempts at fetching one inbound file before it is stored as `failed`.
+const FETCH_ATTEMPTS: u32 = 3;
+/// The longest one attempt at fetching a file may take.
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Fetches, decrypts and checks the file of an inbound media message into
+/// the media storage. The client checks the blob's MAC as it decrypts; the
+/// plaintext must then hash to the message's `file_sha256`. A file that
+/// cannot be had after a few attempts is recorded `failed`, with why, so
+/// that the message is still stored (and acknowledged) rather than
+/// redelivered for ever.
+pub(super) async fn fetch_inbound(
+    work: &MediaWork,
+    tenant: &crate::tenants::TenantId,
+    client: &Client,
+    file: super::inbound::InboundFile<'_>,
+) -> crate::store::media::InboundMedia {
+    use crate::store::media::{InboundMedia, MediaState};
+    let expected = file.downloadable.file_sha256().map(hex::encode);
+    let mut media = InboundMedia {
+        kind: file.kind,
+        mimetype: file
+            .mimetype
+            .unwrap_or(file.kind.default_mimetype())
+            .to_owned(),
+        file_name: file.file_name.map(str::to_owned),
+        size: file.downloadable.file_length().unwrap_or(0),
+        sha256: expected.clone().unwrap_or_default(),
+        voice: file.voice,
+        state: MediaState::Failed,
+        storage_key: None,
+        error: None,
+        remote: Some(remote_of(file.downloadable)),
+    };
+    let mut error = String::new();
+    for attempt in 1..=FETCH_ATTEMPTS {
+        match fetch_once(work, client, file.downloadable, expected.as_deref()).await {
+            Ok(spooled) => {
+                let key = crate::media::storage::new_key(tenant);
+                media.size = spooled.size;
+                media.sha256 = spooled.sha256_hex();
+                match work.storage.put(&key, spooled).await {
+                    Ok(()) => {
+                        media.state = MediaState::Stored;
+                        media.storage_key = Some(key);
+                        return media;
+                    }
+                    Err(e) => error = format!("keeping the file: {e}"),
+                }
+            }
+            Err(e) => error = e,
+        }
+        tracing::warn!(attempt, error, "cannot fetch an inbound file");
+    }
+    media.error = Some(error);
+    media
+}
+
+/// One attempt: the file decrypted into a spooled file, its hash checked.
+async fn fetch_once(
+    work: &MediaWork,
+    client: &Client,
+    file: &dyn wacore::download::Downloadable,
+    expected: Option<&str>,
+) -> Result<crate::media::Spooled, String> {
+    let _job = work.jobs.acquire().await.map_err(|e| e.to_string())?;
+    let spool = work.storage.spool_dir().to_owned();
+    let temp = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&spool)?;
+        tempfile::Builder::new()
+            .prefix("fetch-")
+            .tempfile_in(&spool)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("spooling the file: {e}"))?;
+    let (writer, path) = temp.into_parts();
+    let fetched = tokio::time::timeout(FETCH_WAIT, client.download_to_writer(file, writer)).await;
+    match fetched {
+        Err(_) => return Err(format!("no file within {FETCH_WAIT:?}")),
+        Ok(Err(e)) => return Err(format!("the download failed: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    let (size, sha256) = tokio::task::spawn_blocking({
+        let path = path.to_path_buf();
+        move || -> std::io::Result<(u64, [u8; 32])> {
+            use sha2::Digest as _;
+            let mut reader = std::fs::File::open(path)?;
+            let mut hash = sha2::Sha256::new();
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = reader.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buffer[..n]);
+                size += n as u64;
+            }
+            Ok((size, hash.finalize().into()))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the file: {e}"))?;
+    if let Some(expected) = expected
+        && hex::encode(sha256) != expected
+    {
+        return Err("the file does not match the hash its message names".into());
+    }
+    Ok(crate::media::Spooled {
+        file: path,
+        size,
+        sha256,
+    })
+}
+
+/// What downloading a file again takes, as JSON (base64 for bytes).
+fn remote_of(file: &dyn wacore::download::Downloadable) -> String {
+    use base64::Engine as _;
+    let b64 =
+        |bytes: Option<&[u8]>| bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+    serde_json::json!({
+        "direct_path": file.direct_path(),
+        "media_key": b64(file.media_key()),
+        "file_enc_sha256": b64(file.file_enc_sha256()),
+        "file_sha256": b64(file.file_sha256()),
+        "file_length": file.file_length(),
+    })
+    .to_string()
+}

@@ -251,6 +251,7 @@ async fn with_client(ctx: &mut Ctx, store: &SessionStore) -> Result<Ended, Sessi
     let inbound = Inbound {
         store: ctx.store.clone(),
         tenant: ctx.tenant.clone(),
+        media: ctx.settings.media.clone(),
     };
     let handle = client::start(
         &ctx.settings,

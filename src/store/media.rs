@@ -39,6 +39,102 @@ pub struct NewMedia<'a> {
     pub remote: Option<&'a str>,
 }
 
+/// The file of an inbound message, as the session fetched it (or failed
+/// to), to store with the message.
+#[derive(Debug, Clone)]
+pub struct InboundMedia {
+    pub kind: MediaKind,
+    pub mimetype: String,
+    pub file_name: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    pub voice: bool,
+    pub state: MediaState,
+    pub storage_key: Option<String>,
+    pub error: Option<String>,
+    pub remote: Option<String>,
+}
+
+impl InboundMedia {
+    pub fn as_new(&self) -> NewMedia<'_> {
+        NewMedia {
+            kind: self.kind,
+            mimetype: &self.mimetype,
+            file_name: self.file_name.as_deref(),
+            size: self.size,
+            sha256: &self.sha256,
+            voice: self.voice,
+            state: self.state,
+            storage_key: self.storage_key.as_deref(),
+            error: self.error.as_deref(),
+            remote: self.remote.as_deref(),
+        }
+    }
+
+    /// What the webhook body and the API show of it.
+    pub fn info(&self, message_id: &str) -> MediaInfo {
+        MediaInfo {
+            kind: self.kind,
+            mimetype: self.mimetype.clone(),
+            file_name: self.file_name.clone(),
+            size: self.size as i64,
+            sha256: self.sha256.clone(),
+            voice: self.voice,
+            state: self.state,
+            error: self.error.clone(),
+            url: media_url(message_id),
+        }
+    }
+}
+
+/// Where the API serves a message's file.
+fn media_url(message_id: &str) -> String {
+    format!("/messages/{message_id}/media")
+}
+
+/// A media message's file, as the API and webhooks show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MediaInfo {
+    /// `image`, `document`, `audio`, `video` or `sticker`.
+    #[schema(value_type = MediaKind)]
+    pub kind: MediaKind,
+    pub mimetype: String,
+    /// A document's file name.
+    pub file_name: Option<String>,
+    /// Bytes of the file.
+    pub size: i64,
+    /// The file's SHA-256, hex.
+    pub sha256: String,
+    /// An audio sent as a voice note.
+    pub voice: bool,
+    /// `stored` (the file can be fetched at `url`), `released` (sent and
+    /// let go), `expired`, `remote` (not fetched) or `failed` (`error`).
+    #[schema(value_type = MediaState)]
+    pub state: MediaState,
+    /// Why the file could not be fetched.
+    pub error: Option<String>,
+    /// Where the file is served, with the tenant's key (a path on this
+    /// server).
+    #[schema(example = "/messages/3EB0C0FFEE/media")]
+    pub url: String,
+}
+
+impl MediaRow {
+    pub fn info(&self, message_id: &str) -> MediaInfo {
+        MediaInfo {
+            kind: self.kind,
+            mimetype: self.mimetype.clone(),
+            file_name: self.file_name.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            voice: self.voice != 0,
+            state: self.state,
+            error: self.error.clone(),
+            url: media_url(message_id),
+        }
+    }
+}
+
 /// A message's file as its row holds it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct MediaRow {
@@ -111,6 +207,29 @@ impl Store {
         .bind(message_row)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// The files of the messages in rows `message_rows`, by row.
+    pub async fn media_of_rows(
+        &self,
+        message_rows: &[i64],
+    ) -> Result<std::collections::HashMap<i64, MediaRow>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in message_rows.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {MEDIA_COLUMNS} FROM media WHERE message_row IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, MediaRow>(&sql);
+            for row in chunk {
+                query = query.bind(*row);
+            }
+            for media in query.fetch_all(&self.pool).await? {
+                found.insert(media.message_row, media);
+            }
+        }
+        Ok(found)
     }
 
     /// Marks the files of `tenant`'s outbound messages `message_ids` that

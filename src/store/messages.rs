@@ -70,6 +70,8 @@ pub struct NewInbound {
     pub timestamp: i64,
     /// Anything else about the message, for the webhook body.
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// A media message's file: its row, and where it is kept.
+    pub media: Option<super::media::InboundMedia>,
 }
 
 /// An outbound message as its row holds it.
@@ -171,14 +173,21 @@ async fn idempotent_send(
 }
 
 impl Store {
-    /// Stores a batch of inbound messages and their webhook events in one
-    /// transaction. A message already stored (same chat, sender and id: a
-    /// redelivery) is skipped, with no second event. Returns how many were
-    /// new.
-    pub async fn store_inbound(&self, tenant: &TenantId, batch: &[NewInbound]) -> Result<usize> {
+    /// Stores a batch of inbound messages (and their files' rows) with
+    /// their webhook events in one transaction. A message already stored
+    /// (same chat, sender and id: a redelivery) is skipped, with no second
+    /// event. Returns how many were new, and the storage keys of files
+    /// that came with a skipped message, which nothing names: the caller
+    /// deletes them.
+    pub async fn store_inbound(
+        &self,
+        tenant: &TenantId,
+        batch: &[NewInbound],
+    ) -> Result<(usize, Vec<String>)> {
         let mut tx = self.begin_write().await?;
         let now = now_ms();
         let mut new = 0;
+        let mut unused = Vec::new();
         // Whether a webhook event was written: only then is the dispatcher woken.
         let mut queued = false;
         for m in batch {
@@ -199,10 +208,14 @@ impl Store {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-            if inserted.is_none() {
+            let Some(row) = inserted else {
+                unused.extend(m.media.as_ref().and_then(|f| f.storage_key.clone()));
                 continue;
-            }
+            };
             new += 1;
+            if let Some(file) = &m.media {
+                super::media::insert_media(&mut tx, tenant, row, &file.as_new(), now).await?;
+            }
             let event = Event::MessageReceived {
                 message_id: m.message_id.clone(),
                 chat_id: m.chat_id.clone(),
@@ -218,7 +231,7 @@ impl Store {
         if queued {
             self.wake_outbox();
         }
-        Ok(new)
+        Ok((new, unused))
     }
 
     /// Writes an accepted send as a `queued` row, unless its idempotency key
