@@ -66,6 +66,8 @@ pub struct App {
     dispatcher: Dispatcher,
     _lock: Option<ProcessLock>,
     generated_admin_token: Option<String>,
+    /// `MEDIA_RETENTION`: the node sweeps out files older than this.
+    media_retention: Option<std::time::Duration>,
 }
 
 impl App {
@@ -160,6 +162,7 @@ impl App {
             dispatcher,
             _lock: lock,
             generated_admin_token,
+            media_retention: config.media.retention,
         })
     }
 
@@ -207,6 +210,16 @@ impl App {
             tokio::spawn(async move { sessions.run_node(address, self.listen_url, stop).await })
         };
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let retention = self.media_retention.map(|retention| {
+            let store = store.clone();
+            let storage = self.state.media.storage.clone();
+            tokio::spawn(crate::media::retention::run(
+                store,
+                storage,
+                retention,
+                shutdown.clone(),
+            ))
+        });
         let keys = {
             let keys = self.state.keys.clone();
             let signals = sessions.bus().subscribe();
@@ -244,6 +257,9 @@ impl App {
             .publish(crate::sessions::Signal::Placement)
             .await;
         let _ = keys.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         if let Err(e) = dispatcher.await {
             tracing::error!(error = %e, "webhook dispatcher ended abnormally");
         }

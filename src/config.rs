@@ -85,13 +85,16 @@ pub struct Config {
     pub media: MediaSettings,
 }
 
-/// Media storage and work (`MEDIA_DIR`, `MEDIA_JOBS`).
+/// Media storage and work (`MEDIA_DIR`, `MEDIA_JOBS`, `MEDIA_RETENTION`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSettings {
     /// The directory files are kept in on the local disk.
     pub dir: PathBuf,
     /// Media sends (encryption and upload) one node runs at once.
     pub jobs: u32,
+    /// Files kept longer are deleted (their messages stay, marked
+    /// `expired`); `None` keeps them for ever.
+    pub retention: Option<Duration>,
 }
 
 impl Default for MediaSettings {
@@ -99,6 +102,7 @@ impl Default for MediaSettings {
         MediaSettings {
             dir: PathBuf::from("wago-media"),
             jobs: 4,
+            retention: Some(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -225,6 +229,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "directory media files are kept in until sent",
     ),
     ("MEDIA_JOBS", "4", "media uploads one node runs at once"),
+    (
+        "MEDIA_RETENTION",
+        "30d",
+        "how long media files are kept (0: for ever)",
+    ),
     (
         "METRICS_LISTEN",
         "",
@@ -386,9 +395,15 @@ impl Config {
         if media_jobs == 0 {
             errors.0.push("MEDIA_JOBS: must be at least 1".into());
         }
+        let retention = get("MEDIA_RETENTION").map_or(Ok(media_defaults.retention), |v| {
+            parse_duration(&v).map(|d| (!d.is_zero()).then_some(d))
+        });
         let media = MediaSettings {
             dir: get("MEDIA_DIR").map_or(media_defaults.dir, |v| PathBuf::from(v.trim())),
             jobs: media_jobs,
+            retention: errors
+                .check("MEDIA_RETENTION", retention)
+                .unwrap_or(media_defaults.retention),
         };
         let rate = ApiRate::default();
         let api_rate = ApiRate {
@@ -453,7 +468,8 @@ fn parse_whole_seconds(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A duration such as `500ms`, `5s`, `5m`, `2h` (a bare number is seconds).
+/// A duration such as `500ms`, `5s`, `5m`, `2h`, `30d` (a bare number is
+/// seconds).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw
@@ -468,9 +484,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "{raw:?}: unknown unit {other:?} (use ms, s, m or h)"
+                "{raw:?}: unknown unit {other:?} (use ms, s, m, h or d)"
             ));
         }
     };

@@ -695,7 +695,46 @@ async fn what_the_phone_sends_is_fetched_stored_and_served(db: TestDb) {
     app.stop().await;
 }
 
+async fn files_past_their_retention_are_deleted_and_their_messages_stay(db: TestDb) {
+    use wago_sandbox::{MediaKind, NewMedia};
+    let sandbox = Sandbox::start().await;
+    // A node sweeps every second with a retention this short.
+    let (app, acme) = paired(&db, &sandbox, &[("MEDIA_RETENTION", "1s")]).await;
+    let photo = NewMedia {
+        to: ACME.into(),
+        kind: MediaKind::Image,
+        mimetype: None,
+        file_name: None,
+        caption: Some("old news".into()),
+        voice: false,
+        tamper: false,
+    };
+    let id = sandbox
+        .inner
+        .send_media(BOB, photo, file(2_000, 8))
+        .await
+        .expect("sent");
+    let start = Instant::now();
+    let message = loop {
+        let message = message_until(&app, &acme, &id).await;
+        if message["media"]["state"] == "expired" {
+            break message;
+        }
+        assert_eq!(message["media"]["state"], "stored", "{message}");
+        assert!(start.elapsed() < STEP, "never expired: {message}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(message["text"], "old news", "the message stays");
+    let gone = get_media(&app, &acme, &id).await;
+    assert_eq!(gone.status(), 410);
+    let body: Value = gone.json().await.unwrap();
+    assert_eq!(body["message"], "the file was deleted by retention");
+    assert_eq!(kept_files(&db), Vec::<String>::new());
+    app.stop().await;
+}
+
 db_tests!(
+    files_past_their_retention_are_deleted_and_their_messages_stay,
     what_the_phone_sends_is_fetched_stored_and_served,
     every_kind_reaches_the_phone_and_is_then_released,
     a_repeated_idempotency_key_sends_one_file_once,

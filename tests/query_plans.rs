@@ -50,6 +50,14 @@ fn fill(n: usize) -> Vec<String> {
                     i, i, i FROM n",
             up_to(40 * n)
         ),
+        // A file beside every fourth message; the first 100 still kept.
+        "INSERT INTO media (message_row, tenant_id, kind, mimetype, size, sha256, state,
+                            storage_key, created_at)
+         SELECT id, tenant_id, 'image', 'image/jpeg', 1, 'x',
+                CASE WHEN id <= 400 THEN 'stored' ELSE 'released' END,
+                CASE WHEN id <= 400 THEN 'k' || id END, id
+           FROM messages WHERE id % 4 = 1"
+            .to_owned(),
         format!(
             "{} INSERT INTO webhook_outbox (tenant_id, event_id, event, sequence, payload, status,
                                             next_attempt_at, created_at)

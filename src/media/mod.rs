@@ -8,6 +8,7 @@
 //! WhatsApp acknowledged the send, the file is released. No step holds a
 //! whole file in memory.
 
+pub mod retention;
 pub mod storage;
 
 use std::path::{Path, PathBuf};

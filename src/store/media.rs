@@ -201,12 +201,10 @@ impl Store {
 
     /// The file of the message in row `message_row`.
     pub async fn media_of_row(&self, message_row: i64) -> Result<Option<MediaRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {MEDIA_COLUMNS} FROM media WHERE message_row = $1"
-        ))
-        .bind(message_row)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&media_of_row_sql())
+            .bind(message_row)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// The files of the messages in rows `message_rows`, by row.
@@ -245,16 +243,11 @@ impl Store {
         let mut keys = Vec::new();
         let mut tx = self.begin_write().await?;
         for message_id in message_ids {
-            let kept: Option<(i64, String)> = sqlx::query_as(
-                "SELECT md.message_row, md.storage_key
-                   FROM messages m JOIN media md ON md.message_row = m.id
-                  WHERE m.tenant_id = $1 AND m.direction = 'out' AND m.message_id = $2
-                    AND m.status <> 'queued' AND md.storage_key IS NOT NULL",
-            )
-            .bind(tenant.as_str())
-            .bind(*message_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let kept: Option<(i64, String)> = sqlx::query_as(SENT_FILE)
+                .bind(tenant.as_str())
+                .bind(*message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((row, key)) = kept else { continue };
             sqlx::query(
                 "UPDATE media SET state = 'released', storage_key = NULL WHERE message_row = $1",
@@ -266,6 +259,35 @@ impl Store {
         }
         tx.commit().await?;
         Ok(keys)
+    }
+
+    /// Takes at most `limit` of the oldest kept files made before
+    /// `before_ms` off their rows (`expired`, the message kept) and returns
+    /// their storage keys, for the caller to delete. On Postgres, rows
+    /// another node is expiring at the same time are skipped, not waited
+    /// for.
+    pub async fn expire_media(&self, before_ms: i64, limit: i64) -> Result<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let old: Vec<(i64, String)> = sqlx::query_as(&kept_longest_sql(self.kind()))
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=old.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE media SET state = 'expired', storage_key = NULL WHERE message_row IN ({})",
+            placeholders.join(", ")
+        );
+        let mut update = sqlx::query(&sql);
+        for (row, _) in &old {
+            update = update.bind(*row);
+        }
+        update.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(old.into_iter().map(|(_, key)| key).collect())
     }
 
     /// Records that a file is gone for good (`failed`, with why), so that
@@ -281,4 +303,30 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// One message's file (the send queue's read before an upload).
+pub(super) fn media_of_row_sql() -> String {
+    format!("SELECT {MEDIA_COLUMNS} FROM media WHERE message_row = $1")
+}
+
+/// The kept file of a send WhatsApp answered (released after its ack).
+pub(super) const SENT_FILE: &str = "
+    SELECT md.message_row, md.storage_key
+      FROM messages m JOIN media md ON md.message_row = m.id
+     WHERE m.tenant_id = $1 AND m.direction = 'out' AND m.message_id = $2
+       AND m.status <> 'queued' AND md.storage_key IS NOT NULL";
+
+/// The oldest kept files made before `$1`, at most `$2` (retention), through
+/// `media_kept_by_time`; locked on Postgres, skipping rows another node holds.
+pub(super) fn kept_longest_sql(kind: super::DbKind) -> String {
+    let lock = match kind {
+        super::DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::DbKind::Sqlite => "",
+    };
+    format!(
+        "SELECT message_row, storage_key FROM media
+          WHERE storage_key IS NOT NULL AND created_at < $1
+          ORDER BY created_at LIMIT $2{lock}"
+    )
 }

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{DbKind, Result, Store, cluster, messages, webhooks};
+use super::{DbKind, Result, Store, cluster, media, messages, webhooks};
 
 /// A sample parameter.
 #[derive(Debug, Clone)]
@@ -44,6 +44,27 @@ impl Store {
             prepared: true,
         };
         vec![
+            q(
+                "a queued send's file",
+                media::media_of_row_sql(),
+                vec![Int(5)],
+                &[&["media_pkey", "sqlite_autoindex_media_1"]],
+            ),
+            q(
+                "a sent file, to release",
+                media::SENT_FILE.to_owned(),
+                vec![Text("t1"), Text("m5")],
+                &[
+                    &["messages_by_message_id", "messages_once"],
+                    &["media_pkey", "sqlite_autoindex_media_1"],
+                ],
+            ),
+            q(
+                "files kept longest (retention)",
+                media::kept_longest_sql(kind),
+                vec![Int(50), Int(100)],
+                &[&["media_kept_by_time"]],
+            ),
             q(
                 "queued sends",
                 messages::queued_outbound_sql(kind),
