@@ -47,14 +47,14 @@ mod support_sandbox;
 mod wire;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::Connection;
 use support_db::env_or;
-use support_nodes::{Node, Tenant, create_tenants, pair_all, wait_connected_count};
+use support_nodes::{Node, SandboxProcess, Tenant, create_tenants, pair_all, wait_connected_count};
 use support_sandbox::Control;
 use wire::{WireCounter, WireCounts};
 
@@ -80,51 +80,6 @@ async fn main() {
         .collect();
     for n in sizes {
         support_db::each_database(|label, dsn| async move { run(label, &dsn, n).await }).await;
-    }
-}
-
-/// `wago sandbox` in a process of its own.
-struct SandboxProcess {
-    child: Child,
-    control: Control,
-}
-
-impl SandboxProcess {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new(env!("CARGO_BIN_EXE_wago"))
-            .args(["sandbox", "--listen", &addr.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("wago sandbox starts");
-        let control = Control::new(addr);
-        let started = Instant::now();
-        while control
-            .http
-            .get(control.url("/phones"))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the sandbox never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        SandboxProcess { child, control }
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

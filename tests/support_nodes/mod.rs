@@ -362,3 +362,48 @@ pub async fn wait_connected_count(node: &Node, n: usize, within: Duration) -> Du
 fn poll_every(tenants: usize) -> Duration {
     Duration::from_millis(if tenants <= 100 { 50 } else { 500 })
 }
+
+/// `wago sandbox` in a process of its own.
+pub struct SandboxProcess {
+    pub child: Child,
+    pub control: Control,
+}
+
+impl SandboxProcess {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_wago"))
+            .args(["sandbox", "--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("wago sandbox starts");
+        let control = Control::new(addr);
+        let started = Instant::now();
+        while control
+            .http
+            .get(control.url("/phones"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the sandbox never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SandboxProcess { child, control }
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
