@@ -325,14 +325,13 @@ async fn sandbox_media_client(ws: &url::Url) -> Result<reqwest::Client, StartupE
         Ok(answer) => answer.bytes().await.map_err(http)?,
         Err(e) => {
             tracing::warn!(url = %control, error = %e, "the sandbox's media certificate is unavailable; media sends will fail");
-            return Ok(reqwest::Client::new());
+            return Ok(crate::sessions::session_http(reqwest::Client::builder()));
         }
     };
     let certificate = reqwest::Certificate::from_pem(&pem).map_err(http)?;
-    reqwest::Client::builder()
-        .add_root_certificate(certificate)
-        .build()
-        .map_err(http)
+    Ok(crate::sessions::session_http(
+        reqwest::Client::builder().add_root_certificate(certificate),
+    ))
 }
 
 /// Claims the node's row for this process. A previous process under the

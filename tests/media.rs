@@ -692,6 +692,18 @@ async fn what_the_phone_sends_is_fetched_stored_and_served(db: TestDb) {
     let text_id = sent_text["message_id"].as_str().unwrap();
     assert_eq!(get_media(&app, &acme, text_id).await.status(), 404);
     assert_eq!(get_media(&app, &acme, "3EB0NOSUCH").await.status(), 404);
+
+    // Deleting the tenant deletes its files.
+    let deleted = app
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/tenants/{}", acme.id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(kept_files(&db), Vec::<String>::new());
     app.stop().await;
 }
 

@@ -329,7 +329,7 @@ async fn show_tenant(
 }
 
 /// Delete a tenant: its device is logged out first, then its keys,
-/// messages, webhook and WhatsApp keys are removed.
+/// messages, media files, webhook and WhatsApp keys are removed.
 #[utoipa::path(
     delete,
     path = "/admin/tenants/{id}",
@@ -361,6 +361,9 @@ async fn delete_tenant(
     }
     if !state.store.delete_tenant(&tenant).await? {
         return Err(ApiError::not_found("tenant"));
+    }
+    if let Err(e) = state.media.storage.delete_tenant(&tenant).await {
+        tracing::warn!(tenant_id = %id, error = %e, "cannot delete the tenant's media files");
     }
     state.keys_changed().await;
     tracing::info!(tenant_id = %id, "tenant deleted");

@@ -51,6 +51,9 @@ pub trait MediaStorage: Send + Sync + 'static {
     /// Deletes the file kept under `key`; deleting a missing one is no
     /// error.
     async fn delete(&self, key: &str) -> io::Result<()>;
+
+    /// Deletes every file of a tenant (the tenant is being deleted).
+    async fn delete_tenant(&self, tenant: &crate::tenants::TenantId) -> io::Result<()>;
 }
 
 /// A fresh key for one of `tenant`'s files.
@@ -136,6 +139,18 @@ impl MediaStorage for DiskStorage {
             other => other,
         }
     }
+
+    async fn delete_tenant(&self, tenant: &crate::tenants::TenantId) -> io::Result<()> {
+        // The directory of a key `tenant/x`: checked like any key.
+        let dir = self.path(&format!("{}/x", tenant.as_str()))?;
+        let Some(dir) = dir.parent() else {
+            return Ok(());
+        };
+        match tokio::fs::remove_dir_all(dir).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +184,19 @@ mod tests {
             disk.local("t1/abc").await.err().map(|e| e.kind()),
             Some(io::ErrorKind::NotFound)
         );
+        let spooled = spool(
+            disk.spool_dir(),
+            futures_util::stream::iter([Ok::<_, io::Error>(bytes::Bytes::from("x"))]),
+            10,
+        )
+        .await
+        .unwrap();
+        disk.put("t1/def", spooled).await.unwrap();
+        disk.delete_tenant(&crate::tenants::TenantId::from_raw("t1"))
+            .await
+            .unwrap();
+        assert!(disk.open("t1/def").await.unwrap().is_none());
+        assert!(!dir.path().join("t1").exists());
         for bad in ["../x", "t1/../../x", "t1", "t1/a/b", "/etc/passwd"] {
             assert!(disk.open(bad).await.is_err(), "{bad} is refused");
         }

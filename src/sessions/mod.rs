@@ -142,6 +142,17 @@ pub struct SessionSettings {
     pub media: MediaWork,
 }
 
+/// The sessions' HTTP client (media, version lookup) from `builder`: a
+/// host that stops answering fails the call instead of holding a blocking
+/// thread (uploads and downloads stream on one) for ever.
+pub fn session_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}
+
 impl SessionSettings {
     pub fn new(endpoint: Endpoint) -> Self {
         SessionSettings {
@@ -153,7 +164,7 @@ impl SessionSettings {
             queue_sweep: Duration::from_secs(60),
             max_backoff: Duration::from_secs(60),
             remote_wait: Duration::from_secs(15),
-            http: reqwest::Client::new(),
+            http: session_http(reqwest::Client::builder()),
             media: MediaWork::new(
                 std::sync::Arc::new(crate::media::DiskStorage::new("wago-media")),
                 4,

@@ -22,6 +22,7 @@ const CONTROL_TABLES: &[&str] = &[
     "tenants",
     "api_keys",
     "messages",
+    "media",
     "webhook_endpoints",
     "webhook_outbox",
     "webhook_attempts",
