@@ -488,13 +488,7 @@ async fn read_form(
 
 /// Downloads the file a send names by URL.
 async fn fetch(state: &AppState, kind: MediaKind, raw: &str) -> ApiResult<Source> {
-    let url = url::Url::parse(raw.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| ApiError::invalid("url", "must be an http:// or https:// URL"))?;
-    if !state.allow_private_webhooks {
-        crate::webhooks::guard::check_literal(&url).map_err(|e| ApiError::invalid("url", e))?;
-    }
+    let url = super::webhooks::parse_url(raw, state.allow_private_webhooks)?;
     let failed =
         |e: &dyn std::fmt::Display| ApiError::invalid("url", format!("cannot fetch it: {e}"));
     let response = state

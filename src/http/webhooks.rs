@@ -177,7 +177,9 @@ pub async fn apply(state: &AppState, tenant: &TenantId, hook: CheckedWebhook<'_>
     Ok(())
 }
 
-fn parse_url(raw: &str, allow_private: bool) -> ApiResult<url::Url> {
+/// An `http(s)` URL a tenant gave (`url`), with a private IP literal
+/// refused unless `allow_private`. Media sends by URL use it too.
+pub(super) fn parse_url(raw: &str, allow_private: bool) -> ApiResult<url::Url> {
     let url = url::Url::parse(raw.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
